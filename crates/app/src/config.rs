@@ -1,0 +1,264 @@
+//! Configuration: read once at start from the environment (12-factor), each
+//! variable also a flag of the same name, validated with messages that name
+//! the variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// The order service: takes orders from NATS JetStream, stores them in
+/// PostgreSQL, keeps them in memory and answers `GET /order?order_uid=...`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "order-service", version, about, long_about = None)]
+pub struct Config {
+    /// PostgreSQL URL. The database is created if missing and migrated at start.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/orders",
+        value_parser = postgres_url
+    )]
+    pub database_url: String,
+
+    /// NATS server(s), comma-separated; the client fails over between them.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", value_parser = nats_urls)]
+    pub nats_url: String,
+
+    /// Subject orders are published on.
+    #[arg(long, env = "NATS_SUBJECT", default_value = "orders", value_parser = nats_subject)]
+    pub nats_subject: String,
+
+    /// JetStream stream that captures the subject (created if missing).
+    #[arg(long, env = "NATS_STREAM", default_value = "ORDERS", value_parser = nats_name)]
+    pub nats_stream: String,
+
+    /// Durable consumer name, shared by every replica.
+    #[arg(long, env = "NATS_DURABLE", default_value = "order-service", value_parser = nats_name)]
+    pub nats_durable: String,
+
+    /// Stream replicas when this service creates the stream (3 on a cluster).
+    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_stream_replicas: u8,
+
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080", value_parser = socket_addr)]
+    pub http_addr: SocketAddr,
+
+    /// Most orders held in memory; the newest are loaded at start, the rest
+    /// are read from PostgreSQL on demand. One million sample-sized orders
+    /// take about 1 GiB.
+    #[arg(long, env = "CACHE_CAPACITY", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub cache_capacity: u64,
+
+    /// Longest graceful drain on SIGINT/SIGTERM (e.g. 10s, 500ms).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Larger messages are rejected without being parsed (e.g. 1MiB, 64KiB, 5000).
+    #[arg(long, env = "MAX_ORDER_BYTES", default_value = "1MiB", value_parser = byte_size)]
+    pub max_order_bytes: usize,
+
+    /// Most messages stored in one transaction. 1 stores each message on its
+    /// own (slower; kept for comparison).
+    #[arg(long, env = "INGEST_BATCH_SIZE", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub ingest_batch_size: u64,
+
+    /// Longest wait for more messages to fill a batch once one has arrived
+    /// (e.g. 5ms); the latency a lone message may gain.
+    #[arg(long, env = "INGEST_LINGER", default_value = "5ms", value_parser = duration)]
+    pub ingest_linger: Duration,
+
+    /// Log filter, in tracing's EnvFilter syntax (e.g. info, orders_app=debug).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub rust_log: String,
+
+    /// Log format: pretty for people, json for machines.
+    #[arg(long, env = "LOG_FORMAT", default_value = "pretty", value_enum)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Config {
+    /// The configuration with every default, for tests to adjust.
+    pub fn defaults() -> Self {
+        Self::parse_from(["order-service"])
+    }
+}
+
+fn postgres_url(raw: &str) -> Result<String, String> {
+    orders_postgres::check_url(raw)
+        .map(|()| raw.to_owned())
+        .map_err(|e| format!("invalid PostgreSQL URL {raw:?}: {e}"))
+}
+
+fn nats_urls(raw: &str) -> Result<String, String> {
+    orders_nats::check_urls(raw).map(|()| raw.to_owned())
+}
+
+fn nats_subject(raw: &str) -> Result<String, String> {
+    let ok = !raw.is_empty()
+        && raw.split('.').all(|t| !t.is_empty())
+        && !raw
+            .chars()
+            .any(|c| c.is_whitespace() || c == '*' || c == '>');
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!(
+            "invalid subject {raw:?}: dot-separated tokens without spaces or wildcards"
+        ))
+    }
+}
+
+fn nats_name(raw: &str) -> Result<String, String> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 64
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!(
+            "invalid name {raw:?}: 1 to 64 letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+fn socket_addr(raw: &str) -> Result<SocketAddr, String> {
+    raw.parse().map_err(|_| {
+        format!("invalid socket address {raw:?} (expected host:port, e.g. 127.0.0.1:8080)")
+    })
+}
+
+fn duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw)
+        .map_err(|e| format!("invalid duration {raw:?} ({e}); e.g. 10s, 500ms, 1m"))
+}
+
+/// A size in bytes: a plain number, or one with B, KB/KiB, MB/MiB (both
+/// meaning powers of 1024, as people mean them for message limits).
+fn byte_size(raw: &str) -> Result<usize, String> {
+    let text = raw.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let multiplier = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => {
+            return Err(format!(
+                "invalid size {raw:?}: use e.g. 1MiB, 64KiB or 5000"
+            ));
+        }
+    };
+    let value: usize = digits
+        .parse()
+        .map_err(|_| format!("invalid size {raw:?}: use e.g. 1MiB, 64KiB or 5000"))?;
+    match value.checked_mul(multiplier) {
+        Some(0) | None => Err(format!("invalid size {raw:?}: must be at least 1 byte")),
+        Some(bytes) => Ok(bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut all = vec!["order-service"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::defaults();
+        assert_eq!(c.database_url, "postgres://postgres@127.0.0.1:5432/orders");
+        assert_eq!(c.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(c.nats_subject, "orders");
+        assert_eq!(c.nats_stream, "ORDERS");
+        assert_eq!(c.nats_durable, "order-service");
+        assert_eq!(c.nats_stream_replicas, 1);
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_order_bytes, 1024 * 1024);
+        assert_eq!(c.ingest_batch_size, 500);
+        assert_eq!(c.ingest_linger, Duration::from_millis(5));
+        assert_eq!(c.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_the_problem() {
+        let err = parse(&["--http-addr", "x"]).expect_err("invalid");
+        assert!(
+            err.contains("HTTP_ADDR") || err.contains("--http-addr"),
+            "{err}"
+        );
+        assert!(err.contains("invalid socket address \"x\""), "{err}");
+
+        for (flag, value, says) in [
+            ("--shutdown-timeout", "soon", "invalid duration"),
+            ("--max-order-bytes", "lots", "invalid size"),
+            ("--max-order-bytes", "0", "at least 1 byte"),
+            ("--nats-stream", "a b", "invalid name"),
+            ("--nats-subject", "orders.>", "invalid subject"),
+            ("--nats-url", "http://[::1", "invalid NATS server address"),
+            (
+                "--database-url",
+                "postgres://x:y:z@",
+                "invalid PostgreSQL URL",
+            ),
+            ("--cache-capacity", "0", "0"),
+            ("--ingest-batch-size", "0", "0"),
+        ] {
+            let err = parse(&[flag, value]).expect_err(flag);
+            assert!(err.contains(says), "{flag} {value}: {err}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations_read_as_people_write_them() {
+        assert_eq!(byte_size("1MiB"), Ok(1 << 20));
+        assert_eq!(byte_size("64KiB"), Ok(64 << 10));
+        assert_eq!(byte_size("5000"), Ok(5000));
+        assert_eq!(byte_size("2 mb"), Ok(2 << 20));
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn help_lists_every_variable() {
+        let help = Config::command().render_long_help().to_string();
+        for var in [
+            "DATABASE_URL",
+            "NATS_URL",
+            "NATS_SUBJECT",
+            "NATS_STREAM",
+            "NATS_DURABLE",
+            "NATS_STREAM_REPLICAS",
+            "HTTP_ADDR",
+            "CACHE_CAPACITY",
+            "SHUTDOWN_TIMEOUT",
+            "MAX_ORDER_BYTES",
+            "INGEST_BATCH_SIZE",
+            "INGEST_LINGER",
+            "RUST_LOG",
+            "LOG_FORMAT",
+        ] {
+            assert!(help.contains(var), "--help does not mention {var}");
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The `order-service` application: reads the config, builds the adapters,
+//! hands them to the core as trait objects, and owns shutdown.
+//!
+//! [`App::build`] connects everything; [`App::run_until_stopped`] serves until
+//! the shutdown token is cancelled. Tests start the real app the same way
+//! `main` does, on port 0.
+
+pub mod config;
+mod ingest;
+mod retry;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use orders_cache::MemoryCache;
+use orders_domain::{OrderRepository, OrderService, Readiness};
+use orders_http::{Gauges, HttpSettings, Metrics, Router};
+use orders_nats::{JetStreamSettings, JetStreamSource};
+use orders_postgres::{PgOrderRepository, PoolSettings};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+pub use ingest::{IngestSettings, run_ingest};
+
+/// How often readiness is re-checked (database ping, broker connection).
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The wired service, bound to its port and connected, not yet running.
+pub struct App {
+    config: Config,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    service: Arc<OrderService>,
+    repo: Arc<PgOrderRepository>,
+    nats: async_nats::Client,
+    jetstream: JetStreamSettings,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Binds the HTTP port and builds the adapters without waiting for any
+    /// of them: the pool connects on first use and the NATS client in the
+    /// background. Fails only on what retrying cannot fix (the port is taken,
+    /// a URL is malformed).
+    pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<App> {
+        let listener = TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("HTTP_ADDR: cannot listen on {}", config.http_addr))?;
+        let local_addr = listener.local_addr().context("reading the bound address")?;
+
+        let pool = orders_postgres::connect_pool(&config.database_url, PoolSettings::default())
+            .context("DATABASE_URL: building the connection pool")?;
+        let repo = Arc::new(PgOrderRepository::new(pool));
+        let nats = orders_nats::connect_in_background(&config.nats_url, "order-service")
+            .await
+            .context("NATS_URL")?;
+        let jetstream = JetStreamSettings {
+            replicas: usize::from(config.nats_stream_replicas),
+            ..JetStreamSettings::new(
+                &config.nats_subject,
+                &config.nats_stream,
+                &config.nats_durable,
+            )
+        };
+
+        let cache_capacity = usize::try_from(config.cache_capacity).unwrap_or(usize::MAX);
+        let cache = Arc::new(MemoryCache::new(cache_capacity));
+        let service = Arc::new(OrderService::new(
+            Arc::clone(&repo) as Arc<dyn OrderRepository>,
+            cache,
+            Arc::new(Readiness::default()),
+            config.max_order_bytes,
+        ));
+        Ok(App {
+            config,
+            listener,
+            local_addr,
+            service,
+            repo,
+            nats,
+            jetstream,
+            metrics: Arc::new(Metrics::new()),
+            shutdown,
+        })
+    }
+
+    /// Where the HTTP server listens (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves HTTP at once (`/healthz` answers, `/readyz` says what is not
+    /// ready yet), then, retrying each step with backoff until it succeeds or
+    /// shutdown: creates the database if missing, migrates it, opens the
+    /// JetStream stream and consumer, warms the cache, and starts ingesting.
+    ///
+    /// Serves until the shutdown token is cancelled, then drains: stops
+    /// pulling, finishes and acks the message in hand, lets HTTP requests
+    /// finish, flushes NATS and closes the pool, all within
+    /// `SHUTDOWN_TIMEOUT`. A task that dies early cancels the rest, and the
+    /// error is returned.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let App {
+            config,
+            listener,
+            local_addr,
+            service,
+            repo,
+            nats,
+            jetstream,
+            metrics,
+            shutdown,
+        } = self;
+        tracing::info!(%local_addr, "serving HTTP");
+        let tasks = TaskTracker::new();
+        let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let spawn_critical = |name: &'static str, task: tokio::task::JoinHandle<()>| {
+            let shutdown = shutdown.clone();
+            let failure = Arc::clone(&failure);
+            tasks.spawn(async move {
+                let result = task.await;
+                if !shutdown.is_cancelled() {
+                    let why = match result {
+                        Ok(()) => format!("{name} stopped unexpectedly"),
+                        Err(err) => format!("{name} failed: {err}"),
+                    };
+                    tracing::error!("{why}; shutting down");
+                    if let Ok(mut slot) = failure.lock() {
+                        slot.get_or_insert(why);
+                    }
+                    shutdown.cancel();
+                }
+            });
+        };
+
+        let http_settings = HttpSettings {
+            shutdown_timeout: config.shutdown_timeout,
+            ..HttpSettings::default()
+        };
+        spawn_critical(
+            "HTTP server",
+            tokio::spawn(orders_http::serve(
+                listener,
+                Router::new(Arc::clone(&service), Arc::clone(&metrics)),
+                http_settings,
+                shutdown.child_token(),
+            )),
+        );
+        spawn_critical(
+            "health checks",
+            tokio::spawn(watch_health(
+                Arc::clone(&service),
+                Arc::clone(&repo),
+                nats.clone(),
+                jetstream.clone(),
+                Arc::clone(&metrics),
+                shutdown.child_token(),
+            )),
+        );
+        spawn_critical(
+            "ingest",
+            tokio::spawn(prepare_then_ingest(
+                Arc::clone(&service),
+                config.clone(),
+                nats.clone(),
+                jetstream.clone(),
+                Arc::clone(&metrics),
+                shutdown.child_token(),
+            )),
+        );
+        tasks.close();
+
+        shutdown.cancelled().await;
+        tracing::info!(timeout = ?config.shutdown_timeout, "shutting down");
+        let drained = tokio::time::timeout(config.shutdown_timeout, tasks.wait()).await;
+        if drained.is_err() {
+            tracing::warn!(
+                "tasks still running at SHUTDOWN_TIMEOUT; exiting anyway (unacked messages are redelivered)"
+            );
+        }
+        if let Err(err) = nats.flush().await {
+            tracing::warn!(error = %err, "flushing NATS failed");
+        }
+        drop(nats);
+        repo.pool().close();
+        tracing::info!("stopped");
+        let failure = failure.lock().ok().and_then(|mut slot| slot.take());
+        match failure {
+            Some(why) => Err(anyhow::anyhow!(why)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Everything that needs PostgreSQL and NATS to answer, in order, each step
+/// retried with backoff; then the ingest loop. Returns early only on shutdown.
+async fn prepare_then_ingest(
+    service: Arc<OrderService>,
+    config: Config,
+    nats: async_nats::Client,
+    jetstream: JetStreamSettings,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let url = config.database_url.as_str();
+    let capacity = usize::try_from(config.cache_capacity).unwrap_or(usize::MAX);
+    let prepared = async {
+        retry::until_ok("create the database", &shutdown, || {
+            orders_postgres::ensure_database(url)
+        })
+        .await?;
+        retry::until_ok("migrate the database", &shutdown, || {
+            orders_postgres::migrate(url)
+        })
+        .await?;
+        let source = retry::until_ok("open the JetStream consumer", &shutdown, || {
+            JetStreamSource::open(nats.clone(), jetstream.clone())
+        })
+        .await?;
+        let started = std::time::Instant::now();
+        let loaded =
+            retry::until_ok("warm the cache", &shutdown, || service.warm_up(capacity)).await?;
+        tracing::info!(loaded, elapsed = ?started.elapsed(), "cache warm");
+        anyhow::Ok(source)
+    };
+    let settings = IngestSettings {
+        batch_size: usize::try_from(config.ingest_batch_size).unwrap_or(1),
+        linger: config.ingest_linger,
+    };
+    // An error here means shutdown arrived while preparing.
+    if let Ok(source) = prepared.await {
+        run_ingest(service, Box::new(source), metrics, settings, shutdown).await;
+    }
+}
+
+/// Keeps readiness true to the dependencies (the database answers a ping,
+/// the NATS client is connected) and refreshes the gauges in `/metrics`.
+async fn watch_health(
+    service: Arc<OrderService>,
+    repo: Arc<PgOrderRepository>,
+    nats: async_nats::Client,
+    jetstream: JetStreamSettings,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let readiness = Arc::clone(service.readiness());
+    let js = async_nats::jetstream::new(nats.clone());
+    loop {
+        let ping = tokio::time::timeout(HEALTH_INTERVAL, service.repository().ping()).await;
+        readiness.set_database(matches!(ping, Ok(Ok(()))));
+        let connected = matches!(
+            nats.connection_state(),
+            async_nats::connection::State::Connected
+        );
+        readiness.set_broker(connected);
+        let consumer = if connected {
+            tokio::time::timeout(HEALTH_INTERVAL, consumer_info(&js, &jetstream))
+                .await
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let pool = repo.pool().status();
+        metrics.set_gauges(Gauges {
+            cache_entries: service.cached_orders(),
+            pool_size: pool.size,
+            pool_available: pool.available,
+            pool_waiting: pool.waiting,
+            consumer_pending: consumer.map(|c| c.num_pending),
+            consumer_ack_pending: consumer.map(|c| c.num_ack_pending as u64),
+        });
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(HEALTH_INTERVAL) => {}
+        }
+    }
+}
+
+/// The consumer's pending counts, if the broker answers.
+async fn consumer_info(
+    js: &async_nats::jetstream::Context,
+    settings: &JetStreamSettings,
+) -> Option<ConsumerCounts> {
+    let stream = js.get_stream_no_info(&settings.stream).await.ok()?;
+    let info = stream.consumer_info(&settings.durable).await.ok()?;
+    Some(ConsumerCounts {
+        num_pending: info.num_pending,
+        num_ack_pending: info.num_ack_pending,
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ConsumerCounts {
+    num_pending: u64,
+    num_ack_pending: usize,
+}

@@ -1,0 +1,31 @@
+use anyhow::Context as _;
+use clap::Parser as _;
+use orders_app::{App, Config, telemetry};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    telemetry::init(&config.rust_log, config.log_format)?;
+
+    let shutdown = CancellationToken::new();
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+        on_signal.cancel();
+    });
+
+    let app = match App::build(config, shutdown.clone()).await {
+        Ok(app) => app,
+        // A signal during start-up is a clean stop, not a failure.
+        Err(_) if shutdown.is_cancelled() => return Ok(()),
+        Err(err) => return Err(err),
+    };
+    app.run_until_stopped().await
+}

@@ -1,0 +1,144 @@
+//! The running server against docs/openapi.yaml: every documented route and
+//! status is exercised, answers with the documented content type, and every
+//! JSON body validates against the documented schema.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use orders_testkit::{SAMPLE, eventually, get, http};
+use serde_json::{Value, json};
+use support::spawn_app;
+
+const SPEC: &str = include_str!("../../../docs/openapi.yaml");
+
+fn spec() -> Value {
+    serde_yaml_ng::from_str(SPEC).expect("docs/openapi.yaml parses")
+}
+
+/// Checks one answer against the spec's response for (path, status).
+fn check(spec: &Value, path: &str, status: u16, head: &str, body: &[u8]) {
+    let response = &spec["paths"][path]["get"]["responses"][status.to_string()];
+    assert!(
+        response.is_object(),
+        "GET {path} answered {status}, which is not documented"
+    );
+    let content = response["content"].as_object().expect("content");
+    let (media, doc) = content.iter().next().expect("one media type");
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    assert!(
+        content_type.starts_with(media.as_str()),
+        "GET {path} {status}: {content_type} is not {media}"
+    );
+    if media == "application/json" {
+        let mut schema = doc["schema"].clone();
+        schema["components"] = spec["components"].clone();
+        let validator = jsonschema::draft202012::new(&schema).expect("a valid schema");
+        let instance: Value = serde_json::from_slice(body).expect("a JSON body");
+        let errors: Vec<String> = validator
+            .iter_errors(&instance)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "GET {path} {status}: {errors:?} in {instance}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_documented_route_and_status_answers_as_documented() {
+    let spec = spec();
+    let app = spawn_app().await;
+    app.publish(SAMPLE.to_vec(), None).await;
+    app.wait_stored(1).await;
+    let mut exercised = BTreeSet::new();
+    let mut exchange = async |path: &str, query: &str, status: u16| {
+        let (got, head, body) = http(app.addr, "GET", &format!("{path}{query}")).await;
+        assert_eq!(got, status, "GET {path}{query}");
+        check(&spec, path, status, &head, &body);
+        exercised.insert((path.to_owned(), status));
+        body
+    };
+
+    let body = exchange("/order", "?order_uid=b563feb7b2b84b6test", 200).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).expect("json"),
+        serde_json::from_slice::<Value>(SAMPLE).expect("json")
+    );
+    exchange("/order", "?order_uid=a%20b", 400).await;
+    exchange("/order", "", 400).await;
+    exchange("/order", "?order_uid=unknown", 404).await;
+    let body = exchange("/orders", "?limit=1", 200).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).expect("json")["orders"][0]["order_uid"],
+        json!("b563feb7b2b84b6test")
+    );
+    exchange("/orders", "?limit=0", 400).await;
+    exchange("/healthz", "", 200).await;
+    exchange("/readyz", "", 200).await;
+    exchange("/metrics", "", 200).await;
+    exchange("/", "", 200).await;
+
+    // The database goes away: what is not in memory cannot be answered.
+    app.db
+        .client()
+        .await
+        .batch_execute("SELECT 1")
+        .await
+        .expect("db answers before");
+    drop_database(&app.db.url).await;
+    let addr = app.addr;
+    eventually("/readyz 503", Duration::from_secs(10), || async move {
+        get(addr, "/readyz").await.0 == 503
+    })
+    .await;
+    let body = exchange("/readyz", "", 503).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).expect("json")["database"],
+        json!(false)
+    );
+    exchange("/order", "?order_uid=not-cached", 503).await;
+    exchange("/orders", "", 503).await;
+    exchange("/order", "?order_uid=b563feb7b2b84b6test", 200).await;
+
+    let documented: BTreeSet<(String, u16)> = spec["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            item["get"]["responses"]
+                .as_object()
+                .expect("responses")
+                .keys()
+                .map(|status| (path.clone(), status.parse().expect("a status")))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        documented, exercised,
+        "documented routes and statuses not exercised (or the reverse)"
+    );
+    app.shutdown.cancel();
+}
+
+async fn drop_database(url: &str) {
+    let name = url.rsplit('/').next().expect("a database name").to_owned();
+    let admin = orders_testkit::admin_database_url();
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .expect("drop database");
+}

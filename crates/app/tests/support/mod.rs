@@ -1,0 +1,100 @@
+//! `spawn_app()`: the real app, wired as `main` wires it, on port 0 with a
+//! database and a stream of the test's own.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use orders_app::{App, Config};
+use orders_testkit::{TestDb, TestStream, eventually, get};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: TestDb,
+    pub stream: TestStream,
+    pub js: async_nats::jetstream::Context,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+pub fn config(db: &TestDb, stream: &TestStream) -> Config {
+    Config {
+        database_url: db.url.clone(),
+        nats_url: stream.url.clone(),
+        nats_subject: stream.subject.clone(),
+        nats_stream: stream.stream.clone(),
+        nats_durable: stream.durable.clone(),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        shutdown_timeout: Duration::from_secs(5),
+        ..Config::defaults()
+    }
+}
+
+/// Starts the app on a fresh database (created by the app itself) and
+/// stream, and waits until `/readyz` says ready.
+pub async fn spawn_app() -> TestApp {
+    let db = TestDb::not_yet_created();
+    let stream = TestStream::new();
+    spawn_with(db, stream, |c| c).await
+}
+
+pub async fn spawn_with(
+    db: TestDb,
+    stream: TestStream,
+    adjust: impl FnOnce(Config) -> Config,
+) -> TestApp {
+    let js = stream.create().await;
+    let shutdown = CancellationToken::new();
+    let app = App::build(adjust(config(&db, &stream)), shutdown.clone())
+        .await
+        .expect("app builds");
+    let addr = app.local_addr();
+    let task = tokio::spawn(app.run_until_stopped());
+    let test_app = TestApp {
+        addr,
+        db,
+        stream,
+        js,
+        shutdown,
+        task,
+    };
+    test_app.wait_ready().await;
+    test_app
+}
+
+impl TestApp {
+    pub async fn wait_ready(&self) {
+        let addr = self.addr;
+        eventually("/readyz 200", Duration::from_secs(15), || async move {
+            get(addr, "/readyz").await.0 == 200
+        })
+        .await;
+    }
+
+    pub async fn publish(&self, body: Vec<u8>, msg_id: Option<&str>) {
+        self.stream.publish(&self.js, body, msg_id).await;
+    }
+
+    /// Stops the app as a signal would and returns what `run_until_stopped` did.
+    pub async fn stop(self) -> (TestDb, TestStream, anyhow::Result<()>) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("stopped within 10 s")
+            .expect("task did not panic");
+        (self.db, self.stream, result)
+    }
+
+    pub async fn wait_stored(&self, count: i64) {
+        let db = &self.db;
+        eventually(
+            &format!("{count} orders stored"),
+            Duration::from_secs(30),
+            || async move { db.count("SELECT count(*) FROM order_info").await >= count },
+        )
+        .await;
+    }
+}

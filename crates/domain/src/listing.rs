@@ -1,0 +1,102 @@
+//! The list of recent orders: newest first, keyset-paginated.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::uid::OrderUid;
+
+/// The most orders one page of the list holds, whatever the client asks.
+pub const MAX_PAGE: usize = 100;
+/// The page size when the client does not ask for one.
+pub const DEFAULT_PAGE: usize = 20;
+
+/// A position in the list: the (creation time, uid) of the last order on a
+/// page. The next page holds the orders strictly older than it. Written as
+/// `MICROS.UID` (microseconds since the Unix epoch, a dot, the uid), which
+/// needs no escaping in a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderCursor {
+    pub created_micros: i64,
+    pub order_uid: OrderUid,
+}
+
+/// Why a string is not an [`OrderCursor`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("before: expected a cursor from a previous page's \"next\"")]
+pub struct InvalidCursor;
+
+impl OrderCursor {
+    pub fn parse(raw: &str) -> Result<Self, InvalidCursor> {
+        let (micros, uid) = raw.split_once('.').ok_or(InvalidCursor)?;
+        let created_micros = micros.parse().map_err(|_| InvalidCursor)?;
+        let order_uid = OrderUid::parse(uid).map_err(|_| InvalidCursor)?;
+        Ok(Self {
+            created_micros,
+            order_uid,
+        })
+    }
+}
+
+impl fmt::Display for OrderCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.created_micros, self.order_uid)
+    }
+}
+
+/// One line of the list of recent orders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderSummary {
+    pub order_uid: OrderUid,
+    /// As sent in the order.
+    pub date_created: String,
+    pub amount: i64,
+    pub currency: String,
+    /// Where this line stands in the list.
+    #[serde(skip)]
+    pub cursor: OrderCursor,
+}
+
+/// One page of the list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderPage {
+    pub orders: Vec<OrderSummary>,
+    /// The cursor for the next page, or `None` on the last page.
+    pub next: Option<String>,
+}
+
+impl OrderPage {
+    /// A page from the lines the repository returned for a request of
+    /// `limit` lines: a full page may have more after it.
+    pub fn new(orders: Vec<OrderSummary>, limit: usize) -> Self {
+        let next = if orders.len() == limit {
+            orders.last().map(|last| last.cursor.to_string())
+        } else {
+            None
+        };
+        Self { orders, next }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips() {
+        let cursor = OrderCursor {
+            created_micros: 1_637_907_739_000_000,
+            order_uid: OrderUid::parse("b563feb7b2b84b6test").expect("uid"),
+        };
+        let text = cursor.to_string();
+        assert_eq!(text, "1637907739000000.b563feb7b2b84b6test");
+        assert_eq!(OrderCursor::parse(&text), Ok(cursor));
+    }
+
+    #[test]
+    fn malformed_cursors_are_refused() {
+        for bad in ["", "123", "x.abc", "12.", "12.a b", "-.x", "1.2.3"] {
+            assert_eq!(OrderCursor::parse(bad), Err(InvalidCursor), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The ports: what the core needs from the outside world, as contracts the
+//! adapters MUST keep.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::listing::{OrderCursor, OrderSummary};
+use crate::order::Order;
+use crate::uid::OrderUid;
+use crate::validation::RejectReason;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// What storing an order did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveOutcome {
+    /// The order was new and is now committed.
+    Stored,
+    /// An equal order with this uid was already stored; nothing changed.
+    Duplicate,
+    /// A different order with this uid was already stored; it stays.
+    Conflict,
+}
+
+/// Why the repository could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RepositoryError {
+    /// The database cannot be reached or did not answer in time. Transient:
+    /// the same call can succeed later.
+    #[error("database unavailable")]
+    Unavailable(#[source] BoxError),
+    /// The database refused this data for good (a data or integrity error).
+    /// Retrying the same input cannot succeed.
+    #[error("database refused the data: {0}")]
+    Refused(String),
+}
+
+/// A message that was not an order, kept with its reason and raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    /// The full, human-readable reason (`payment.amount: expected ...`).
+    pub detail: String,
+    /// The uid, when the message had a readable one.
+    pub order_uid: Option<String>,
+    pub subject: String,
+    /// The stream and the message's sequence in it: recording the same
+    /// message twice (a redelivery) keeps one row.
+    pub stream: String,
+    pub stream_sequence: Option<u64>,
+    pub payload: Bytes,
+}
+
+/// Durable storage of orders.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait OrderRepository: Send + Sync {
+    /// MUST store the order and all its parts in one transaction: all rows or
+    /// none. MUST return [`SaveOutcome::Duplicate`] and change nothing if an
+    /// equal order with this uid is stored, and [`SaveOutcome::Conflict`] and
+    /// change nothing if a different one is. MUST return
+    /// [`RepositoryError::Unavailable`] for faults that may heal.
+    async fn save(&self, order: &Order) -> Result<SaveOutcome, RepositoryError>;
+
+    /// MUST store every order of the batch that is new in ONE transaction and
+    /// return one outcome per order, in order, with the meaning of
+    /// [`save`](Self::save) (a uid repeated within the batch: the first
+    /// occurrence counts, the rest are `Duplicate` or `Conflict` against it).
+    /// MUST return [`RepositoryError::Refused`] and store nothing if the
+    /// database refuses any of them, so the caller can find which one.
+    async fn save_batch(&self, orders: &[Order]) -> Result<Vec<SaveOutcome>, RepositoryError>;
+
+    /// MUST return the stored order with this uid, or `None`.
+    async fn find(&self, uid: &OrderUid) -> Result<Option<Order>, RepositoryError>;
+
+    /// MUST return at most `limit` orders, the newest (`date_created`) first,
+    /// reading each table once rather than once per order.
+    async fn load_recent(&self, limit: usize) -> Result<Vec<Order>, RepositoryError>;
+
+    /// MUST return at most `limit` orders, newest (`date_created`, then uid)
+    /// first, only those strictly older than `before` when given.
+    async fn list_recent(
+        &self,
+        limit: usize,
+        before: Option<OrderCursor>,
+    ) -> Result<Vec<OrderSummary>, RepositoryError>;
+
+    /// MUST record the rejected message; recording the same stream and
+    /// sequence again MUST keep one row.
+    async fn record_rejection(&self, rejection: &Rejection) -> Result<(), RepositoryError>;
+
+    /// MUST succeed only when the database answers a query.
+    async fn ping(&self) -> Result<(), RepositoryError>;
+}
+
+/// Orders held in memory, as the JSON bytes an HTTP answer sends.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait OrderCache: Send + Sync {
+    /// The order's JSON, if held. MUST NOT block on writers for long.
+    fn get(&self, uid: &OrderUid) -> Option<Bytes>;
+    /// Holds the order's JSON. Callers insert only committed orders. A bounded
+    /// cache MAY evict others to make room.
+    fn insert(&self, uid: OrderUid, json: Bytes);
+    /// How many orders are held.
+    fn len(&self) -> usize;
+    /// Whether no order is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where a delivery came from, for logs and the rejected-messages table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeliveryMeta {
+    pub subject: String,
+    /// The stream that holds the message.
+    pub stream: String,
+    /// The message's sequence in the stream.
+    pub stream_sequence: u64,
+    /// How many times the broker has delivered it, this time included.
+    pub delivered: u64,
+}
+
+/// A message from the broker, with the handle that settles it.
+pub struct Delivery {
+    pub payload: Bytes,
+    pub meta: DeliveryMeta,
+    pub acker: Box<dyn Acker>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("payload_len", &self.payload.len())
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The broker failed to take a settlement. The message will be redelivered,
+/// which the core handles as a duplicate.
+#[derive(Debug, thiserror::Error)]
+#[error("broker did not take the acknowledgement")]
+pub struct AckError(#[source] pub BoxError);
+
+/// Settles one delivered message.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait Acker: Send + Sync {
+    /// MUST return only once the broker has confirmed the ack, so an ack is
+    /// never lost in a buffer when the process exits.
+    async fn ack(&self) -> Result<(), AckError>;
+    /// Asks for redelivery after `delay`.
+    async fn nak(&self, delay: Duration) -> Result<(), AckError>;
+    /// Tells the broker never to deliver this message again.
+    async fn term(&self) -> Result<(), AckError>;
+}
+
+/// The broker could not deliver.
+#[derive(Debug, thiserror::Error)]
+#[error("message source failed")]
+pub struct SourceError(#[source] pub BoxError);
+
+/// Where orders come from: a durable subscription with explicit acks.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait MessageSource: Send {
+    /// Waits for the next message. MUST recover from a lost connection by
+    /// itself; an `Err` is a fault worth logging, and the caller may call
+    /// again. `Ok(None)` means the source is closed for good.
+    async fn next(&mut self) -> Result<Option<Delivery>, SourceError>;
+
+    /// Waits for the next message, then takes up to `max` in all, waiting at
+    /// most `linger` for more to arrive. Never returns an empty batch unless
+    /// the source is closed for good. Same recovery duties as
+    /// [`next`](Self::next).
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        linger: std::time::Duration,
+    ) -> Result<Vec<Delivery>, SourceError>;
+}

@@ -1,0 +1,20 @@
+//! The HTTP adapter: plain hyper 1.x, no framework.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /order?order_uid=UID` | 200 the order's JSON; 400 / 404 / 503 `{"error": ...}` |
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /readyz` | 200 once the cache is warm and the database and broker answer, else 503 |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /orders?limit=N&before=CURSOR` | the newest orders, keyset-paginated |
+//! | `GET /`, `/style.css`, `/app.js` | the embedded web page |
+//! | another method on a known path | 405 with `Allow: GET, HEAD` |
+
+mod metrics;
+mod routes;
+mod server;
+mod statics;
+
+pub use metrics::{Gauges, Metrics};
+pub use routes::Router;
+pub use server::{HttpSettings, serve};

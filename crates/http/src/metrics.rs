@@ -1,0 +1,328 @@
+//! Prometheus metrics, encoded by `prometheus-client` (the Prometheus
+//! project's own Rust client) in the text format at `GET /metrics`.
+
+use std::time::Duration;
+
+use orders_domain::{IngestOutcome, RejectReason};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+/// Latency buckets from 100 µs to about 13 s, doubling: fine enough for a
+/// cache hit, wide enough for a commit during a database hiccup.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.0001, 2.0, 18)
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(latency_buckets())
+}
+
+/// Every metric the service exports. Cheap to share (`Arc`); recording is
+/// lock-free apart from the first use of a label set.
+pub struct Metrics {
+    registry: Registry,
+    received: Counter,
+    stored: Counter,
+    duplicates: Counter,
+    rejected: Family<ReasonLabel, Counter>,
+    retried: Counter,
+    redelivered: Counter,
+    ingest_latency: Histogram,
+    requests: Family<RequestLabels, Counter>,
+    request_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    cache_entries: Gauge,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    pool_size: Gauge,
+    pool_available: Gauge,
+    pool_waiting: Gauge,
+    consumer_pending: Gauge,
+    consumer_ack_pending: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the health watcher reads off the pool and the consumer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    pub cache_entries: usize,
+    pub pool_size: usize,
+    pub pool_available: usize,
+    pub pool_waiting: usize,
+    /// `None` when the broker could not be asked.
+    pub consumer_pending: Option<u64>,
+    pub consumer_ack_pending: Option<u64>,
+}
+
+fn to_i64<T: TryInto<i64>>(n: T) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("orders");
+        let m = Self {
+            received: Counter::default(),
+            stored: Counter::default(),
+            duplicates: Counter::default(),
+            rejected: Family::default(),
+            retried: Counter::default(),
+            redelivered: Counter::default(),
+            ingest_latency: latency_histogram(),
+            requests: Family::default(),
+            request_latency: Family::new_with_constructor(latency_histogram),
+            cache_entries: Gauge::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            pool_size: Gauge::default(),
+            pool_available: Gauge::default(),
+            pool_waiting: Gauge::default(),
+            consumer_pending: Gauge::default(),
+            consumer_ack_pending: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "messages_received",
+            "Messages taken from the broker",
+            m.received.clone(),
+        );
+        registry.register(
+            "messages_stored",
+            "Orders committed for the first time",
+            m.stored.clone(),
+        );
+        registry.register(
+            "messages_duplicate",
+            "Messages whose order was already stored with equal content (acked)",
+            m.duplicates.clone(),
+        );
+        registry.register(
+            "messages_rejected",
+            "Messages recorded in rejected_messages and terminated, by reason",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "messages_retried",
+            "Messages nak'ed with a delay after a transient fault",
+            m.retried.clone(),
+        );
+        registry.register(
+            "messages_redelivered",
+            "Messages the broker delivered more than once",
+            m.redelivered.clone(),
+        );
+        registry.register(
+            "ingest_latency_seconds",
+            "From taking a message to settling it (commit included)",
+            m.ingest_latency.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            m.request_latency.clone(),
+        );
+        registry.register(
+            "cache_entries",
+            "Orders held in memory",
+            m.cache_entries.clone(),
+        );
+        registry.register(
+            "cache_hits",
+            "Lookups answered from memory",
+            m.cache_hits.clone(),
+        );
+        registry.register(
+            "cache_misses",
+            "Lookups that read through to PostgreSQL",
+            m.cache_misses.clone(),
+        );
+        registry.register(
+            "db_pool_connections",
+            "Connections in the PostgreSQL pool",
+            m.pool_size.clone(),
+        );
+        registry.register(
+            "db_pool_available",
+            "Idle connections in the PostgreSQL pool",
+            m.pool_available.clone(),
+        );
+        registry.register(
+            "db_pool_waiting",
+            "Tasks waiting for a PostgreSQL connection",
+            m.pool_waiting.clone(),
+        );
+        registry.register(
+            "consumer_pending",
+            "Messages in the stream not yet delivered to the consumer",
+            m.consumer_pending.clone(),
+        );
+        registry.register(
+            "consumer_ack_pending",
+            "Messages delivered and not yet acked",
+            m.consumer_ack_pending.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// One message taken from the broker and settled.
+    pub fn record_ingest(&self, outcome: IngestOutcome, delivered: u64, elapsed: Duration) {
+        self.received.inc();
+        if delivered > 1 {
+            self.redelivered.inc();
+        }
+        match outcome {
+            IngestOutcome::Stored => {
+                self.stored.inc();
+            }
+            IngestOutcome::Duplicate => {
+                self.duplicates.inc();
+            }
+            IngestOutcome::Rejected(reason) => {
+                self.rejected
+                    .get_or_create(&ReasonLabel {
+                        reason: reason_label(reason),
+                    })
+                    .inc();
+            }
+            IngestOutcome::Retry(_) => {
+                self.retried.inc();
+            }
+        }
+        self.ingest_latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// One order lookup, answered from memory or not.
+    pub fn record_lookup(&self, from_cache: bool) {
+        if from_cache {
+            self.cache_hits.inc();
+        } else {
+            self.cache_misses.inc();
+        }
+    }
+
+    /// One HTTP request.
+    pub fn record_request(&self, route: &'static str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        self.request_latency
+            .get_or_create(&RouteLabel { route })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// How many orders the cache holds, set when `/metrics` is read.
+    pub fn set_cache_entries(&self, entries: usize) {
+        self.cache_entries.set(to_i64(entries));
+    }
+
+    /// Values read periodically rather than counted.
+    pub fn set_gauges(&self, g: Gauges) {
+        self.cache_entries.set(to_i64(g.cache_entries));
+        self.pool_size.set(to_i64(g.pool_size));
+        self.pool_available.set(to_i64(g.pool_available));
+        self.pool_waiting.set(to_i64(g.pool_waiting));
+        if let Some(pending) = g.consumer_pending {
+            self.consumer_pending.set(to_i64(pending));
+        }
+        if let Some(pending) = g.consumer_ack_pending {
+            self.consumer_ack_pending.set(to_i64(pending));
+        }
+    }
+
+    /// The Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+fn reason_label(reason: RejectReason) -> &'static str {
+    reason.as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_move_with_what_they_count() {
+        let m = Metrics::new();
+
+        m.record_ingest(IngestOutcome::Stored, 1, Duration::from_millis(2));
+        m.record_ingest(IngestOutcome::Duplicate, 2, Duration::from_millis(1));
+        m.record_ingest(
+            IngestOutcome::Rejected(RejectReason::InvalidJson),
+            1,
+            Duration::from_millis(1),
+        );
+        m.record_ingest(
+            IngestOutcome::Retry(Duration::from_secs(1)),
+            1,
+            Duration::ZERO,
+        );
+        m.record_lookup(true);
+        m.record_lookup(false);
+        m.record_request("/order", 200, Duration::from_micros(300));
+        m.set_gauges(Gauges {
+            cache_entries: 7,
+            consumer_pending: Some(3),
+            ..Gauges::default()
+        });
+        let text = m.encode();
+
+        for line in [
+            "orders_messages_received_total 4",
+            "orders_messages_stored_total 1",
+            "orders_messages_duplicate_total 1",
+            "orders_messages_redelivered_total 1",
+            "orders_messages_retried_total 1",
+            "orders_messages_rejected_total{reason=\"invalid_json\"} 1",
+            "orders_cache_hits_total 1",
+            "orders_cache_misses_total 1",
+            "orders_cache_entries 7",
+            "orders_consumer_pending 3",
+            "orders_http_requests_total{route=\"/order\",status=\"200\"} 1",
+            "orders_ingest_latency_seconds_count 4",
+            "orders_http_request_duration_seconds_count{route=\"/order\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+}

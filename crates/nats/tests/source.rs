@@ -1,0 +1,209 @@
+//! JetStreamSource against a real NATS server: each test with its own
+//! stream, subject and durable consumer.
+
+use std::time::Duration;
+
+use orders_domain::{Delivery, MessageSource};
+use orders_nats::{JetStreamSettings, JetStreamSource, ensure_stream};
+use orders_testkit::TestStream;
+
+fn settings(t: &TestStream) -> JetStreamSettings {
+    JetStreamSettings {
+        ack_wait: Duration::from_secs(30),
+        ..JetStreamSettings::new(&t.subject, &t.stream, &t.durable)
+    }
+}
+
+async fn next(source: &mut JetStreamSource) -> Delivery {
+    tokio::time::timeout(Duration::from_secs(10), source.next())
+        .await
+        .expect("a message within 10 s")
+        .expect("no error")
+        .expect("source open")
+}
+
+async fn pending(t: &TestStream) -> (u64, usize) {
+    let js = async_nats::jetstream::new(t.client().await);
+    let stream = js.get_stream(&t.stream).await.expect("stream");
+    let info = stream
+        .consumer_info(&t.durable)
+        .await
+        .expect("consumer info");
+    (info.num_pending, info.num_ack_pending)
+}
+
+#[tokio::test]
+async fn open_creates_the_stream_and_the_durable_consumer() {
+    let t = TestStream::new();
+
+    let _source = JetStreamSource::open(t.client().await, settings(&t))
+        .await
+        .expect("open");
+
+    let js = async_nats::jetstream::new(t.client().await);
+    let stream = js.get_stream(&t.stream).await.expect("stream exists");
+    let info = stream
+        .consumer_info(&t.durable)
+        .await
+        .expect("consumer exists");
+    assert_eq!(
+        info.config.durable_name.as_deref(),
+        Some(t.durable.as_str())
+    );
+    assert_eq!(
+        info.config.max_deliver, -1,
+        "a transient fault must never use up deliveries"
+    );
+    assert_eq!(info.config.filter_subject, t.subject);
+}
+
+#[tokio::test]
+async fn messages_arrive_in_order_with_their_metadata_and_acks_settle_them() {
+    let t = TestStream::new();
+    let js = t.create().await;
+    for n in 0..3u8 {
+        t.publish(&js, vec![b'a' + n], None).await;
+    }
+    let mut source = JetStreamSource::open(t.client().await, settings(&t))
+        .await
+        .expect("open");
+
+    for n in 0..3u8 {
+        let delivery = next(&mut source).await;
+        assert_eq!(delivery.payload.as_ref(), &[b'a' + n]);
+        assert_eq!(delivery.meta.stream, t.stream);
+        assert_eq!(delivery.meta.subject, t.subject);
+        assert_eq!(delivery.meta.stream_sequence, u64::from(n) + 1);
+        assert_eq!(delivery.meta.delivered, 1);
+        delivery.acker.ack().await.expect("ack");
+    }
+
+    assert_eq!(pending(&t).await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_nak_redelivers_after_the_delay_and_counts_the_delivery() {
+    let t = TestStream::new();
+    let js = t.create().await;
+    t.publish(&js, b"retry me".to_vec(), None).await;
+    let mut source = JetStreamSource::open(t.client().await, settings(&t))
+        .await
+        .expect("open");
+
+    let first = next(&mut source).await;
+    first
+        .acker
+        .nak(Duration::from_millis(200))
+        .await
+        .expect("nak");
+    let second = next(&mut source).await;
+
+    assert_eq!(second.payload.as_ref(), b"retry me");
+    assert_eq!(second.meta.delivered, 2);
+    assert_eq!(second.meta.stream_sequence, first.meta.stream_sequence);
+    second.acker.ack().await.expect("ack");
+}
+
+#[tokio::test]
+async fn a_terminated_message_is_not_delivered_again() {
+    let t = TestStream::new();
+    let js = t.create().await;
+    t.publish(&js, b"poison".to_vec(), None).await;
+    t.publish(&js, b"good".to_vec(), None).await;
+    let mut source = JetStreamSource::open(t.client().await, settings(&t))
+        .await
+        .expect("open");
+
+    next(&mut source).await.acker.term().await.expect("term");
+    let good = next(&mut source).await;
+    good.acker.ack().await.expect("ack");
+
+    assert_eq!(good.payload.as_ref(), b"good");
+    let nothing = tokio::time::timeout(Duration::from_secs(1), source.next()).await;
+    assert!(nothing.is_err(), "the terminated message came back");
+    assert_eq!(pending(&t).await, (0, 0));
+}
+
+#[tokio::test]
+async fn the_broker_drops_a_repeated_msg_id() {
+    let t = TestStream::new();
+    let js = t.create().await;
+
+    t.publish(&js, b"one".to_vec(), Some("uid-1")).await;
+    t.publish(&js, b"one".to_vec(), Some("uid-1")).await;
+
+    let mut stream = js.get_stream(&t.stream).await.expect("stream");
+    assert_eq!(stream.info().await.expect("info").state.messages, 1);
+}
+
+#[tokio::test]
+async fn an_existing_stream_on_another_subject_is_an_error_not_a_silent_miss() {
+    let t = TestStream::new();
+    let js = t.create().await;
+    let wrong = JetStreamSettings::new("some.other.subject", &t.stream, &t.durable);
+
+    let result = ensure_stream(&js, &wrong).await;
+
+    let err = result.expect_err("must refuse");
+    assert!(format!("{err:?}").contains("captures"), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_deleted_consumer_is_recreated_and_pulling_resumes() {
+    let t = TestStream::new();
+    let js = t.create().await;
+    let mut source = JetStreamSource::open(t.client().await, settings(&t))
+        .await
+        .expect("open");
+    js.delete_consumer_from_stream(&t.durable, &t.stream)
+        .await
+        .expect("delete consumer");
+    t.publish(&js, b"after".to_vec(), None).await;
+
+    let delivery = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Ok(Some(d)) = source.next().await {
+                break d;
+            }
+        }
+    })
+    .await
+    .expect("pulling resumed");
+
+    assert_eq!(delivery.payload.as_ref(), b"after");
+    delivery.acker.ack().await.expect("ack");
+}
+
+#[tokio::test]
+async fn next_batch_takes_what_is_there_up_to_the_limit() {
+    let t = TestStream::new();
+    let js = t.create().await;
+    for n in 0..50u32 {
+        t.publish(&js, n.to_string().into_bytes(), None).await;
+    }
+    let mut source = JetStreamSource::open(t.client().await, settings(&t))
+        .await
+        .expect("open");
+
+    let first = source
+        .next_batch(20, Duration::from_millis(500))
+        .await
+        .expect("batch");
+    let rest = source
+        .next_batch(100, Duration::from_millis(300))
+        .await
+        .expect("batch");
+
+    assert_eq!(first.len(), 20);
+    assert_eq!(rest.len(), 30, "waits at most the linger time for more");
+    let sequences: Vec<u64> = first
+        .iter()
+        .chain(&rest)
+        .map(|d| d.meta.stream_sequence)
+        .collect();
+    assert_eq!(sequences, (1..=50).collect::<Vec<_>>());
+    for d in first.iter().chain(&rest) {
+        d.acker.ack().await.expect("ack");
+    }
+    assert_eq!(pending(&t).await, (0, 0));
+}

@@ -1,0 +1,358 @@
+//! Test support shared by the adapter and end-to-end tests.
+//!
+//! Each test gets its own database ([`TestDb`]) and its own stream, subject
+//! and consumer ([`TestStream`]) on the machine's PostgreSQL and NATS, so the
+//! suite runs in parallel; both are removed when the test ends, also when it
+//! fails. A service that cannot be reached fails the test with a message
+//! saying what to start; nothing is skipped.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The sample order (uid `b563feb7b2b84b6test`), as shipped in `fixtures/`.
+pub const SAMPLE: &[u8] = include_bytes!("../../../fixtures/model.json");
+
+/// The sample order as JSON.
+pub fn sample_value() -> Value {
+    serde_json::from_slice(SAMPLE).expect("fixtures/model.json is JSON")
+}
+
+/// A valid order like the sample, with its own uid and `n` folded into a
+/// few fields so orders differ in content, not only in uid.
+pub fn order_value(uid: &str, n: u64) -> Value {
+    let mut order = sample_value();
+    order["order_uid"] = Value::from(uid);
+    order["payment"]["transaction"] = Value::from(uid);
+    order["payment"]["amount"] = Value::from(1500 + n);
+    order["items"][0]["chrt_id"] = Value::from(n);
+    // Distinct creation times, one second apart, for ordering.
+    let created = 1_600_000_000 + n as i64;
+    order["date_created"] = Value::from(rfc3339(created));
+    order
+}
+
+/// [`order_value`] as bytes.
+pub fn order_json(uid: &str, n: u64) -> Vec<u8> {
+    serde_json::to_vec(&order_value(uid, n)).expect("serializable")
+}
+
+fn rfc3339(unix: i64) -> String {
+    // Civil-from-days (Howard Hinnant's algorithm), to avoid a date crate here.
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// A name no other test (in this or another process) uses: lowercase
+/// letters, digits and `_`, valid as a database, stream or consumer name.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The PostgreSQL server tests use: `TEST_DATABASE_URL` (a URL whose
+/// database tests may connect to for admin work), else the machine's.
+pub fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The NATS server tests use: `TEST_NATS_URL`, else the machine's.
+pub fn nats_url() -> String {
+    std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+async fn admin_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot reach PostgreSQL at {url}: {e}. Start it (`just services` does) \
+                 or point TEST_DATABASE_URL at one"
+            )
+        });
+    tokio::spawn(connection);
+    client
+}
+
+/// A database of this test's own, dropped when the value is.
+#[derive(Debug)]
+pub struct TestDb {
+    /// The URL of the new, empty database (no migrations run).
+    pub url: String,
+    name: String,
+    admin_url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let admin_url = admin_database_url();
+        let name = unique_name("orders_test");
+        admin_client(&admin_url)
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+        let url = with_database(&admin_url, &name);
+        Self {
+            url,
+            name,
+            admin_url,
+        }
+    }
+
+    /// A database name that does not exist (for "creates it if missing"),
+    /// still dropped when the value is.
+    pub fn not_yet_created() -> Self {
+        let admin_url = admin_database_url();
+        let name = unique_name("orders_test");
+        Self {
+            url: with_database(&admin_url, &name),
+            name,
+            admin_url,
+        }
+    }
+
+    /// A plain connection to this test's database.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        admin_client(&self.url).await
+    }
+
+    /// The number of rows `sql` (a `SELECT count(*) ...`) counts.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let url = self.admin_url.clone();
+        // Drop may run inside a runtime; do the async work on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async move {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .ok()?;
+                tokio::spawn(connection);
+                client.batch_execute(&sql).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    match url.rsplit_once('/') {
+        Some((server, db)) if !server.ends_with('/') => {
+            let query = db
+                .split_once('?')
+                .map(|(_, q)| format!("?{q}"))
+                .unwrap_or_default();
+            format!("{server}/{name}{query}")
+        }
+        _ => format!("{url}/{name}"),
+    }
+}
+
+/// A stream, subject and durable consumer name of this test's own; the
+/// stream (with its consumers) is deleted when the value is dropped.
+#[derive(Debug, Clone)]
+pub struct TestStream {
+    pub url: String,
+    pub stream: String,
+    pub subject: String,
+    pub durable: String,
+}
+
+impl TestStream {
+    pub fn new() -> Self {
+        let suffix = unique_name("t");
+        Self {
+            url: nats_url(),
+            stream: format!("ORDERS_{suffix}"),
+            subject: format!("test.{suffix}.orders"),
+            durable: format!("svc_{suffix}"),
+        }
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(&self.url).await.unwrap_or_else(|e| {
+            panic!(
+                "cannot reach NATS at {}: {e}. Start nats-server -js (`just services` does) \
+                 or point TEST_NATS_URL at one",
+                self.url
+            )
+        })
+    }
+
+    /// Creates the stream (as the service would) so messages can be
+    /// published before the service starts.
+    pub async fn create(&self) -> async_nats::jetstream::Context {
+        let js = async_nats::jetstream::new(self.client().await);
+        js.get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: self.stream.clone(),
+            subjects: vec![self.subject.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("creating stream {}: {e}", self.stream));
+        js
+    }
+
+    /// Publishes `body`, with `Nats-Msg-Id` when given, and waits for the ack.
+    pub async fn publish(
+        &self,
+        js: &async_nats::jetstream::Context,
+        body: Vec<u8>,
+        msg_id: Option<&str>,
+    ) {
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(id) = msg_id {
+            headers.insert("Nats-Msg-Id", id);
+        }
+        js.publish_with_headers(self.subject.clone(), headers, body.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("broker ack");
+    }
+}
+
+impl Default for TestStream {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestStream {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let stream = self.stream.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async move {
+                let client = async_nats::connect(&url).await.ok()?;
+                let js = async_nats::jetstream::new(client);
+                js.delete_stream(&stream).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// One plain HTTP/1.1 GET (or other method), `Connection: close`: status
+/// code, headers as text, body. Enough for tests, without a client crate.
+///
+/// Fails the test if the server has not answered within 10 s.
+pub async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String, Vec<u8>) {
+    tokio::time::timeout(Duration::from_secs(10), exchange(addr, method, path))
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path} on {addr}: no answer within 10 s"))
+}
+
+async fn exchange(addr: SocketAddr, method: &str, path: &str) -> (u16, String, Vec<u8>) {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let body = raw[split + 4..].to_vec();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, head, body)
+}
+
+/// `GET path` → (status, body).
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    let (status, _, body) = http(addr, "GET", path).await;
+    (status, body)
+}
+
+/// Polls `check` every 50 ms until it returns true, failing with `what`
+/// after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_637_907_739), "2021-11-26T06:22:19Z");
+    }
+
+    #[test]
+    fn database_urls_keep_their_options() {
+        assert_eq!(
+            with_database("postgres://u@h:5/postgres", "x"),
+            "postgres://u@h:5/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/postgres?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+    }
+}
