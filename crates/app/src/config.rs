@@ -42,6 +42,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u8).range(1..=5))]
     pub nats_stream_replicas: u8,
 
+    /// How long the broker waits for an ack before it redelivers a message
+    /// (e.g. 30s): what a crashed replica's messages wait before they move on.
+    /// Longer than the slowest batch commit.
+    #[arg(long, env = "NATS_ACK_WAIT", default_value = "30s", value_parser = ack_wait)]
+    pub nats_ack_wait: Duration,
+
     /// Address the HTTP server listens on.
     #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080", value_parser = socket_addr)]
     pub http_addr: SocketAddr,
@@ -93,6 +99,14 @@ impl Config {
     pub fn defaults() -> Self {
         Self::parse_from(["order-service"])
     }
+}
+
+fn ack_wait(raw: &str) -> Result<Duration, String> {
+    let wait = duration(raw)?;
+    if wait < Duration::from_secs(1) {
+        return Err(format!("{raw:?} is shorter than 1s"));
+    }
+    Ok(wait)
 }
 
 fn postgres_url(raw: &str) -> Result<String, String> {
@@ -193,6 +207,7 @@ mod tests {
         assert_eq!(c.nats_stream, "ORDERS");
         assert_eq!(c.nats_durable, "order-service");
         assert_eq!(c.nats_stream_replicas, 1);
+        assert_eq!(c.nats_ack_wait, Duration::from_secs(30));
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(c.max_order_bytes, 1024 * 1024);
@@ -224,6 +239,7 @@ mod tests {
             ),
             ("--cache-capacity", "0", "0"),
             ("--ingest-batch-size", "0", "0"),
+            ("--nats-ack-wait", "500ms", "shorter than 1s"),
         ] {
             let err = parse(&[flag, value]).expect_err(flag);
             assert!(err.contains(says), "{flag} {value}: {err}");
@@ -249,6 +265,7 @@ mod tests {
             "NATS_STREAM",
             "NATS_DURABLE",
             "NATS_STREAM_REPLICAS",
+            "NATS_ACK_WAIT",
             "HTTP_ADDR",
             "CACHE_CAPACITY",
             "SHUTDOWN_TIMEOUT",

@@ -70,6 +70,7 @@ impl App {
             .context("NATS_URL")?;
         let jetstream = JetStreamSettings {
             replicas: usize::from(config.nats_stream_replicas),
+            ack_wait: config.nats_ack_wait,
             ..JetStreamSettings::new(
                 &config.nats_subject,
                 &config.nats_stream,

@@ -10,6 +10,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod check;
+pub mod servers;
+
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -201,10 +204,16 @@ pub struct TestStream {
 }
 
 impl TestStream {
+    /// Names on the machine's NATS.
     pub fn new() -> Self {
+        Self::on(&nats_url())
+    }
+
+    /// Names on the NATS server at `url` (a throwaway one, say).
+    pub fn on(url: &str) -> Self {
         let suffix = unique_name("t");
         Self {
-            url: nats_url(),
+            url: url.to_owned(),
             stream: format!("ORDERS_{suffix}"),
             subject: format!("test.{suffix}.orders"),
             durable: format!("svc_{suffix}"),

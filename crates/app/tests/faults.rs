@@ -1,0 +1,455 @@
+//! Fault injection: each promise of design.md's "Semantics that must hold"
+//! proved with the real `order-service` binary, a stream of 5,000 distinct
+//! generated orders, and servers the test stops, kills and restarts.
+//!
+//! Tests that stop PostgreSQL or NATS run throwaway servers of their own
+//! (`orders_testkit::servers`); the others use a database and a stream of
+//! their own on the machine's servers. Afterwards "exactly once" is checked
+//! in PostgreSQL (rows per uid in each table) and over HTTP (every uid
+//! answers 200 with JSON equal to what was published).
+//!
+//! The moments of the faults are random; a failing run prints its seed, and
+//! `FAULT_SEED=<seed>` repeats it.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use orders_publisher::SplitMix64;
+use orders_testkit::check::{assert_answers_equal, assert_stored_exactly_once};
+use orders_testkit::servers::{NatsServer, PgServer, ServiceProcess};
+use orders_testkit::{TestDb, TestStream, eventually, get};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+const BIN: &str = env!("CARGO_BIN_EXE_order-service");
+
+/// Distinct orders per test.
+const ORDERS: usize = 5_000;
+
+/// How long the broker waits for an ack before redelivering, for these
+/// tests: a killed service's unacked messages move on after this.
+const ACK_WAIT: &str = "2s";
+
+/// A seed for this run's random moments: `FAULT_SEED`, else the clock.
+fn seed() -> u64 {
+    let seed = std::env::var("FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(7)
+        });
+    eprintln!("fault seed: {seed} (FAULT_SEED={seed} repeats this run)");
+    seed
+}
+
+/// `count` distinct valid orders (1-5 items, totals that add up).
+fn generate(seed: u64, count: usize) -> Vec<Value> {
+    let mut rng = SplitMix64::new(seed);
+    (0..count as u64)
+        .map(|i| orders_publisher::order(&mut rng, i))
+        .collect()
+}
+
+fn uid(order: &Value) -> &str {
+    order["order_uid"].as_str().expect("an order_uid")
+}
+
+/// The service binary against `database_url` and the stream named by `names`
+/// on `nats_url`.
+fn service(database_url: &str, nats_url: &str, names: &TestStream) -> ServiceProcess {
+    ServiceProcess::new(
+        BIN,
+        &[
+            ("DATABASE_URL", database_url.to_owned()),
+            ("NATS_URL", nats_url.to_owned()),
+            ("NATS_SUBJECT", names.subject.clone()),
+            ("NATS_STREAM", names.stream.clone()),
+            ("NATS_DURABLE", names.durable.clone()),
+            ("NATS_ACK_WAIT", ACK_WAIT.to_owned()),
+            ("SHUTDOWN_TIMEOUT", "5s".to_owned()),
+            ("RUST_LOG", "warn,orders_app=info".to_owned()),
+        ],
+    )
+}
+
+async fn wait_ready(service: &ServiceProcess, timeout: Duration) {
+    let addr = service.addr();
+    eventually("/readyz 200", timeout, || async move {
+        tokio::net::TcpStream::connect(addr).await.is_ok() && get(addr, "/readyz").await.0 == 200
+    })
+    .await;
+}
+
+async fn readyz(service: &ServiceProcess) -> Option<u16> {
+    let addr = service.addr();
+    tokio::net::TcpStream::connect(addr).await.ok()?;
+    Some(get(addr, "/readyz").await.0)
+}
+
+/// A count from the database at `url`, or `None` while it cannot be reached.
+async fn count(url: &str, sql: &str) -> Option<i64> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    client.query_one(sql, &[]).await.ok().map(|row| row.get(0))
+}
+
+async fn stored(url: &str) -> i64 {
+    count(url, "SELECT count(*) FROM order_info")
+        .await
+        .unwrap_or(0)
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// Publishes one message and waits for the broker's ack, retrying through
+/// a broker restart (the `Nats-Msg-Id`, when given, keeps a retried publish
+/// from storing the message twice).
+async fn publish_until_acked(
+    js: &jetstream::Context,
+    subject: &str,
+    body: bytes::Bytes,
+    msg_id: Option<&str>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(id) = msg_id {
+            headers.insert("Nats-Msg-Id", id);
+        }
+        let error = match js
+            .publish_with_headers(subject.to_owned(), headers, body.clone())
+            .await
+        {
+            Ok(ack) => match ack.await {
+                Ok(_) => return,
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "no broker ack for 60 s; last error: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Publishes `orders` in the background at `per_second`, each with its uid
+/// as `Nats-Msg-Id` when `with_id`.
+fn publish_paced(
+    js: jetstream::Context,
+    subject: String,
+    orders: &[Value],
+    per_second: u32,
+    with_id: bool,
+) -> JoinHandle<()> {
+    let messages: Vec<(String, bytes::Bytes)> = orders
+        .iter()
+        .map(|o| {
+            let body = serde_json::to_vec(o).expect("serializable");
+            (uid(o).to_owned(), body.into())
+        })
+        .collect();
+    tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        for (i, (id, body)) in messages.into_iter().enumerate() {
+            let due = started + Duration::from_secs(1) * i as u32 / per_second;
+            tokio::time::sleep_until(due).await;
+            publish_until_acked(&js, &subject, body, with_id.then_some(id.as_str())).await;
+        }
+    })
+}
+
+/// A context on `url` with the stream of `names` created.
+async fn jetstream_on(url: &str, names: &TestStream) -> jetstream::Context {
+    let client = async_nats::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to NATS at {url}: {e}"));
+    let js = jetstream::new(client);
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: names.stream.clone(),
+        subjects: vec![names.subject.clone()],
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("creating stream {}: {e}", names.stream));
+    js
+}
+
+async fn wait_all_stored(url: &str, total: usize, timeout: Duration) {
+    eventually(&format!("{total} orders stored"), timeout, || async move {
+        stored(url).await >= total as i64
+    })
+    .await;
+}
+
+/// Fails unless the consumer has nothing left: nothing pending delivery,
+/// nothing delivered and unacked.
+async fn assert_consumer_drained(js: &jetstream::Context, names: &TestStream) {
+    eventually(
+        "the consumer to have nothing pending",
+        Duration::from_secs(30),
+        || async move {
+            let Ok(stream) = js.get_stream(&names.stream).await else {
+                return false;
+            };
+            stream
+                .consumer_info(&names.durable)
+                .await
+                .is_ok_and(|i| i.num_pending == 0 && i.num_ack_pending == 0)
+        },
+    )
+    .await;
+}
+
+/// Everything "exactly once" means, for `orders` and the service at `addr`.
+async fn assert_exactly_once(database_url: &str, orders: &[Value], service: &ServiceProcess) {
+    let client = connect(database_url).await;
+    assert_stored_exactly_once(&client, orders).await;
+    let rejected: i64 = client
+        .query_one("SELECT count(*) FROM rejected_messages", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rejected, 0, "valid orders were rejected");
+    assert_answers_equal(service.addr(), orders).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_three_times_mid_stream_stores_every_order_once() {
+    let mut rng = SplitMix64::new(seed());
+    let db = TestDb::not_yet_created();
+    let names = TestStream::new();
+    let js = jetstream_on(&names.url, &names).await;
+    let orders = generate(rng.next_u64(), ORDERS);
+    let mut svc = service(&db.url, &names.url, &names);
+    svc.start();
+    wait_ready(&svc, Duration::from_secs(60)).await;
+
+    // 5,000 orders over about 5 s; three kills at random moments in them.
+    let publisher = publish_paced(js.clone(), names.subject.clone(), &orders, 1_000, true);
+    for kill in 1..=3 {
+        let pause = rng.range(300, 1_200);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let before = stored(&db.url).await;
+        svc.kill();
+        eprintln!("kill {kill} after {pause} ms: {before} orders stored");
+        assert!(
+            (before as usize) < ORDERS,
+            "kill {kill} came after the stream was stored; it proves nothing"
+        );
+        svc.start();
+        wait_ready(&svc, Duration::from_secs(60)).await;
+    }
+    publisher.await.expect("publisher");
+
+    wait_all_stored(&db.url, ORDERS, Duration::from_secs(60)).await;
+    assert_consumer_drained(&js, &names).await;
+    assert_exactly_once(&db.url, &orders, &svc).await;
+    assert_eq!(svc.starts(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_for_5_s_mid_stream_heals_without_a_restart() {
+    let mut rng = SplitMix64::new(seed());
+    let pg = PgServer::start();
+    let database_url = pg.url("orders");
+    let names = TestStream::new();
+    let js = jetstream_on(&names.url, &names).await;
+    let orders = generate(rng.next_u64(), ORDERS);
+    let mut svc = service(&database_url, &names.url, &names);
+    svc.start();
+    wait_ready(&svc, Duration::from_secs(60)).await;
+
+    // 5,000 orders over about 10 s; the database goes away in the middle.
+    let publisher = publish_paced(js.clone(), names.subject.clone(), &orders, 500, true);
+    let url = database_url.as_str();
+    eventually(
+        "1,000 orders stored",
+        Duration::from_secs(30),
+        || async move { stored(url).await >= 1_000 },
+    )
+    .await;
+    let down = Instant::now();
+    pg.stop();
+    eprintln!("PostgreSQL stopped");
+    let svc_ref = &svc;
+    eventually(
+        "/readyz 503 while PostgreSQL is down",
+        Duration::from_secs(5),
+        || async move { readyz(svc_ref).await == Some(503) },
+    )
+    .await;
+    let readyz_body = get(svc.addr(), "/readyz").await.1;
+    let report: Value = serde_json::from_slice(&readyz_body).expect("JSON");
+    assert_eq!(report["database"], false, "{report}");
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(down.elapsed())).await;
+    pg.start_again();
+    eprintln!("PostgreSQL started after {:?}", down.elapsed());
+    wait_ready(&svc, Duration::from_secs(30)).await;
+    assert!(
+        stored(&database_url).await < ORDERS as i64,
+        "the stream was stored before the outage ended; it proves nothing"
+    );
+    publisher.await.expect("publisher");
+
+    wait_all_stored(&database_url, ORDERS, Duration::from_secs(90)).await;
+    assert_consumer_drained(&js, &names).await;
+    assert_exactly_once(&database_url, &orders, &svc).await;
+    assert!(svc.is_running(), "the service exited");
+    assert_eq!(svc.starts(), 1, "the service needed a restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restarted_mid_stream_resumes_by_itself() {
+    let mut rng = SplitMix64::new(seed());
+    let nats = NatsServer::start();
+    let db = TestDb::not_yet_created();
+    let names = TestStream::on(&nats.url());
+    let js = jetstream_on(&nats.url(), &names).await;
+    let orders = generate(rng.next_u64(), ORDERS);
+    let mut svc = service(&db.url, &nats.url(), &names);
+    svc.start();
+    wait_ready(&svc, Duration::from_secs(60)).await;
+
+    let publisher = publish_paced(js.clone(), names.subject.clone(), &orders, 500, true);
+    let db_ref = &db;
+    eventually(
+        "1,000 orders stored",
+        Duration::from_secs(30),
+        || async move { stored(&db_ref.url).await >= 1_000 },
+    )
+    .await;
+    nats.stop();
+    eprintln!("nats-server stopped");
+    tokio::time::sleep(Duration::from_millis(rng.range(500, 2_000))).await;
+    nats.start_again();
+    eprintln!("nats-server started again");
+    assert!(
+        stored(&db.url).await < ORDERS as i64,
+        "the stream was stored before the restart; it proves nothing"
+    );
+    publisher.await.expect("publisher");
+
+    wait_all_stored(&db.url, ORDERS, Duration::from_secs(90)).await;
+    assert_consumer_drained(&js, &names).await;
+    assert_exactly_once(&db.url, &orders, &svc).await;
+    assert!(svc.is_running(), "the service exited");
+    assert_eq!(svc.starts(), 1, "the service needed a restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_1000_orders_twice_leave_one_copy_each() {
+    let mut rng = SplitMix64::new(seed());
+    let db = TestDb::not_yet_created();
+    let names = TestStream::new();
+    let js = jetstream_on(&names.url, &names).await;
+    let orders = generate(rng.next_u64(), ORDERS);
+    let mut svc = service(&db.url, &names.url, &names);
+    svc.start();
+    wait_ready(&svc, Duration::from_secs(60)).await;
+
+    // Every order once with its Nats-Msg-Id; then 1,000 of them again with
+    // the id (the broker drops those) and the same 1,000 again without one
+    // (the service finds them stored and acks them as duplicates).
+    publish_paced(js.clone(), names.subject.clone(), &orders, 5_000, true)
+        .await
+        .expect("publisher");
+    let again = &orders[..1_000];
+    publish_paced(js.clone(), names.subject.clone(), again, 5_000, true)
+        .await
+        .expect("publisher");
+    publish_paced(js.clone(), names.subject.clone(), again, 5_000, false)
+        .await
+        .expect("publisher");
+
+    let mut stream = js.get_stream(&names.stream).await.expect("stream");
+    let messages = stream.info().await.expect("stream info").state.messages;
+    assert_eq!(
+        messages,
+        (ORDERS + 1_000) as u64,
+        "the broker should drop repeats of a Nats-Msg-Id"
+    );
+    wait_all_stored(&db.url, ORDERS, Duration::from_secs(60)).await;
+    assert_consumer_drained(&js, &names).await;
+    assert_exactly_once(&db.url, &orders, &svc).await;
+    let metrics = String::from_utf8(get(svc.addr(), "/metrics").await.1).expect("UTF-8");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "orders_messages_duplicate_total 1000"),
+        "1,000 duplicates should be counted:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("orders_messages"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_stream_exits_0_and_the_rest_is_redelivered() {
+    let db = TestDb::not_yet_created();
+    let names = TestStream::new();
+    let js = jetstream_on(&names.url, &names).await;
+    let orders = generate(seed(), ORDERS);
+    publish_paced(js.clone(), names.subject.clone(), &orders, 20_000, true)
+        .await
+        .expect("publisher");
+    // Small batches, so the signal surely lands mid-stream.
+    let mut svc = service(&db.url, &names.url, &names).with_env("INGEST_BATCH_SIZE", "20");
+    svc.start();
+    let db_ref = &db;
+    eventually(
+        "some orders stored",
+        Duration::from_secs(60),
+        || async move { stored(&db_ref.url).await >= 100 },
+    )
+    .await;
+
+    let signalled = Instant::now();
+    let status = svc.terminate(Duration::from_secs(5));
+    let took = signalled.elapsed();
+    let status = status.expect("no exit within SHUTDOWN_TIMEOUT (5 s)");
+    assert_eq!(status.code(), Some(0), "exit code");
+    eprintln!("exited 0 in {took:?}");
+
+    // Every acked message is committed: the ack floor is the last stream
+    // sequence below which every message was acked, and at least that many
+    // orders are in the database.
+    let stored_at_stop = stored(&db.url).await;
+    let stream = js.get_stream(&names.stream).await.expect("stream");
+    let info = stream
+        .consumer_info(&names.durable)
+        .await
+        .expect("consumer");
+    let acked = info.ack_floor.stream_sequence as i64;
+    assert!(
+        acked <= stored_at_stop,
+        "{acked} acked but only {stored_at_stop} committed"
+    );
+    assert!(
+        stored_at_stop < ORDERS as i64,
+        "the stream was stored before the signal; it proves nothing"
+    );
+
+    // The rest is delivered on the next start, each order exactly once.
+    svc.start();
+    wait_all_stored(&db.url, ORDERS, Duration::from_secs(60)).await;
+    assert_consumer_drained(&js, &names).await;
+    assert_exactly_once(&db.url, &orders, &svc).await;
+    let status = svc.terminate(Duration::from_secs(5)).expect("exits");
+    assert_eq!(status.code(), Some(0));
+}

@@ -1,0 +1,547 @@
+//! Throwaway servers for fault tests: a PostgreSQL cluster, a JetStream
+//! `nats-server` and the `order-service` binary, each a child process on a
+//! free loopback port, each able to be stopped, killed (SIGKILL) and started
+//! again on the same port and data. The machine's shared servers are never
+//! touched. Everything is torn down when the value is dropped, also when the
+//! test fails; a service's log is printed then, to say what it saw.
+//!
+//! A binary that is missing fails the test with what to install.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::unique_name;
+
+/// A port no one listens on now (the kernel's pick, released at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Whether something accepts TCP connections on the loopback `port`.
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A directory of this test's own under the system temp dir, removed on drop.
+#[derive(Debug)]
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(unique_name(prefix));
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        Self(path)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+
+/// Where PostgreSQL's server programs are: `PG_BIN`, else the newest
+/// `/usr/lib/postgresql/*/bin` that has `initdb`, else `pg_config --bindir`.
+fn pg_bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return bin;
+    }
+    Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|dir| dir.join("initdb").exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "initdb and pg_ctl not found (looked in PG_BIN, /usr/lib/postgresql/*/bin, \
+                 pg_config --bindir): install the Debian package postgresql \
+                 (`just test` does on a fresh machine)"
+            )
+        })
+}
+
+/// A PostgreSQL cluster of this test's own, with trust auth for `postgres`.
+///
+/// PostgreSQL refuses to run as root, so under root (as in CI) its programs
+/// run as the `postgres` user, in a directory that user owns.
+#[derive(Debug)]
+pub struct PgServer {
+    port: u16,
+    data: PathBuf,
+    bin: PathBuf,
+    as_postgres: bool,
+    dir: ScratchDir,
+}
+
+impl PgServer {
+    /// Creates a cluster (`initdb`) and starts it on a free port.
+    pub fn start() -> Self {
+        let bin = pg_bin_dir();
+        let dir = ScratchDir::new("orders-pg");
+        let as_postgres = is_root();
+        if as_postgres {
+            let owned = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir.0)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                owned,
+                "cannot give {} to the postgres user (is there one?)",
+                dir.0.display()
+            );
+        }
+        let server = Self {
+            port: free_port(),
+            data: dir.0.join("data"),
+            bin,
+            as_postgres,
+            dir,
+        };
+        let out = server
+            .pg_command("initdb")
+            .arg("-D")
+            .arg(&server.data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .unwrap_or_else(|e| panic!("running initdb: {e}"));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server.start_again();
+        server
+    }
+
+    fn pg_command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        let mut cmd = if self.as_postgres {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(path);
+            cmd
+        } else {
+            Command::new(path)
+        };
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`, for admin work.
+    pub fn admin_url(&self) -> String {
+        self.url("postgres")
+    }
+
+    /// The URL of database `name` on this server (which may not exist yet).
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Starts the (stopped) server again, on the same port and data, and
+    /// waits until it accepts connections.
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.0.display()
+        );
+        let out = self
+            .pg_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", "30", "-o", &options, "-l"])
+            .arg(self.dir.0.join("server.log"))
+            .arg("start")
+            .output()
+            .unwrap_or_else(|e| panic!("running pg_ctl start: {e}"));
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            self.log_tail()
+        );
+        wait_until("PostgreSQL to listen", Duration::from_secs(10), || {
+            listening(self.port)
+        });
+    }
+
+    /// Stops the server the way an operator would (fast shutdown: open
+    /// connections are cut, the data is consistent).
+    pub fn stop(&self) {
+        self.pg_ctl_stop("fast");
+        wait_until(
+            "PostgreSQL to stop listening",
+            Duration::from_secs(10),
+            || !listening(self.port),
+        );
+    }
+
+    /// Kills the server as a crash would (SIGKILL to the postmaster).
+    pub fn kill(&self) {
+        if let Some(pid) = self.postmaster_pid() {
+            signal(pid, "KILL");
+        }
+        // The backends notice the postmaster is gone and exit; `immediate`
+        // cleans up any that linger.
+        self.pg_ctl_stop("immediate");
+        wait_until(
+            "PostgreSQL to stop listening",
+            Duration::from_secs(10),
+            || !listening(self.port),
+        );
+    }
+
+    fn pg_ctl_stop(&self, mode: &str) {
+        let _ = self
+            .pg_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", "30", "-m", mode, "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    fn postmaster_pid(&self) -> Option<u32> {
+        fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn log_tail(&self) -> String {
+        tail(&self.dir.0.join("server.log"), 20)
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.pg_ctl_stop("immediate");
+    }
+}
+
+// ---------------------------------------------------------------- NATS
+
+/// A `nats-server -js` of this test's own, with its own store directory.
+#[derive(Debug)]
+pub struct NatsServer {
+    port: u16,
+    args: Vec<String>,
+    child: Mutex<Option<Child>>,
+    dir: ScratchDir,
+}
+
+impl NatsServer {
+    /// A single server with JetStream on a free port.
+    pub fn start() -> Self {
+        Self::start_with(free_port(), Vec::new())
+    }
+
+    /// A server on `port` with extra arguments (cluster name, routes...).
+    pub fn start_with(port: u16, extra_args: Vec<String>) -> Self {
+        let dir = ScratchDir::new("orders-nats");
+        let mut args = vec![
+            "-a".to_owned(),
+            "127.0.0.1".to_owned(),
+            "-p".to_owned(),
+            port.to_string(),
+            "-js".to_owned(),
+            "-sd".to_owned(),
+            dir.0.join("store").display().to_string(),
+        ];
+        args.extend(extra_args);
+        let server = Self {
+            port,
+            args,
+            child: Mutex::new(None),
+            dir,
+        };
+        server.start_again();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Starts the (stopped or killed) server again, on the same port and
+    /// store, and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.0.join("server.log"))
+            .expect("a log file");
+        let child = Command::new("nats-server")
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run nats-server ({e}): install the Debian package nats-server \
+                     (`just test` does on a fresh machine)"
+                )
+            });
+        *self.child.lock().expect("lock") = Some(child);
+        wait_until("nats-server to listen", Duration::from_secs(10), || {
+            listening(self.port)
+        });
+    }
+
+    /// Stops the server with SIGTERM (it flushes its store) and waits.
+    pub fn stop(&self) {
+        self.end("TERM");
+    }
+
+    /// Kills the server with SIGKILL and waits.
+    pub fn kill(&self) {
+        self.end("KILL");
+    }
+
+    fn end(&self, how: &str) {
+        if let Some(mut child) = self.child.lock().expect("lock").take() {
+            signal(child.id(), how);
+            let _ = child.wait();
+        }
+    }
+
+    /// The last lines the server logged.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.dir.0.join("server.log"), lines)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------- the service
+
+/// The `order-service` binary as a child process on a fixed port, its log
+/// kept in a file. Killed when dropped; its log is printed if the test is
+/// failing then.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    bin: PathBuf,
+    env: Vec<(String, String)>,
+    port: u16,
+    child: Option<Child>,
+    starts: u32,
+    dir: ScratchDir,
+}
+
+impl ServiceProcess {
+    /// Prepares (does not start) the binary at `bin` with `env` (on top of
+    /// `PATH` only) and `HTTP_ADDR` on a free port.
+    pub fn new(bin: impl AsRef<Path>, env: &[(&str, String)]) -> Self {
+        let port = free_port();
+        let mut all: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        all.push(("HTTP_ADDR".to_owned(), format!("127.0.0.1:{port}")));
+        Self {
+            bin: bin.as_ref().to_owned(),
+            env: all,
+            port,
+            child: None,
+            starts: 0,
+            dir: ScratchDir::new("orders-svc"),
+        }
+    }
+
+    /// The same, with one more variable set (or overridden).
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// How many times the process was started.
+    pub fn starts(&self) -> u32 {
+        self.starts
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Starts the process (again), appending to its log.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "the service already runs");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("a log file");
+        let child = Command::new(&self.bin)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
+        self.child = Some(child);
+        self.starts += 1;
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would; waits for the process.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the exit; `None` if the
+    /// process was still running then (it is killed).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        signal(child.id(), "TERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the process is still running (it did not exit by itself).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.0.join("service.log")
+    }
+
+    /// The service's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- order-service log (last 40 lines) ---\n{}",
+                tail(&self.log_path(), 40)
+            );
+        }
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_free() {
+        let port = free_port();
+        assert!(!listening(port));
+    }
+
+    #[test]
+    fn tails_keep_the_last_lines() {
+        let dir = ScratchDir::new("orders-tail");
+        let path = dir.0.join("log");
+        fs::write(&path, "a\nb\nc\n").expect("write");
+        assert_eq!(tail(&path, 2), "b\nc");
+        assert_eq!(tail(&path, 9), "a\nb\nc");
+        drop(dir);
+        assert_eq!(tail(&path, 2), "");
+    }
+}
