@@ -9,6 +9,8 @@ use orders_app::Config;
 use serde_json::Value;
 
 const COMPOSE: &str = include_str!("../../../deploy/docker-compose.yml");
+const CLUSTER: &str = include_str!("../../../deploy/docker-compose.cluster.yml");
+const NGINX: &str = include_str!("../../../deploy/nginx.conf");
 const DOCKERFILE: &str = include_str!("../../../deploy/Dockerfile");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
@@ -63,6 +65,71 @@ fn compose_starts_the_service_only_once_its_dependencies_are_healthy() {
     );
     let volumes = compose["volumes"].as_object().expect("named volumes");
     assert!(volumes.contains_key("pgdata") && volumes.contains_key("natsdata"));
+}
+
+#[test]
+fn the_cluster_stack_has_three_routed_nodes_and_two_replicas_behind_nginx() {
+    let mut cluster: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(CLUSTER).expect("deploy/docker-compose.cluster.yml parses");
+    cluster.apply_merge().expect("merge keys resolve");
+    let cluster: Value = serde_json::to_value(cluster).expect("JSON-like");
+    let services = cluster["services"].as_object().expect("services");
+
+    let nodes = ["nats1", "nats2", "nats3"];
+    for node in nodes {
+        let args: Vec<&str> = services[node]["command"]
+            .as_array()
+            .expect("a command")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(args.contains(&"-js"), "{node} runs without JetStream");
+        let routes = args
+            .iter()
+            .position(|a| *a == "--routes")
+            .and_then(|i| args.get(i + 1))
+            .expect("--routes");
+        for other in nodes.iter().filter(|n| **n != node) {
+            assert!(
+                routes.contains(&format!("nats://{other}:6222")),
+                "{node} has no route to {other}"
+            );
+        }
+        assert!(services[node]["healthcheck"]["test"].is_array());
+    }
+
+    let replicas = ["order-service-1", "order-service-2"];
+    for replica in replicas {
+        let env = services[replica]["environment"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{replica} has an environment map"));
+        let set: BTreeSet<String> = env.keys().cloned().collect();
+        assert_eq!(set, service_variables(), "{replica} sets other variables");
+        assert_eq!(env["NATS_STREAM_REPLICAS"], "3");
+        assert_eq!(env["NATS_DURABLE"], "order-service", "one shared consumer");
+        for node in nodes {
+            assert!(
+                env["NATS_URL"]
+                    .as_str()
+                    .is_some_and(|u| u.contains(&format!("nats://{node}:4222"))),
+                "{replica} does not know {node}"
+            );
+        }
+        for dependency in ["postgres", "nats1", "nats2", "nats3"] {
+            assert_eq!(
+                services[replica]["depends_on"][dependency]["condition"],
+                "service_healthy"
+            );
+        }
+        assert!(
+            NGINX.contains(&format!("server {replica}:8080")),
+            "nginx does not balance over {replica}"
+        );
+    }
+    assert_eq!(
+        services["lb"]["ports"][0], "127.0.0.1:8080:8080",
+        "the load balancer is the stack's one HTTP port"
+    );
 }
 
 #[test]
