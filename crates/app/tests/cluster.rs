@@ -77,7 +77,11 @@ async fn two_replicas_on_a_three_node_cluster_lose_and_double_nothing() {
     // Both replicas start at the same moment: they race on creating the
     // database, migrating, and creating the consumer.
     let mut replicas: Vec<ServiceProcess> = (0..2)
-        .map(|_| service(&db.url, &urls, &names).with_env("NATS_STREAM_REPLICAS", "3"))
+        .map(|_| {
+            service(&db.url, &urls, &names)
+                .with_env("NATS_STREAM_REPLICAS", "3")
+                .with_env("RUST_LOG", "info")
+        })
         .collect();
     for replica in &mut replicas {
         replica.start();

@@ -8,6 +8,7 @@ use orders_domain::{
     Item, Order, OrderCursor, OrderRepository, OrderSummary, OrderUid, Rejection, RepositoryError,
     SaveOutcome,
 };
+use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::ToSql;
 
 use crate::errors::{from_pg, from_pool};
@@ -381,13 +382,24 @@ impl OrderRepository for PgOrderRepository {
         order_from_row(&row, items).map(Some)
     }
 
+    /// Both queries read ONE snapshot (a read-only repeatable-read
+    /// transaction): an order committed between them would otherwise be
+    /// read without its items, and the newest `limit` would not be the same
+    /// set in both.
     #[tracing::instrument(skip(self))]
     async fn load_recent(&self, limit: usize) -> Result<Vec<Order>, RepositoryError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        let snapshot = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(from_pg)?;
 
         let mut items: HashMap<String, Vec<Item>> = HashMap::new();
-        let rows = client
+        let rows = snapshot
             .query_raw(RECENT_ITEMS.as_str(), [&limit])
             .await
             .map_err(from_pg)?;
@@ -398,7 +410,7 @@ impl OrderRepository for PgOrderRepository {
         }
 
         let mut orders = Vec::with_capacity(items.len());
-        let rows = client
+        let rows = snapshot
             .query_raw(RECENT_ORDERS.as_str(), [&limit])
             .await
             .map_err(from_pg)?;
@@ -408,6 +420,7 @@ impl OrderRepository for PgOrderRepository {
             let own = items.remove(uid).unwrap_or_default();
             orders.push(order_from_row(&row, own)?);
         }
+        snapshot.commit().await.map_err(from_pg)?;
         Ok(orders)
     }
 

@@ -410,3 +410,40 @@ async fn a_large_batch_keeps_every_order_whole() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_up_while_orders_are_committed_never_sees_an_order_without_its_items() {
+    // Found by the cluster test: a replica warming up while the other
+    // committed batches cached orders with `items: []`, because the items
+    // and the orders were read in two snapshots.
+    let (_db, repo) = repository().await;
+    let repo = std::sync::Arc::new(repo);
+    let writer = {
+        let repo = std::sync::Arc::clone(&repo);
+        tokio::spawn(async move {
+            for batch in 0..200u64 {
+                let orders: Vec<Order> = (0..10)
+                    .map(|i| {
+                        let n = batch * 10 + i;
+                        Order::parse(&order_json(&format!("race-{n}"), n)).expect("valid")
+                    })
+                    .collect();
+                repo.save_batch(&orders).await.expect("save");
+            }
+        })
+    };
+    let mut loads = 0;
+    while !writer.is_finished() {
+        // A limit below the count, so the newest set also moves.
+        for order in repo.load_recent(500).await.expect("load") {
+            assert!(
+                !order.items.is_empty(),
+                "{} loaded without its items",
+                order.order_uid
+            );
+        }
+        loads += 1;
+    }
+    writer.await.expect("writer");
+    assert!(loads > 1, "the writer finished before a second load");
+}

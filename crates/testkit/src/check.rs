@@ -69,15 +69,22 @@ pub async fn assert_answers_equal(addr: SocketAddr, orders: &[Value]) {
                 for order in orders.iter().skip(worker).step_by(workers) {
                     let uid = order["order_uid"].as_str().expect("an order_uid");
                     let (status, body) = get(addr, &format!("/order?order_uid={uid}")).await;
-                    let answer: Option<Value> = serde_json::from_slice(&body).ok();
-                    if status != 200 || answer.as_ref() != Some(order) {
-                        wrong.push(format!(
-                            "{uid}: {status} {}",
-                            String::from_utf8_lossy(&body)
-                                .chars()
-                                .take(120)
-                                .collect::<String>()
-                        ));
+                    match serde_json::from_slice::<Value>(&body) {
+                        Ok(answer) if status == 200 => {
+                            if let Some(diff) = first_difference("", order, &answer) {
+                                wrong.push(format!("{uid}: {diff}"));
+                            }
+                        }
+                        Ok(answer) => wrong.push(format!("{uid}: {status} {answer}")),
+                        Err(e) => {
+                            let text = String::from_utf8_lossy(&body);
+                            let tail: String = text.chars().rev().take(80).collect();
+                            wrong.push(format!(
+                                "{uid}: {status}, {} bytes, not JSON ({e}): ...{}",
+                                body.len(),
+                                tail.chars().rev().collect::<String>()
+                            ));
+                        }
                     }
                 }
                 wrong
@@ -95,4 +102,57 @@ pub async fn assert_answers_equal(addr: SocketAddr, orders: &[Value]) {
         orders.len(),
         wrong.iter().take(5).collect::<Vec<_>>()
     );
+}
+
+/// Where `got` first differs from `want`: a JSON pointer and both values.
+fn first_difference(path: &str, want: &Value, got: &Value) -> Option<String> {
+    match (want, got) {
+        (Value::Object(w), Value::Object(g)) => {
+            for (key, value) in w {
+                let here = format!("{path}/{key}");
+                match g.get(key) {
+                    Some(other) => {
+                        if let Some(diff) = first_difference(&here, value, other) {
+                            return Some(diff);
+                        }
+                    }
+                    None => return Some(format!("{here} missing")),
+                }
+            }
+            g.keys()
+                .find(|k| !w.contains_key(*k))
+                .map(|k| format!("{path}/{k} not expected"))
+        }
+        (Value::Array(w), Value::Array(g)) if w.len() == g.len() => w
+            .iter()
+            .zip(g)
+            .enumerate()
+            .find_map(|(i, (a, b))| first_difference(&format!("{path}/{i}"), a, b)),
+        _ if want == got => None,
+        _ => Some(format!("{path}: expected {want}, got {got}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_difference;
+    use serde_json::json;
+
+    #[test]
+    fn differences_are_located() {
+        let want = json!({"a": {"b": [1, 2]}, "c": "x"});
+        assert_eq!(first_difference("", &want, &want), None);
+        assert_eq!(
+            first_difference("", &want, &json!({"a": {"b": [1, 3]}, "c": "x"})).as_deref(),
+            Some("/a/b/1: expected 2, got 3")
+        );
+        assert_eq!(
+            first_difference("", &want, &json!({"a": {"b": [1, 2]}})).as_deref(),
+            Some("/c missing")
+        );
+        assert_eq!(
+            first_difference("", &want, &json!({"a": {"b": [1]}, "c": "x"})).as_deref(),
+            Some("/a/b: expected [1,2], got [1]")
+        );
+    }
 }
