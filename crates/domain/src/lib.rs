@@ -14,8 +14,8 @@ mod validation;
 pub use listing::{DEFAULT_PAGE, InvalidCursor, MAX_PAGE, OrderCursor, OrderPage, OrderSummary};
 pub use order::{DateCreated, Delivery as DeliveryInfo, Item, Order, Payment};
 pub use ports::{
-    AckError, Acker, Delivery, DeliveryMeta, MessageSource, OrderCache, OrderRepository, Rejection,
-    RepositoryError, SaveOutcome, SourceError,
+    AckError, Acker, Delivery, DeliveryMeta, MessageSource, OrderCache, OrderChunks,
+    OrderRepository, Rejection, RepositoryError, SaveOutcome, SourceError,
 };
 pub use service::{
     IngestOutcome, Lookup, LookupError, OrderService, Readiness, ReadinessReport, retry_delay,

@@ -14,6 +14,10 @@ use crate::validation::RejectReason;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
+/// Orders in chunks, as a repository reads them: the consumer works on one
+/// chunk while the next is read. An error ends the stream.
+pub type OrderChunks = futures::stream::BoxStream<'static, Result<Vec<Order>, RepositoryError>>;
+
 /// What storing an order did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SaveOutcome {
@@ -76,9 +80,11 @@ pub trait OrderRepository: Send + Sync {
     /// MUST return the stored order with this uid, or `None`.
     async fn find(&self, uid: &OrderUid) -> Result<Option<Order>, RepositoryError>;
 
-    /// MUST return at most `limit` orders, the newest (`date_created`) first,
-    /// reading each table once rather than once per order.
-    async fn load_recent(&self, limit: usize) -> Result<Vec<Order>, RepositoryError>;
+    /// MUST yield at most `limit` orders in all, the newest (`date_created`)
+    /// first, in chunks as they are read, each order whole (all its items),
+    /// all from one consistent snapshot, reading each table once rather than
+    /// once per order.
+    fn load_recent(&self, limit: usize) -> OrderChunks;
 
     /// MUST return at most `limit` orders, newest (`date_created`, then uid)
     /// first, only those strictly older than `before` when given.

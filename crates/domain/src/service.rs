@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 
 use crate::listing::{MAX_PAGE, OrderCursor, OrderPage};
 use crate::order::Order;
@@ -388,13 +389,19 @@ impl OrderService {
 
     /// Fills the cache with the newest `capacity` orders from the database,
     /// then marks the cache warm. Returns how many orders were loaded.
+    ///
+    /// Each chunk is serialized and cached while the repository reads the
+    /// next one, so a large warm-up uses two cores and never holds all the
+    /// orders as structs at once.
     pub async fn warm_up(&self, capacity: usize) -> Result<usize, RepositoryError> {
-        let orders = self.repo.load_recent(capacity).await?;
-        let loaded = orders.len();
-        // Oldest first, so a cache that evicts by recency keeps the newest.
-        for order in orders.into_iter().rev() {
-            let json = Bytes::from(order.to_json());
-            self.cache.insert(order.order_uid, json);
+        let mut chunks = self.repo.load_recent(capacity);
+        let mut loaded = 0;
+        while let Some(chunk) = chunks.next().await {
+            for order in chunk? {
+                let json = Bytes::from(order.to_json());
+                self.cache.insert(order.order_uid, json);
+                loaded += 1;
+            }
         }
         self.readiness.set_database(true);
         self.readiness.set_cache_warm(true);
@@ -443,7 +450,7 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::{AckError, MockAcker, MockOrderCache, MockOrderRepository};
+    use crate::ports::{AckError, MockAcker, MockOrderCache, MockOrderRepository, OrderChunks};
     use mockall::predicate::eq;
 
     const SAMPLE: &[u8] = include_bytes!("../../../fixtures/model.json");
@@ -965,7 +972,7 @@ mod tests {
         repo.expect_load_recent()
             .with(eq(500))
             .times(1)
-            .returning(|_| Ok(vec![sample()]));
+            .returning(|_| chunks(vec![Ok(vec![sample()])]));
         let mut cache = MockOrderCache::new();
         cache
             .expect_insert()
@@ -985,10 +992,40 @@ mod tests {
     #[tokio::test]
     async fn failed_warm_up_leaves_the_service_not_ready() {
         let mut repo = MockOrderRepository::new();
-        repo.expect_load_recent().returning(|_| Err(unavailable()));
+        repo.expect_load_recent()
+            .returning(|_| chunks(vec![Err(unavailable())]));
         let svc = service(repo, MockOrderCache::new());
 
         assert!(svc.warm_up(10).await.is_err());
         assert!(!svc.readiness().report().cache_warm);
+    }
+
+    #[tokio::test]
+    async fn warm_up_caches_every_chunk_and_fails_on_an_error_after_some() {
+        let order = |uid: &str| Order {
+            order_uid: OrderUid::try_from(uid.to_owned()).expect("uid"),
+            ..sample()
+        };
+        let mut repo = MockOrderRepository::new();
+        repo.expect_load_recent().times(1).returning(move |_| {
+            chunks(vec![Ok(vec![order("a"), order("b")]), Ok(vec![order("c")])])
+        });
+        let mut cache = MockOrderCache::new();
+        cache.expect_insert().times(3).return_const(());
+        let svc = service(repo, cache);
+        assert_eq!(svc.warm_up(10).await.expect("warm-up"), 3);
+
+        let mut repo = MockOrderRepository::new();
+        repo.expect_load_recent()
+            .returning(move |_| chunks(vec![Ok(vec![order("a")]), Err(unavailable())]));
+        let mut cache = MockOrderCache::new();
+        cache.expect_insert().times(1).return_const(());
+        let svc = service(repo, cache);
+        assert!(svc.warm_up(10).await.is_err());
+        assert!(!svc.readiness().report().cache_warm);
+    }
+
+    fn chunks(items: Vec<Result<Vec<Order>, RepositoryError>>) -> OrderChunks {
+        futures::stream::iter(items).boxed()
     }
 }

@@ -3,10 +3,10 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
-use futures::{TryStreamExt, pin_mut};
+use futures::{SinkExt, StreamExt, TryStreamExt, pin_mut};
 use orders_domain::{
-    Item, Order, OrderCursor, OrderRepository, OrderSummary, OrderUid, Rejection, RepositoryError,
-    SaveOutcome,
+    Item, Order, OrderChunks, OrderCursor, OrderRepository, OrderSummary, OrderUid, Rejection,
+    RepositoryError, SaveOutcome,
 };
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::ToSql;
@@ -286,6 +286,67 @@ impl PgOrderRepository {
     }
 }
 
+/// Orders per chunk of the warm-up stream.
+const LOAD_CHUNK: usize = 4_096;
+
+/// Chunks read ahead of the consumer: bounds the memory a slow consumer costs.
+const LOAD_CHUNKS_AHEAD: usize = 4;
+
+/// Sends the newest `limit` orders to `sender` in chunks. Both queries read
+/// ONE snapshot (a read-only repeatable-read transaction): an order
+/// committed between them would otherwise be read without its items, and
+/// the newest `limit` would not be the same set in both. Stops early,
+/// without an error, when the receiver is dropped.
+async fn stream_recent(
+    pool: &Pool,
+    limit: usize,
+    sender: &mut futures::channel::mpsc::Sender<Result<Vec<Order>, RepositoryError>>,
+) -> Result<(), RepositoryError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut client = pool.get().await.map_err(from_pool)?;
+    let snapshot = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(from_pg)?;
+
+    let mut items: HashMap<String, Vec<Item>> = HashMap::new();
+    let rows = snapshot
+        .query_raw(RECENT_ITEMS.as_str(), [&limit])
+        .await
+        .map_err(from_pg)?;
+    pin_mut!(rows);
+    while let Some(row) = rows.try_next().await.map_err(from_pg)? {
+        let (uid, item) = item_from_row(&row)?;
+        items.entry(uid).or_default().push(item);
+    }
+
+    let rows = snapshot
+        .query_raw(RECENT_ORDERS.as_str(), [&limit])
+        .await
+        .map_err(from_pg)?;
+    pin_mut!(rows);
+    let mut chunk = Vec::with_capacity(LOAD_CHUNK);
+    while let Some(row) = rows.try_next().await.map_err(from_pg)? {
+        let uid: &str = row.get(0);
+        let own = items.remove(uid).unwrap_or_default();
+        chunk.push(order_from_row(&row, own)?);
+        if chunk.len() == LOAD_CHUNK {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
+            if sender.send(Ok(full)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    snapshot.commit().await.map_err(from_pg)?;
+    if !chunk.is_empty() {
+        let _ = sender.send(Ok(chunk)).await;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl OrderRepository for PgOrderRepository {
     #[tracing::instrument(skip_all, fields(order_uid = %order.order_uid))]
@@ -382,46 +443,17 @@ impl OrderRepository for PgOrderRepository {
         order_from_row(&row, items).map(Some)
     }
 
-    /// Both queries read ONE snapshot (a read-only repeatable-read
-    /// transaction): an order committed between them would otherwise be
-    /// read without its items, and the newest `limit` would not be the same
-    /// set in both.
-    #[tracing::instrument(skip(self))]
-    async fn load_recent(&self, limit: usize) -> Result<Vec<Order>, RepositoryError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut client = self.client().await?;
-        let snapshot = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(from_pg)?;
-
-        let mut items: HashMap<String, Vec<Item>> = HashMap::new();
-        let rows = snapshot
-            .query_raw(RECENT_ITEMS.as_str(), [&limit])
-            .await
-            .map_err(from_pg)?;
-        pin_mut!(rows);
-        while let Some(row) = rows.try_next().await.map_err(from_pg)? {
-            let (uid, item) = item_from_row(&row)?;
-            items.entry(uid).or_default().push(item);
-        }
-
-        let mut orders = Vec::with_capacity(items.len());
-        let rows = snapshot
-            .query_raw(RECENT_ORDERS.as_str(), [&limit])
-            .await
-            .map_err(from_pg)?;
-        pin_mut!(rows);
-        while let Some(row) = rows.try_next().await.map_err(from_pg)? {
-            let uid: &str = row.get(0);
-            let own = items.remove(uid).unwrap_or_default();
-            orders.push(order_from_row(&row, own)?);
-        }
-        snapshot.commit().await.map_err(from_pg)?;
-        Ok(orders)
+    /// Read by a task of its own, so the caller serializes one chunk while
+    /// the next is read.
+    fn load_recent(&self, limit: usize) -> OrderChunks {
+        let pool = self.pool.clone();
+        let (mut sender, receiver) = futures::channel::mpsc::channel(LOAD_CHUNKS_AHEAD);
+        tokio::spawn(async move {
+            if let Err(err) = stream_recent(&pool, limit, &mut sender).await {
+                let _ = sender.send(Err(err)).await;
+            }
+        });
+        receiver.boxed()
     }
 
     async fn list_recent(
