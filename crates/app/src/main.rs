@@ -4,6 +4,12 @@ use orders_app::{App, Config, telemetry};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc rather than glibc's allocator: the warm-up allocates on one
+/// thread and frees on another, where glibc's arenas contend on a lock
+/// and keep freed memory; mimalloc's thread-local heaps do neither.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
