@@ -195,6 +195,36 @@ bench-cluster orders="30000":
     stop_replicas
     start_replicas 2
 
+# Measure speed and memory against ceilings taken in the same run; prints the table and writes docs/benchmarks.md (about 5 minutes).
+bench: services
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v wrk >/dev/null; then
+        [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null \
+            || { echo "missing: wrk (Debian package wrk)" >&2; exit 1; }
+        echo "installing wrk ..."
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+    fi
+    if ! command -v oha >/dev/null; then
+        echo "installing oha from crates.io (a few minutes, once) ..."
+        cargo install --locked --quiet oha
+    fi
+    cargo build --release --bin order-service --bin orders-bench
+    target/release/orders-bench
+
+# The bench harness end to end in seconds, with tiny counts and a debug build (CI runs it; it writes nothing).
+bench-smoke: services
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v wrk >/dev/null; then
+        [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null \
+            || { echo "missing: wrk (Debian package wrk)" >&2; exit 1; }
+        echo "installing wrk ..."
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+    fi
+    cargo build --bin order-service --bin orders-bench
+    target/debug/orders-bench --smoke --service target/debug/order-service
+
 # Run the service in the foreground (Ctrl-C stops it gracefully).
 run *args: services
     cargo run --release --bin order-service -- {{args}}

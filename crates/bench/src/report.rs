@@ -1,0 +1,409 @@
+//! The table `bench` prints and writes, with the machine and the versions.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::load::Measured;
+
+/// Whether a row meets its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Met,
+    Missed,
+    /// No target: a figure for reference.
+    Info,
+}
+
+impl Verdict {
+    pub fn at_least(value: f64, target: f64) -> Self {
+        if value >= target {
+            Self::Met
+        } else {
+            Self::Missed
+        }
+    }
+
+    pub fn at_least_ratio(value: f64, ceiling: f64, ratio: f64) -> Self {
+        Self::at_least(value, ceiling * ratio)
+    }
+
+    pub fn at_most_ratio(value: f64, ceiling: f64, ratio: f64) -> Self {
+        if value <= ceiling * ratio {
+            Self::Met
+        } else {
+            Self::Missed
+        }
+    }
+
+    pub fn all_of(verdicts: &[Self]) -> Self {
+        if verdicts.contains(&Self::Missed) {
+            Self::Missed
+        } else {
+            Self::Met
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Met => "met",
+            Self::Missed => "**missed**",
+            Self::Info => "",
+        }
+    }
+}
+
+struct Row {
+    measure: String,
+    how: String,
+    result: String,
+    ratio: String,
+    target: String,
+    verdict: Verdict,
+}
+
+pub struct Report {
+    rows: Vec<Row>,
+    smoke: bool,
+    broken: bool,
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn count(n: f64) -> String {
+    let n = n.round() as u64;
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Report {
+    pub fn new(smoke: bool) -> Self {
+        Self {
+            rows: Vec::new(),
+            smoke,
+            broken: false,
+        }
+    }
+
+    fn push(
+        &mut self,
+        measure: &str,
+        how: &str,
+        result: String,
+        ratio: String,
+        target: &str,
+        verdict: Verdict,
+    ) {
+        if result.contains("NaN") || result.is_empty() {
+            self.broken = true;
+        }
+        self.rows.push(Row {
+            measure: measure.to_owned(),
+            how: how.to_owned(),
+            result,
+            ratio,
+            target: target.to_owned(),
+            verdict,
+        });
+    }
+
+    pub fn speed(
+        &mut self,
+        measure: &str,
+        how: &str,
+        m: Measured,
+        ceiling: Measured,
+        verdict: Verdict,
+        target: &str,
+    ) {
+        self.push(
+            measure,
+            how,
+            format!(
+                "{} req/s, p99 {}, {:.2}% 2xx",
+                count(m.requests_per_second),
+                ms(m.p99),
+                m.success * 100.0
+            ),
+            format!(
+                "{:.2}x ceiling",
+                m.requests_per_second / ceiling.requests_per_second
+            ),
+            target,
+            verdict,
+        );
+        if m.success < 1.0 && measure.contains("hit") {
+            self.broken = true;
+        }
+    }
+
+    pub fn ceiling(&mut self, measure: &str, how: &str, m: Measured) {
+        self.push(
+            measure,
+            how,
+            format!("{} req/s, p99 {}", count(m.requests_per_second), ms(m.p99)),
+            "1.00x".to_owned(),
+            "",
+            Verdict::Info,
+        );
+    }
+
+    pub fn rate(&mut self, rate: u32, m: Measured, ceiling: Option<Measured>, verdict: Verdict) {
+        let ratio = ceiling
+            .map(|c| {
+                format!(
+                    "p99 {:.2}x ceiling's",
+                    m.p99.as_secs_f64() / c.p99.as_secs_f64()
+                )
+            })
+            .unwrap_or_default();
+        let target = if ceiling.is_some() {
+            "100% 2xx; p99 <= 1.2x ceiling's"
+        } else {
+            "100% 2xx"
+        };
+        self.push(
+            &format!("lookup at {} req/s", count(f64::from(rate))),
+            &format!("oha -q {rate} -c 64, random seeded uids (cache hits)"),
+            format!(
+                "{:.2}% 2xx, p99 {}, {} req/s",
+                m.success * 100.0,
+                ms(m.p99),
+                count(m.requests_per_second)
+            ),
+            ratio,
+            target,
+            verdict,
+        );
+    }
+
+    pub fn ceiling_rate(&mut self, rate: u32, m: Measured) {
+        self.push(
+            &format!("lookup ceiling at {} req/s", count(f64::from(rate))),
+            &format!("oha -q {rate} -c 64"),
+            format!("{:.2}% 2xx, p99 {}", m.success * 100.0, ms(m.p99)),
+            "1.00x".to_owned(),
+            "",
+            Verdict::Info,
+        );
+    }
+
+    pub fn skipped(&mut self, measure: &str, why: &str) {
+        self.push(
+            measure,
+            why,
+            "skipped".to_owned(),
+            String::new(),
+            "",
+            Verdict::Info,
+        );
+    }
+
+    pub fn ingest(&mut self, measure: &str, rate: f64, ceiling: f64, verdict: Verdict) {
+        self.push(
+            measure,
+            "start the service on a stream already holding the orders; time until every one is committed",
+            format!("{} orders/s", count(rate)),
+            format!("{:.2}x ceiling", rate / ceiling),
+            ">= 10,000 orders/s and >= 0.5x ceiling",
+            verdict,
+        );
+    }
+
+    pub fn ingest_ceiling(&mut self, orders: u64, rate: f64) {
+        self.push(
+            "ingest ceiling (PostgreSQL alone)",
+            &format!(
+                "COPY of the same {} orders into the four tables, one transaction",
+                count(orders as f64)
+            ),
+            format!("{} orders/s", count(rate)),
+            "1.00x".to_owned(),
+            "",
+            Verdict::Info,
+        );
+    }
+
+    pub fn batching(&mut self, orders: u64, single: f64, batched: f64) {
+        self.push(
+            "ingest, per message vs batched",
+            &format!(
+                "{} orders, INGEST_BATCH_SIZE=1 vs 500",
+                count(orders as f64)
+            ),
+            format!("{} vs {} orders/s", count(single), count(batched)),
+            format!("batching {:.1}x", batched / single),
+            "",
+            Verdict::Info,
+        );
+    }
+
+    pub fn growth(&mut self, measure: &str, first: f64, last: f64, unit: &str) {
+        let change = (last - first) / first;
+        self.push(
+            measure,
+            "same run",
+            format!("{first:.2} vs {last:.2} {unit}"),
+            format!("{:+.0}%", change * 100.0),
+            "flat within 20%",
+            Verdict::at_most_ratio(change.abs(), 1.0, 0.2),
+        );
+    }
+
+    pub fn warm_up(&mut self, orders: u64, ready: Duration) {
+        self.push(
+            "warm-up",
+            &format!(
+                "{} orders in PostgreSQL; start to /readyz 200",
+                count(orders as f64)
+            ),
+            format!("{:.2} s", ready.as_secs_f64()),
+            String::new(),
+            "<= 10 s",
+            Verdict::at_most_ratio(ready.as_secs_f64(), 10.0, 1.0),
+        );
+    }
+
+    pub fn memory(&mut self, orders: u64, grown: u64, json: u64) {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        self.push(
+            "memory",
+            &format!(
+                "RSS with {} orders cached minus RSS empty",
+                count(orders as f64)
+            ),
+            format!("{:.0} MiB for {:.0} MiB of JSON", mib(grown), mib(json)),
+            format!("{:.2}x the JSON", grown as f64 / json as f64),
+            "<= 2x the JSON bytes",
+            Verdict::at_most_ratio(grown as f64, json as f64, 2.0),
+        );
+    }
+
+    pub fn broken(&self) -> bool {
+        self.broken
+    }
+
+    pub fn render(&self, took: Duration) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "| measure | how | result | ratio | target | |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|");
+        for r in &self.rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                r.measure,
+                r.how,
+                r.result,
+                r.ratio,
+                r.target,
+                r.verdict.label()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\n{} in {:.0} s{}.",
+            if self.smoke { "Smoke run" } else { "Run" },
+            took.as_secs_f64(),
+            if self.smoke {
+                " (tiny counts; the figures mean nothing)"
+            } else {
+                ""
+            }
+        );
+        out
+    }
+}
+
+fn first_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| "not found".to_owned())
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or("?".to_owned(), |kib| {
+            format!("{:.1} GiB", kib as f64 / 1048576.0)
+        });
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    format!(
+        "- machine: {cores} cores ({cpu}), {memory}\n\
+         - rustc: {}\n- PostgreSQL: {}\n- nats-server: {}\n- wrk: {}\n- oha: {}\n",
+        first_line("rustc", &["--version"]),
+        first_line(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-tAc",
+                "SHOW server_version"
+            ]
+        ),
+        first_line("nats-server", &["--version"]),
+        first_line("wrk", &["-v"]),
+        first_line("oha", &["--version"]),
+    )
+}
+
+/// Writes the table into `out` between markers, keeping the prose around it.
+pub fn write(out: &Path, table: &str) -> anyhow::Result<()> {
+    const START: &str = "<!-- bench:start -->";
+    const END: &str = "<!-- bench:end -->";
+    let generated = format!(
+        "{START}\n{}\n{table}\nReproduce: `just bench` (release build; the service against the local \
+         PostgreSQL and NATS, each measure in a database and stream of its own). Each row's \
+         `how` is the command or setup; the ceilings run in the same process tree right before.\n{END}",
+        machine()
+    );
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let updated = match (text.find(START), text.find(END)) {
+        (Some(a), Some(b)) if a < b => {
+            format!("{}{generated}{}", &text[..a], &text[b + END.len()..])
+        }
+        _ => format!("# Benchmarks\n\n{generated}\n"),
+    };
+    std::fs::write(out, updated)?;
+    Ok(())
+}
