@@ -156,8 +156,10 @@ pub struct AckError(#[source] pub BoxError);
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait Acker: Send + Sync {
-    /// MUST return only once the broker has confirmed the ack, so an ack is
-    /// never lost in a buffer when the process exits.
+    /// MUST hand the ack to the broker connection, which is flushed before
+    /// the process exits gracefully. It need not wait for the broker's
+    /// confirmation: an ack lost in a crash means a redelivery, which
+    /// idempotent storage acks as a duplicate.
     async fn ack(&self) -> Result<(), AckError>;
     /// Asks for redelivery after `delay`.
     async fn nak(&self, delay: Duration) -> Result<(), AckError>;
