@@ -64,6 +64,30 @@ pub fn wrk(
     parse_wrk(&text)
 }
 
+/// wrk on one fixed path, without a script.
+pub fn wrk_path(
+    addr: SocketAddr,
+    path: &str,
+    connections: u32,
+    duration: Duration,
+) -> anyhow::Result<Measured> {
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{}s", duration.as_secs().max(1)),
+            "--latency",
+            &format!("http://{addr}{path}"),
+        ])
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("wrk failed: {text}");
+    }
+    parse_wrk(&text)
+}
+
 fn parse_wrk(text: &str) -> anyhow::Result<Measured> {
     let rps = text
         .lines()
