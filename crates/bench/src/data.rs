@@ -99,16 +99,42 @@ pub async fn stream_with(
     Ok((stream, js))
 }
 
-/// Inserts `orders` with COPY into the four tables, in one transaction:
-/// PostgreSQL alone, the fastest way it takes rows. Returns orders/s.
-pub async fn copy_in(db: &TestDb, orders: &[serde_json::Value]) -> anyhow::Result<f64> {
-    let parsed: Vec<Order> = orders
-        .iter()
-        .map(|o| Order::parse(&serde_json::to_vec(o)?).map_err(anyhow::Error::from))
-        .collect::<anyhow::Result<_>>()?;
+/// Inserts `orders` with COPY into the four tables, split evenly over
+/// `connections` connections, each in one transaction: PostgreSQL alone,
+/// the fastest way it takes rows (one connection uses one core). Returns
+/// orders/s and the CPU spent meanwhile (taken while the connections'
+/// backends live: an exited process takes its CPU time with it).
+pub async fn copy_in(
+    db: &TestDb,
+    orders: &[serde_json::Value],
+    connections: usize,
+) -> anyhow::Result<(f64, String)> {
+    let parsed = parse_all(orders)?;
+    let per_connection = parsed.len().div_ceil(connections.max(1)).max(1);
+    let texts: Vec<[String; 4]> = parsed.chunks(per_connection).map(copy_text).collect();
+    let mut clients = Vec::new();
+    for _ in &texts {
+        clients.push(db.client().await);
+    }
+    let cpu = crate::probe::Cpu::now();
+    let started = Instant::now();
+    futures::future::try_join_all(
+        clients
+            .iter_mut()
+            .zip(texts)
+            .map(|(client, text)| copy_one(client, text)),
+    )
+    .await?;
+    let rate = parsed.len() as f64 / started.elapsed().as_secs_f64();
+    Ok((rate, crate::probe::Cpu::now().since(&cpu)))
+}
+
+/// The four tables' rows in COPY's text format, in the order of
+/// [`COPY_TABLES`].
+fn copy_text(parsed: &[Order]) -> [String; 4] {
     let (mut info, mut delivery, mut payment, mut items) =
         (String::new(), String::new(), String::new(), String::new());
-    for o in &parsed {
+    for o in parsed {
         let uid = o.order_uid.as_str();
         row(
             &mut info,
@@ -172,45 +198,85 @@ pub async fn copy_in(db: &TestDb, orders: &[serde_json::Value]) -> anyhow::Resul
             );
         }
     }
-    let mut client = db.client().await;
-    let started = Instant::now();
+    [info, delivery, payment, items]
+}
+
+/// The tables COPY fills, parents first, with their columns.
+const COPY_TABLES: [(&str, &str); 4] = [
+    (
+        "order_info",
+        "order_uid, track_number, entry, locale, internal_signature, customer_id, \
+         delivery_service, shardkey, sm_id, date_created, created_at, oof_shard",
+    ),
+    (
+        "delivery",
+        "order_uid, name, phone, zip, city, address, region, email",
+    ),
+    (
+        "payment",
+        "order_uid, transaction, request_id, currency, provider, amount, payment_dt, bank, \
+         delivery_cost, goods_total, custom_fee",
+    ),
+    (
+        "items",
+        "order_uid, position, chrt_id, track_number, price, rid, name, sale, size, \
+         total_price, nm_id, brand, status",
+    ),
+];
+
+/// One connection's share: the four COPYs in one transaction.
+async fn copy_one(client: &mut tokio_postgres::Client, text: [String; 4]) -> anyhow::Result<()> {
+    use futures::SinkExt as _;
+
     let tx = client.transaction().await?;
-    for (table, columns, data) in [
-        (
-            "order_info",
-            "order_uid, track_number, entry, locale, internal_signature, customer_id, \
-             delivery_service, shardkey, sm_id, date_created, created_at, oof_shard",
-            info,
-        ),
-        (
-            "delivery",
-            "order_uid, name, phone, zip, city, address, region, email",
-            delivery,
-        ),
-        (
-            "payment",
-            "order_uid, transaction, request_id, currency, provider, amount, payment_dt, bank, \
-             delivery_cost, goods_total, custom_fee",
-            payment,
-        ),
-        (
-            "items",
-            "order_uid, position, chrt_id, track_number, price, rid, name, sale, size, \
-             total_price, nm_id, brand, status",
-            items,
-        ),
-    ] {
+    for ((table, columns), data) in COPY_TABLES.into_iter().zip(text) {
         let sink = tx
             .copy_in(&format!("COPY {table} ({columns}) FROM STDIN"))
             .await
             .map_err(pg_error)?;
         futures::pin_mut!(sink);
-        use futures::SinkExt as _;
         sink.send(bytes::Bytes::from(data)).await?;
         sink.finish().await.map_err(pg_error).context(table)?;
     }
     tx.commit().await?;
-    Ok(parsed.len() as f64 / started.elapsed().as_secs_f64())
+    Ok(())
+}
+
+/// `orders` as the service parses them.
+fn parse_all(orders: &[serde_json::Value]) -> anyhow::Result<Vec<Order>> {
+    orders
+        .iter()
+        .map(|o| Order::parse(&serde_json::to_vec(o)?).map_err(anyhow::Error::from))
+        .collect()
+}
+
+/// The service's own statement without the service or the broker:
+/// `PgOrderRepository::save_batch` over `orders` in batches of `batch`,
+/// `in_flight` batches at a time (1: one after another, as the ingest loop
+/// does). Returns orders/s and the CPU spent meanwhile.
+pub async fn repository_alone(
+    db: &TestDb,
+    orders: &[serde_json::Value],
+    batch: usize,
+    in_flight: usize,
+) -> anyhow::Result<(f64, String)> {
+    use futures::StreamExt as _;
+    use orders_domain::OrderRepository as _;
+
+    let parsed = parse_all(orders)?;
+    let pool = orders_postgres::connect_pool(&db.url, orders_postgres::PoolSettings::default())?;
+    let repository = orders_postgres::PgOrderRepository::new(pool);
+    repository.ping().await?;
+    let cpu = crate::probe::Cpu::now();
+    let started = Instant::now();
+    let mut saves = futures::stream::iter(parsed.chunks(batch))
+        .map(|chunk| repository.save_batch(chunk))
+        .buffer_unordered(in_flight);
+    while let Some(saved) = saves.next().await {
+        saved?;
+    }
+    let rate = parsed.len() as f64 / started.elapsed().as_secs_f64();
+    Ok((rate, crate::probe::Cpu::now().since(&cpu)))
 }
 
 /// One line of COPY's text format.

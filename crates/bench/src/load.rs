@@ -9,13 +9,33 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 /// What a run measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Measured {
     pub requests_per_second: f64,
     /// The 99th percentile of latency.
     pub p99: Duration,
     /// Share of answers that were 2xx, 0 to 1.
     pub success: f64,
+    /// The command line that took the measure (for the docs).
+    pub command: String,
+}
+
+/// A command line as a shell would take it back.
+fn command_line(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| {
+            let a = a.to_string_lossy();
+            if a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:=".contains(c))
+            {
+                a.into_owned()
+            } else {
+                format!("'{a}'")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// wrk with one thread and `connections` connections for `duration`,
@@ -53,15 +73,18 @@ pub fn wrk(
         )?;
         cmd.arg("-s").arg(script);
     }
+    cmd.arg(format!("http://{addr}/"));
     let out = cmd
-        .arg(format!("http://{addr}/"))
         .output()
         .context("running wrk (apt-get install wrk; `just bench` does)")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
     }
-    parse_wrk(&text)
+    Ok(Measured {
+        command: command_line(&cmd),
+        ..parse_wrk(&text)?
+    })
 }
 
 /// wrk on one fixed path, without a script.
@@ -71,21 +94,23 @@ pub fn wrk_path(
     connections: u32,
     duration: Duration,
 ) -> anyhow::Result<Measured> {
-    let out = Command::new("wrk")
-        .args([
-            "-t1",
-            &format!("-c{connections}"),
-            &format!("-d{}s", duration.as_secs().max(1)),
-            "--latency",
-            &format!("http://{addr}{path}"),
-        ])
-        .output()
-        .context("running wrk")?;
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t1",
+        &format!("-c{connections}"),
+        &format!("-d{}s", duration.as_secs().max(1)),
+        "--latency",
+        &format!("http://{addr}{path}"),
+    ]);
+    let out = cmd.output().context("running wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!("wrk failed: {text}");
     }
-    parse_wrk(&text)
+    Ok(Measured {
+        command: command_line(&cmd),
+        ..parse_wrk(&text)?
+    })
 }
 
 fn parse_wrk(text: &str) -> anyhow::Result<Measured> {
@@ -125,6 +150,7 @@ fn parse_wrk(text: &str) -> anyhow::Result<Measured> {
         requests_per_second: rps,
         p99,
         success,
+        command: String::new(),
     })
 }
 
@@ -146,20 +172,21 @@ fn wrk_duration(text: &str) -> Option<Duration> {
 /// oha at `rate` requests per second for `duration`, on URLs that match
 /// `url_regex` (oha draws each request's URL from it).
 pub fn oha(url_regex: &str, rate: u32, duration: Duration) -> anyhow::Result<Measured> {
-    let out = Command::new("oha")
-        .args([
-            "--no-tui",
-            "--output-format",
-            "json",
-            "-z",
-            &format!("{}s", duration.as_secs().max(1)),
-            "-q",
-            &rate.to_string(),
-            "-c",
-            "64",
-            "--rand-regex-url",
-            url_regex,
-        ])
+    let mut cmd = Command::new("oha");
+    cmd.args([
+        "--no-tui",
+        "--output-format",
+        "json",
+        "-z",
+        &format!("{}s", duration.as_secs().max(1)),
+        "-q",
+        &rate.to_string(),
+        "-c",
+        "64",
+        "--rand-regex-url",
+        url_regex,
+    ]);
+    let out = cmd
         .output()
         .context("running oha (cargo install --locked oha; `just bench` does)")?;
     if !out.status.success() {
@@ -169,7 +196,10 @@ pub fn oha(url_regex: &str, rate: u32, duration: Duration) -> anyhow::Result<Mea
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    parse_oha(&out.stdout)
+    Ok(Measured {
+        command: command_line(&cmd),
+        ..parse_oha(&out.stdout)?
+    })
 }
 
 fn parse_oha(json: &[u8]) -> anyhow::Result<Measured> {
@@ -208,6 +238,7 @@ fn parse_oha(json: &[u8]) -> anyhow::Result<Measured> {
         } else {
             0.0
         },
+        command: String::new(),
     })
 }
 

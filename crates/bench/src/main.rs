@@ -8,6 +8,7 @@
 mod ceiling;
 mod data;
 mod load;
+mod probe;
 mod report;
 
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use orders_testkit::servers::{ServiceProcess, free_port};
 use orders_testkit::{TestDb, TestStream, get};
-use report::{Report, Verdict};
+use report::{Report, Verdict, count as count_text};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +39,21 @@ struct Args {
     /// Run the lookup ceiling server on this address instead.
     #[arg(long, value_name = "ADDR")]
     ceiling: Option<SocketAddr>,
+    /// Only this group of measures (to reproduce some rows); prints the
+    /// table, writes nothing.
+    #[arg(long, value_enum)]
+    only: Option<Group>,
+}
+
+/// The measures, in groups that share their set-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Group {
+    /// Lookups against the ceiling: wrk, oha at constant rates, cold uids.
+    Lookups,
+    /// Ingest end to end against COPY; per message vs batched.
+    Ingest,
+    /// Warm-up, memory and lookup p99 with 1k vs 1M cached.
+    WarmUp,
 }
 
 /// Counts and durations of one run.
@@ -48,6 +64,7 @@ struct Plan {
     warm_orders: u64,
     run: Duration,
     rates: &'static [u32],
+    smoke: bool,
 }
 
 const FULL: Plan = Plan {
@@ -57,15 +74,17 @@ const FULL: Plan = Plan {
     warm_orders: 1_000_000,
     run: Duration::from_secs(10),
     rates: &[100, 1_000, 10_000],
+    smoke: false,
 };
 
 const SMOKE: Plan = Plan {
     lookup_orders: 1_000,
     ingest_orders: 2_000,
     per_message_orders: 200,
-    warm_orders: 5_000,
+    warm_orders: 10_000,
     run: Duration::from_secs(1),
     rates: &[100],
+    smoke: true,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -97,14 +116,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut report = Report::new(args.smoke);
 
-    lookups(&args, plan, has_oha, &scratch, &mut report).await?;
-    ingest(&args, plan, &mut report).await?;
-    warm_up(&args, plan, &scratch, &mut report).await?;
+    let wanted = |g: Group| args.only.is_none_or(|only| only == g);
+    if wanted(Group::Lookups) {
+        lookups(&args, plan, has_oha, &scratch, &mut report).await?;
+    }
+    if wanted(Group::Ingest) {
+        ingest(&args, plan, &mut report).await?;
+    }
+    if wanted(Group::WarmUp) {
+        warm_up(&args, plan, &scratch, &mut report).await?;
+    }
 
     let _ = std::fs::remove_dir_all(&scratch);
     let table = report.render(started.elapsed());
     println!("{table}");
-    if !args.smoke {
+    if !args.smoke && args.only.is_none() {
         report::write(&args.out, &table)?;
         eprintln!("written to {}", args.out.display());
     }
@@ -160,18 +186,6 @@ async fn start_ready(svc: &mut ServiceProcess, timeout: Duration) -> anyhow::Res
     }
 }
 
-async fn stored_in(url: &str) -> Option<i64> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .ok()?;
-    tokio::spawn(connection);
-    let row = client
-        .query_one("SELECT count(*) FROM order_info", &[])
-        .await
-        .ok()?;
-    Some(row.get(0))
-}
-
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
@@ -179,6 +193,25 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("VmRSS")
+}
+
+/// An oha `--rand-regex-url` drawing `GET /order?order_uid=` over seeded
+/// uids `b` + 10 digits that start with `prefix`.
+fn uid_regex(addr: SocketAddr, prefix: &str) -> String {
+    let free = 10 - prefix.len();
+    format!("http://{addr}/order\\?order_uid=b{prefix}[0-9]{{{free}}}")
+}
+
+/// The prefix that makes [`uid_regex`] draw uids 0..count (a power of ten).
+fn all_prefix(count: u64) -> String {
+    "0".repeat(10 - (count.to_string().len() - 1))
+}
+
+/// Cache hits and misses so far, from the service's /metrics.
+async fn cache_counts(svc: &ServiceProcess) -> (f64, f64) {
+    let hits = probe::metric(svc.addr(), "orders_cache_hits_total").await;
+    let misses = probe::metric(svc.addr(), "orders_cache_misses_total").await;
+    (hits.unwrap_or(0.0), misses.unwrap_or(0.0))
 }
 
 fn write_uids(path: &Path, uids: impl Iterator<Item = String>) -> anyhow::Result<()> {
@@ -199,6 +232,11 @@ async fn lookups(
     scratch: &Path,
     report: &mut Report,
 ) -> anyhow::Result<()> {
+    // Seeded first, so the ceiling runs after the seeding's writes too
+    // (checkpoints, autovacuum), as the service does.
+    let db = data::migrated_db().await?;
+    data::seed(&db, plan.lookup_orders).await?;
+
     // The ceiling, as its own process.
     let port = free_port();
     let ceiling_addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -220,11 +258,18 @@ async fn lookups(
     let uids = scratch.join("uids.txt");
     write_uids(&uids, (0..plan.lookup_orders).map(data::seeded_uid))?;
     let ceiling_wrk = load::wrk(ceiling_addr, Some(&uids), 32, plan.run, scratch)?;
-    let ceiling_fixed = load::wrk(ceiling_addr, None, 32, plan.run, scratch)?;
+    // Smoke runs skip the fixed-URL pair (the same code path, two seconds).
+    let ceiling_fixed = if plan.smoke {
+        None
+    } else {
+        Some(load::wrk(ceiling_addr, None, 32, plan.run, scratch)?)
+    };
     let top_rate = *plan.rates.last().unwrap_or(&100);
+    // The same random URLs as the service gets: oha's regex costs oha
+    // CPU, on the same two cores.
     let ceiling_oha = if has_oha {
         Some(load::oha(
-            &format!("http://{ceiling_addr}/order"),
+            &uid_regex(ceiling_addr, &all_prefix(plan.lookup_orders)),
             top_rate,
             plan.run,
         )?)
@@ -234,14 +279,10 @@ async fn lookups(
     ceiling.kill().await?;
 
     // The service with `lookup_orders` cached.
-    let db = data::migrated_db().await?;
-    data::seed(&db, plan.lookup_orders).await?;
     let stream = TestStream::new();
     let mut svc = service(&args.service, &db, &stream, &[]);
     start_ready(&mut svc, Duration::from_secs(120)).await?;
     let hits = load::wrk(svc.addr(), Some(&uids), 32, plan.run, scratch)?;
-    let fixed_path = format!("/order?order_uid={}", data::seeded_uid(0));
-    let fixed = load::wrk_path(svc.addr(), &fixed_path, 32, plan.run)?;
     report.speed(
         "lookup throughput, cache hit",
         &format!(
@@ -249,8 +290,8 @@ async fn lookups(
             plan.run.as_secs(),
             plan.lookup_orders
         ),
-        hits,
-        ceiling_wrk,
+        &hits,
+        &ceiling_wrk,
         Verdict::at_least_ratio(
             hits.requests_per_second,
             ceiling_wrk.requests_per_second,
@@ -261,33 +302,32 @@ async fn lookups(
     report.ceiling(
         "lookup ceiling (bare hyper, fixed bytes)",
         "the same wrk script and uids",
-        ceiling_wrk,
+        &ceiling_wrk,
     );
-    report.speed(
-        "lookup, one uid, no script",
-        "wrk -t1 -c32 on one fixed /order URL: the server's cost alone",
-        fixed,
-        ceiling_fixed,
-        Verdict::Info,
-        "",
-    );
-    report.ceiling(
-        "lookup ceiling, no script",
-        "wrk -t1 -c32 on one URL",
-        ceiling_fixed,
-    );
+    if let Some(ceiling_fixed) = &ceiling_fixed {
+        let fixed_path = format!("/order?order_uid={}", data::seeded_uid(0));
+        let fixed = load::wrk_path(svc.addr(), &fixed_path, 32, plan.run)?;
+        report.speed(
+            "lookup, one uid, no script",
+            "wrk -t1 -c32 on one fixed /order URL: the server's cost alone",
+            &fixed,
+            ceiling_fixed,
+            Verdict::Info,
+            "",
+        );
+        report.ceiling(
+            "lookup ceiling, no script",
+            "wrk -t1 -c32 on one URL",
+            ceiling_fixed,
+        );
+    }
 
-    let digits = plan.lookup_orders.to_string().len() - 1;
-    let regex = format!(
-        "http://{}/order\\?order_uid=b0{{{}}}[0-9]{{{digits}}}",
-        svc.addr(),
-        10 - digits
-    );
+    let regex = uid_regex(svc.addr(), &all_prefix(plan.lookup_orders));
     if has_oha {
         for rate in plan.rates {
             let m = load::oha(&regex, *rate, plan.run)?;
             let verdict = if *rate == top_rate {
-                match ceiling_oha {
+                match &ceiling_oha {
                     Some(c) => Verdict::all_of(&[
                         Verdict::at_least(m.success, 1.0),
                         Verdict::at_most_ratio(m.p99.as_secs_f64(), c.p99.as_secs_f64(), 1.2),
@@ -299,12 +339,16 @@ async fn lookups(
             };
             report.rate(
                 *rate,
-                m,
-                if *rate == top_rate { ceiling_oha } else { None },
+                &m,
+                if *rate == top_rate {
+                    ceiling_oha.as_ref()
+                } else {
+                    None
+                },
                 verdict,
             );
         }
-        if let Some(c) = ceiling_oha {
+        if let Some(c) = &ceiling_oha {
             report.ceiling_rate(top_rate, c);
         }
     } else {
@@ -317,11 +361,16 @@ async fn lookups(
     let mut svc = service(&args.service, &db, &stream, &[("CACHE_CAPACITY", "1")]);
     start_ready(&mut svc, Duration::from_secs(120)).await?;
     let cold = load::wrk(svc.addr(), Some(&uids), 32, plan.run, scratch)?;
+    let (hits, misses) = cache_counts(&svc).await;
     report.speed(
         "lookup, cold uid (read-through)",
-        "wrk -t1 -c32, CACHE_CAPACITY=1 so every uid is read from PostgreSQL",
-        cold,
-        ceiling_wrk,
+        &format!(
+            "wrk -t1 -c32, CACHE_CAPACITY=1 so every uid is read from PostgreSQL \
+             ({:.1}% cache misses per /metrics)",
+            100.0 * misses / (hits + misses).max(1.0)
+        ),
+        &cold,
+        &ceiling_wrk,
         Verdict::at_least(cold.requests_per_second, 5_000.0),
         ">= 5,000 req/s",
     );
@@ -334,61 +383,168 @@ async fn lookups(
 async fn ingest(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     let orders = data::generate(0x00be_4c11, plan.ingest_orders);
 
-    let ceiling_db = data::migrated_db().await?;
-    let ceiling = data::copy_in(&ceiling_db, &orders).await?;
-    drop(ceiling_db);
+    // COPY on one connection (one core) and on one per core: the ceiling
+    // is the faster.
+    let mut copies = Vec::new();
+    for connections in [1, 2] {
+        let db = data::migrated_db().await?;
+        copies.push(data::copy_in(&db, &orders, connections).await?);
+    }
+    let ceiling = copies.iter().map(|(rate, _)| *rate).fold(0.0, f64::max);
+    // The service's statement alone: where the gap to COPY lies.
+    let mut alone = Vec::new();
+    for in_flight in [1, 2] {
+        let db = data::migrated_db().await?;
+        alone.push(data::repository_alone(&db, &orders, 500, in_flight).await?);
+    }
 
-    let (rate, first, last) = ingest_run(args, &orders, &[]).await?;
+    let run = ingest_run(args, &orders, &[]).await?;
+    let measure = format!(
+        "ingest, end to end ({} orders in the stream, INGEST_BATCH_SIZE=500)",
+        plan.ingest_orders
+    );
+    report.command(
+        &measure,
+        "orders-bench --only ingest: publish the orders to a new stream (async-nats, \
+         acks awaited), then start order-service on it and a new database; poll \
+         orders_messages_stored_total on /metrics every 20 ms; count(*) order_info at the end",
+    );
     report.ingest(
-        &format!(
-            "ingest, end to end ({} orders in the stream, INGEST_BATCH_SIZE=500)",
-            plan.ingest_orders
-        ),
-        rate,
+        &measure,
+        run.rate,
         ceiling,
         Verdict::all_of(&[
-            Verdict::at_least(rate, 10_000.0),
-            Verdict::at_least_ratio(rate, ceiling, 0.5),
+            Verdict::at_least(run.rate, 10_000.0),
+            Verdict::at_least_ratio(run.rate, ceiling, 0.5),
         ]),
     );
-    report.ingest_ceiling(plan.ingest_orders, ceiling);
+    for ((rate, cpu), connections) in copies.iter().zip([1, 2]) {
+        let measure = format!(
+            "ingest ceiling (PostgreSQL alone), COPY on {connections} connection{}",
+            if connections == 1 { "" } else { "s" }
+        );
+        report.ingest_ceiling(
+            &measure,
+            plan.ingest_orders,
+            connections,
+            *rate,
+            ceiling,
+            cpu,
+        );
+        report.command(
+            &measure,
+            &format!(
+                "orders-bench --only ingest: COPY order_info, delivery, payment, items FROM \
+                 STDIN (text format, tokio-postgres copy_in), the orders split over \
+                 {connections} connection(s), one transaction each, on a database migrated by \
+                 orders_postgres::migrate"
+            ),
+        );
+    }
+    report.info(
+        "ingest CPU, end to end",
+        "CPU seconds per process name over the run (/proc/PID/stat), and the whole machine's",
+        format!("{:.1} s wall: {}", run.wall.as_secs_f64(), run.cpu),
+    );
+    for ((rate, cpu), in_flight) in alone.iter().zip([1, 2]) {
+        let measure = format!(
+            "ingest, the service's INSERT alone, {in_flight} batch{} in flight",
+            if in_flight == 1 { "" } else { "es" }
+        );
+        report.command(
+            &measure,
+            &format!(
+                "orders-bench --only ingest: PgOrderRepository::save_batch (the service's \
+                 INSERT ... UNNEST) on the same orders, batches of 500, {in_flight} at a time, \
+                 new migrated database, no broker"
+            ),
+        );
+        report.info(
+            &measure,
+            "PostgreSQL and the service's statement, without the broker or the ingest loop",
+            format!(
+                "{} orders/s ({:.3}x ceiling); {cpu}",
+                count_text(*rate),
+                rate / ceiling
+            ),
+        );
+    }
     report.growth(
         "ingest rate, first vs last 10% of the run",
-        first,
-        last,
+        run.first,
+        run.last,
         "orders/s",
+    );
+    report.info(
+        "ingest rate by tenth of the run",
+        "same run; orders/s over each successive 10% of the orders (progress polled every 20 ms)",
+        run.by_tenth
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
 
     let few = &orders[..plan.per_message_orders as usize];
-    let (single, _, _) = ingest_run(args, few, &[("INGEST_BATCH_SIZE", "1")]).await?;
-    let (batched, _, _) = ingest_run(args, few, &[]).await?;
-    report.batching(plan.per_message_orders, single, batched);
+    let single = ingest_run(args, few, &[("INGEST_BATCH_SIZE", "1")]).await?;
+    let batched = ingest_run(args, few, &[]).await?;
+    report.batching(plan.per_message_orders, single.rate, batched.rate);
+    report.command(
+        "ingest, per message vs batched",
+        "orders-bench --only ingest: as the end-to-end row, on the first orders, with \
+         INGEST_BATCH_SIZE=1 and then the default",
+    );
     Ok(())
 }
 
+/// What one ingest run measured.
+struct IngestRun {
+    /// Orders per second, process start to the last commit.
+    rate: f64,
+    /// Orders per second over the first and the last 10% of the orders.
+    first: f64,
+    last: f64,
+    wall: Duration,
+    /// CPU per process over the run.
+    cpu: String,
+    /// Orders per second over each tenth of the orders, in order.
+    by_tenth: Vec<f64>,
+}
+
 /// Publishes `orders`, then starts the service and times until every one
-/// is committed. Returns orders/s overall, over the first 10% and over the
-/// last 10%.
+/// is committed.
 async fn ingest_run(
     args: &Args,
     orders: &[serde_json::Value],
     env: &[(&str, &str)],
-) -> anyhow::Result<(f64, f64, f64)> {
+) -> anyhow::Result<IngestRun> {
     let (stream, _js) = data::stream_with(orders).await?;
     let db = TestDb::not_yet_created();
     let mut svc = service(&args.service, &db, &stream, env);
     // The clock starts with the process: start-up (create the database,
     // migrate, open the consumer) is part of the time, as a user sees it.
-    let total = orders.len() as i64;
-    let tenth = (total / 10).max(1);
+    // Progress is read off the service's counter (incremented after the
+    // commit), not with count(*) on the table: a scan every few ms takes
+    // CPU from the two cores the service and PostgreSQL share.
+    let total = orders.len() as f64;
+    let tenth = (total / 10.0).max(1.0);
+    let cpu = probe::Cpu::now();
     let started = Instant::now();
     svc.start();
     let (mut first_from, mut first_at, mut last_from) = (None, None, None);
+    // When the count first reached each tenth of the total (0 = the first order).
+    let mut tenths: Vec<Option<Duration>> = vec![None; 11];
     loop {
-        // The service creates the database; until then nothing is stored.
-        let stored = stored_in(&db.url).await.unwrap_or(0);
+        let stored = probe::metric(svc.addr(), "orders_messages_stored_total")
+            .await
+            .unwrap_or(0.0);
         let now = started.elapsed();
-        if first_from.is_none() && stored > 0 {
+        for (k, at) in tenths.iter_mut().enumerate() {
+            if at.is_none() && (stored >= tenth * k as f64 && stored > 0.0) {
+                *at = Some(now);
+            }
+        }
+        if first_from.is_none() && stored > 0.0 {
             first_from = Some(now);
         }
         if first_at.is_none() && stored >= tenth {
@@ -406,19 +562,35 @@ async fn ingest_run(
         if now > Duration::from_secs(300) {
             bail!("only {stored} of {total} orders stored after 300 s");
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let all = started.elapsed();
+    let cpu = probe::Cpu::now().since(&cpu);
+    let counted = db.count("SELECT count(*) FROM order_info").await;
     svc.terminate(Duration::from_secs(10));
-    let per_second = |n: i64, d: Duration| n as f64 / d.as_secs_f64().max(1e-3);
-    let first = per_second(
-        tenth,
-        first_at
-            .unwrap_or(all)
-            .saturating_sub(first_from.unwrap_or_default()),
-    );
-    let last = per_second(tenth, all.saturating_sub(last_from.unwrap_or_default()));
-    Ok((per_second(total, all), first, last))
+    if counted as f64 != total {
+        bail!("the service counted {total} orders stored, order_info holds {counted}");
+    }
+    let per_second = |n: f64, d: Duration| n / d.as_secs_f64().max(1e-3);
+    Ok(IngestRun {
+        rate: per_second(total, all),
+        first: per_second(
+            tenth,
+            first_at
+                .unwrap_or(all)
+                .saturating_sub(first_from.unwrap_or_default()),
+        ),
+        last: per_second(tenth, all.saturating_sub(last_from.unwrap_or_default())),
+        wall: all,
+        cpu,
+        by_tenth: tenths
+            .windows(2)
+            .map(|w| match (w[0], w[1]) {
+                (Some(a), Some(b)) => per_second(tenth, b.saturating_sub(a)),
+                _ => 0.0,
+            })
+            .collect(),
+    })
 }
 
 /// Warm-up time and memory with `warm_orders` in PostgreSQL, and lookup
@@ -456,67 +628,98 @@ async fn warm_up(
     // Every seeded order has the same size as JSON (fixed-width uids).
     let json_bytes = one.1.len() as u64 * plan.warm_orders;
     report.warm_up(plan.warm_orders, ready);
+    report.command(
+        "warm-up",
+        "orders-bench --only warm-up: seed the orders with INSERT ... SELECT FROM \
+         generate_series (data::seed), VACUUM ANALYZE, start order-service, poll /readyz every 20 ms",
+    );
     report.memory(
         plan.warm_orders,
         (full_rss.saturating_sub(empty_rss)) * 1024,
         json_bytes,
     );
+    report.command(
+        "memory",
+        "orders-bench --only warm-up: VmRSS of /proc/PID/status 0.5 s after /readyz, with an \
+         empty database and then with the seeded one; JSON bytes = one answer's body x count",
+    );
 
     let all_uids = scratch.join("all.txt");
     write_uids(&all_uids, (0..plan.warm_orders).map(data::seeded_uid))?;
-    let digits = plan.warm_orders.to_string().len() - 1;
-    let all_prefix = "0".repeat(10 - digits);
-    let many = lookup_p99(&svc, &all_prefix, &all_uids, plan, scratch)?;
+    let many = lookup_p99(
+        &svc,
+        &all_prefix(plan.warm_orders),
+        &all_uids,
+        plan,
+        scratch,
+    )
+    .await?;
     svc.terminate(Duration::from_secs(10));
+    drop(db);
 
-    // The newest 1,000 only. quick_cache keeps a little less than its
-    // capacity (970 of 1,000 here), so it gets room for 1,100: otherwise
-    // some of the 1,000 would be read through and the p99 would measure
-    // PostgreSQL.
-    let mut svc = service(&args.service, &db, &stream, &[("CACHE_CAPACITY", "1100")]);
-    start_ready(&mut svc, Duration::from_secs(300)).await?;
-    let newest = scratch.join("newest.txt");
-    write_uids(
-        &newest,
-        (plan.warm_orders - 1_000..plan.warm_orders).map(data::seeded_uid),
-    )?;
-    // The newest 1,000: uids (N - 1000)..N, i.e. the prefix of N - 1000
-    // without its last three digits (N is a power of ten).
-    let newest_prefix = data::seeded_uid(plan.warm_orders - 1_000)[1..8].to_owned();
-    let few = lookup_p99(&svc, &newest_prefix, &newest, plan, scratch)?;
+    // 1,000 orders, all cached: a database of their own, so neither a
+    // smaller CACHE_CAPACITY (whose shards may hold fewer) nor read-through
+    // is in the comparison.
+    let few_db = data::migrated_db().await?;
+    data::seed(&few_db, 1_000).await?;
+    let mut svc = service(&args.service, &few_db, &stream, &[]);
+    start_ready(&mut svc, Duration::from_secs(60)).await?;
+    let few_uids = scratch.join("few.txt");
+    write_uids(&few_uids, (0..1_000).map(data::seeded_uid))?;
+    let few = lookup_p99(&svc, &all_prefix(1_000), &few_uids, plan, scratch).await?;
     svc.terminate(Duration::from_secs(10));
+    let measure = format!(
+        "lookup p99, 1k vs {} cached (oha -q 1000)",
+        plan.warm_orders
+    );
+    report.command(&measure, &format!("{}  (and the same on 1k)", many.command));
     report.growth(
         &format!(
-            "lookup p99, 1k vs {} cached (oha -q 1000)",
-            plan.warm_orders
+            "{measure}; cache hits {:.1}% vs {:.1}%",
+            few.hit_share * 100.0,
+            many.hit_share * 100.0
         ),
-        few.as_secs_f64() * 1e3,
-        many.as_secs_f64() * 1e3,
+        few.p99.as_secs_f64() * 1e3,
+        many.p99.as_secs_f64() * 1e3,
         "ms",
     );
     Ok(())
 }
 
+/// A lookup latency measure and the share of its lookups the cache answered.
+struct LookupP99 {
+    p99: Duration,
+    hit_share: f64,
+    command: String,
+}
+
 /// Lookup p99 at a constant 1,000 requests/s (oha, on uids `b` + 10
 /// digits starting with `prefix`), which is steadier than a closed loop's;
 /// wrk's p99 where oha is missing (smoke).
-fn lookup_p99(
+async fn lookup_p99(
     svc: &ServiceProcess,
     prefix: &str,
     uids: &Path,
     plan: &Plan,
     scratch: &Path,
-) -> anyhow::Result<Duration> {
-    if which("oha") {
-        let free = 10 - prefix.len();
-        let regex = format!(
-            "http://{}/order\\?order_uid=b{prefix}[0-9]{{{free}}}",
-            svc.addr()
-        );
+) -> anyhow::Result<LookupP99> {
+    let regex = uid_regex(svc.addr(), prefix);
+    if which("oha") && !plan.smoke {
         // A short run first: the first requests of a fresh process pay for
         // connection set-up and cold caches, which is not what is compared.
         load::oha(&regex, 1_000, Duration::from_secs(2))?;
-        return Ok(load::oha(&regex, 1_000, plan.run)?.p99);
     }
-    Ok(load::wrk(svc.addr(), Some(uids), 32, plan.run, scratch)?.p99)
+    let before = cache_counts(svc).await;
+    let m = if which("oha") {
+        load::oha(&regex, 1_000, plan.run)?
+    } else {
+        load::wrk(svc.addr(), Some(uids), 32, plan.run, scratch)?
+    };
+    let after = cache_counts(svc).await;
+    let (hits, misses) = (after.0 - before.0, after.1 - before.1);
+    Ok(LookupP99 {
+        p99: m.p99,
+        hit_share: hits / (hits + misses).max(1.0),
+        command: m.command,
+    })
 }

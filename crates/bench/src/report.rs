@@ -65,6 +65,8 @@ struct Row {
 
 pub struct Report {
     rows: Vec<Row>,
+    /// (measure, the command or setup that reproduces it).
+    commands: Vec<(String, String)>,
     smoke: bool,
     broken: bool,
 }
@@ -73,7 +75,8 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-fn count(n: f64) -> String {
+/// `12,345`: a whole number with thousands separators.
+pub fn count(n: f64) -> String {
     let n = n.round() as u64;
     let digits = n.to_string();
     let mut out = String::new();
@@ -90,6 +93,7 @@ impl Report {
     pub fn new(smoke: bool) -> Self {
         Self {
             rows: Vec::new(),
+            commands: Vec::new(),
             smoke,
             broken: false,
         }
@@ -121,11 +125,12 @@ impl Report {
         &mut self,
         measure: &str,
         how: &str,
-        m: Measured,
-        ceiling: Measured,
+        m: &Measured,
+        ceiling: &Measured,
         verdict: Verdict,
         target: &str,
     ) {
+        self.command(measure, &m.command);
         self.push(
             measure,
             how,
@@ -147,7 +152,8 @@ impl Report {
         }
     }
 
-    pub fn ceiling(&mut self, measure: &str, how: &str, m: Measured) {
+    pub fn ceiling(&mut self, measure: &str, how: &str, m: &Measured) {
+        self.command(measure, &m.command);
         self.push(
             measure,
             how,
@@ -158,7 +164,7 @@ impl Report {
         );
     }
 
-    pub fn rate(&mut self, rate: u32, m: Measured, ceiling: Option<Measured>, verdict: Verdict) {
+    pub fn rate(&mut self, rate: u32, m: &Measured, ceiling: Option<&Measured>, verdict: Verdict) {
         let ratio = ceiling
             .map(|c| {
                 format!(
@@ -172,8 +178,10 @@ impl Report {
         } else {
             "100% 2xx"
         };
+        let measure = format!("lookup at {} req/s", count(f64::from(rate)));
+        self.command(&measure, &m.command);
         self.push(
-            &format!("lookup at {} req/s", count(f64::from(rate))),
+            &measure,
             &format!("oha -q {rate} -c 64, random seeded uids (cache hits)"),
             format!(
                 "{:.2}% 2xx, p99 {}, {} req/s",
@@ -187,15 +195,30 @@ impl Report {
         );
     }
 
-    pub fn ceiling_rate(&mut self, rate: u32, m: Measured) {
+    pub fn ceiling_rate(&mut self, rate: u32, m: &Measured) {
+        let measure = format!("lookup ceiling at {} req/s", count(f64::from(rate)));
+        self.command(&measure, &m.command);
         self.push(
-            &format!("lookup ceiling at {} req/s", count(f64::from(rate))),
-            &format!("oha -q {rate} -c 64"),
+            &measure,
+            &format!("oha -q {rate} -c 64, the same random URLs"),
             format!("{:.2}% 2xx, p99 {}", m.success * 100.0, ms(m.p99)),
             "1.00x".to_owned(),
             "",
             Verdict::Info,
         );
+    }
+
+    /// Records how to reproduce `measure` (a command line or a setup).
+    pub fn command(&mut self, measure: &str, command: &str) {
+        if !command.is_empty() {
+            self.commands
+                .push((measure.to_owned(), placeholders(command)));
+        }
+    }
+
+    /// A figure without a target (evidence for the analysis).
+    pub fn info(&mut self, measure: &str, how: &str, result: String) {
+        self.push(measure, how, result, String::new(), "", Verdict::Info);
     }
 
     pub fn skipped(&mut self, measure: &str, why: &str) {
@@ -214,21 +237,31 @@ impl Report {
             measure,
             "start the service on a stream already holding the orders; time until every one is committed",
             format!("{} orders/s", count(rate)),
-            format!("{:.2}x ceiling", rate / ceiling),
+            // Three decimals: a rounded 0.50x next to "missed" would puzzle.
+            format!("{:.3}x ceiling", rate / ceiling),
             ">= 10,000 orders/s and >= 0.5x ceiling",
             verdict,
         );
     }
 
-    pub fn ingest_ceiling(&mut self, orders: u64, rate: f64) {
+    pub fn ingest_ceiling(
+        &mut self,
+        measure: &str,
+        orders: u64,
+        connections: usize,
+        rate: f64,
+        ceiling: f64,
+        cpu: &str,
+    ) {
         self.push(
-            "ingest ceiling (PostgreSQL alone)",
+            measure,
             &format!(
-                "COPY of the same {} orders into the four tables, one transaction",
-                count(orders as f64)
+                "COPY of the same {} orders into the four tables, {} transaction(s) at once",
+                count(orders as f64),
+                connections
             ),
-            format!("{} orders/s", count(rate)),
-            "1.00x".to_owned(),
+            format!("{} orders/s; CPU: {cpu}", count(rate)),
+            format!("{:.2}x", rate / ceiling),
             "",
             Verdict::Info,
         );
@@ -320,8 +353,42 @@ impl Report {
                 ""
             }
         );
+        if !self.commands.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nCommands behind the rows (ADDR is the service's or the ceiling's \
+                 address in that run, UIDS the seeded uids one a line, lookup.lua the \
+                 script that draws one per request):\n"
+            );
+            for (measure, command) in &self.commands {
+                let _ = writeln!(out, "- {measure}: `{command}`");
+            }
+        }
         out
     }
+}
+
+/// A run's command with its ephemeral parts named: `127.0.0.1:PORT` as
+/// `ADDR`, the scratch directory dropped (`lookup.lua` is written there).
+fn placeholders(command: &str) -> String {
+    let mut out = String::new();
+    let mut rest = command;
+    while let Some(at) = rest.find("127.0.0.1:") {
+        out.push_str(&rest[..at]);
+        out.push_str("ADDR");
+        rest = rest[at + "127.0.0.1:".len()..].trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    let scratch = std::env::temp_dir().join("bench_");
+    let scratch = scratch.to_string_lossy();
+    while let Some(at) = out.find(scratch.as_ref()) {
+        let name_from = at + scratch.len();
+        let end = out[name_from..]
+            .find('/')
+            .map_or(out.len(), |slash| name_from + slash + 1);
+        out.replace_range(at..end, "");
+    }
+    out
 }
 
 fn first_line(program: &str, args: &[&str]) -> String {
@@ -366,8 +433,13 @@ fn machine() -> String {
                 .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
         })
         .unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default();
     format!(
-        "- machine: {cores} cores ({cpu}), {memory}\n\
+        "- machine: {cores} cores ({cpu}), {memory}; 1-minute load average {load} when the \
+         run ended (the machine is shared: others build and test on it)\n\
          - rustc: {}\n- PostgreSQL: {}\n- nats-server: {}\n- wrk: {}\n- oha: {}\n",
         first_line("rustc", &["--version"]),
         first_line(
@@ -406,4 +478,20 @@ pub fn write(out: &Path, table: &str) -> anyhow::Result<()> {
     };
     std::fs::write(out, updated)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn commands_name_their_ephemeral_parts() {
+        let scratch = std::env::temp_dir().join("bench_1_2_3");
+        let command = format!(
+            "wrk -t1 -s {}/lookup.lua http://127.0.0.1:4567/ x",
+            scratch.display()
+        );
+        assert_eq!(
+            super::placeholders(&command),
+            "wrk -t1 -s lookup.lua http://ADDR/ x"
+        );
+    }
 }
