@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orders_domain::{IngestOutcome, MessageSource, OrderService};
+use orders_domain::{IngestOutcome, MessageSource, OrderService, error_chain};
 use orders_http::Metrics;
 use tokio_util::sync::CancellationToken;
 
@@ -87,17 +87,6 @@ async fn wait_for_database(service: &OrderService, shutdown: &CancellationToken)
         }
         pause = (pause * 2).min(Duration::from_secs(2));
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

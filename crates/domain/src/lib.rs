@@ -18,7 +18,8 @@ pub use ports::{
     OrderRepository, Rejection, RepositoryError, SaveOutcome, SourceError,
 };
 pub use service::{
-    IngestOutcome, Lookup, LookupError, OrderService, Readiness, ReadinessReport, retry_delay,
+    IngestOutcome, Lookup, LookupError, OrderService, Readiness, ReadinessReport, error_chain,
+    retry_delay,
 };
 pub use uid::{InvalidOrderUid, OrderUid};
 pub use validation::{RejectReason, ValidationError};

@@ -436,7 +436,7 @@ fn uid_hint(payload: &[u8]) -> Option<String> {
 }
 
 /// An error and its sources on one line, for logs.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
