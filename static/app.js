@@ -288,7 +288,9 @@
     } else if (response.status === 404) {
       setState("not-found", "No order with uid " + uid + ".");
     } else if (response.status === 400) {
-      setState("invalid", "That is not a valid order UID: " + (reason || "bad request") + ".");
+      // The API names the parameter ("order_uid: empty"); the page says it in words.
+      const rule = (reason || "bad request").replace(/^order_uid: /, "");
+      setState("invalid", "That is not a valid order UID: " + rule + ".");
     } else if (response.status === 503) {
       setState("unavailable",
         "The order store is unavailable right now (" + (reason || "503") + ").",

@@ -39,8 +39,8 @@ pub struct Config {
 
     /// Stream replicas when this service creates the stream (3 on a cluster).
     #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1,
-          value_parser = clap::value_parser!(u8).range(1..=5))]
-    pub nats_stream_replicas: u8,
+          value_parser = count(1, 5))]
+    pub nats_stream_replicas: usize,
 
     /// How long the broker waits for an ack before it redelivers a message
     /// (e.g. 30s): what a crashed replica's messages wait before they move on.
@@ -56,8 +56,8 @@ pub struct Config {
     /// are read from PostgreSQL on demand. One million sample-sized orders
     /// take about 1 GiB.
     #[arg(long, env = "CACHE_CAPACITY", default_value_t = 1_000_000,
-          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
-    pub cache_capacity: u64,
+          value_parser = count(1, 100_000_000))]
+    pub cache_capacity: usize,
 
     /// Longest graceful drain on SIGINT/SIGTERM (e.g. 10s, 500ms).
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
@@ -70,8 +70,8 @@ pub struct Config {
     /// Most messages stored in one transaction. 1 stores each message on its
     /// own (slower; kept for comparison).
     #[arg(long, env = "INGEST_BATCH_SIZE", default_value_t = 500,
-          value_parser = clap::value_parser!(u64).range(1..=10_000))]
-    pub ingest_batch_size: u64,
+          value_parser = count(1, 10_000))]
+    pub ingest_batch_size: usize,
 
     /// Longest wait for more messages to fill a batch once one has arrived
     /// (e.g. 5ms); the latency a lone message may gain.
@@ -99,6 +99,11 @@ impl Config {
     pub fn defaults() -> Self {
         Self::parse_from(["order-service"])
     }
+}
+
+/// A whole number from `low` to `high`.
+fn count(low: u64, high: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(low..=high)
 }
 
 fn ack_wait(raw: &str) -> Result<Duration, String> {

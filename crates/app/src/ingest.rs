@@ -1,12 +1,15 @@
-//! The ingest loop: pull a message, hand it to the core, repeat; after a
-//! transient fault, stop pulling until the database answers again.
+//! The ingest loop: pull a batch, hand it to the core, repeat; after a
+//! transient fault, stop pulling until the health watcher sees the database
+//! answer again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orders_domain::{IngestOutcome, MessageSource, OrderService, error_chain};
-use orders_http::Metrics;
+use orders_metrics::Metrics;
 use tokio_util::sync::CancellationToken;
+
+use crate::health::Health;
 
 /// How the loop takes messages.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +27,7 @@ pub struct IngestSettings {
 pub async fn run_ingest(
     service: Arc<OrderService>,
     mut source: Box<dyn MessageSource>,
+    health: Arc<Health>,
     metrics: Arc<Metrics>,
     settings: IngestSettings,
     shutdown: CancellationToken,
@@ -41,25 +45,20 @@ pub async fn run_ingest(
             }
             Ok(batch) => {
                 let started = Instant::now();
-                let delivered: Vec<u64> = batch.iter().map(|d| d.meta.delivered).collect();
-                let outcomes = if batch.len() == 1 {
-                    let single = batch.into_iter().next().map(|d| service.ingest(d));
-                    match single {
-                        Some(ingest) => vec![ingest.await],
-                        None => Vec::new(),
-                    }
-                } else {
-                    service.ingest_batch(batch).await
-                };
+                let ingested = service.ingest(batch).await;
                 let elapsed = started.elapsed();
-                for (outcome, delivered) in outcomes.iter().zip(delivered) {
-                    metrics.record_ingest(*outcome, delivered, elapsed);
+                for one in &ingested {
+                    metrics.record_ingest(one, elapsed);
                 }
-                if outcomes
+                if ingested
                     .iter()
-                    .any(|o| matches!(o, IngestOutcome::Retry(_)))
+                    .any(|i| matches!(i.outcome, IngestOutcome::Retry(_)))
                 {
-                    wait_for_database(&service, &shutdown).await;
+                    health.database_failed();
+                    health.database_up(&shutdown).await;
+                    if !shutdown.is_cancelled() {
+                        tracing::info!("the database answers again; resuming ingest");
+                    }
                 }
             }
             Err(err) => {
@@ -71,31 +70,13 @@ pub async fn run_ingest(
     tracing::info!("ingest stopped");
 }
 
-/// Polls the database until it answers (or shutdown), so an outage does not
-/// turn the pending messages into a storm of naks.
-async fn wait_for_database(service: &OrderService, shutdown: &CancellationToken) {
-    let mut pause = Duration::from_millis(100);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
-        }
-        if service.repository().ping().await.is_ok() {
-            tracing::info!("database answers again; resuming ingest");
-            service.readiness().set_database(true);
-            return;
-        }
-        pause = (pause * 2).min(Duration::from_secs(2));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
     use orders_domain::{
-        Delivery, DeliveryMeta, MockAcker, MockMessageSource, MockOrderCache, MockOrderRepository,
-        Readiness, RepositoryError,
+        Message, MessageMeta, MockAcker, MockMessageSource, MockOrderCache, MockOrderRepository,
+        OrderRepository, RepositoryError, SaveOutcome,
     };
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -105,26 +86,21 @@ mod tests {
         linger: Duration::from_millis(1),
     };
 
-    fn delivery(acker: MockAcker) -> Delivery {
-        Delivery {
+    fn message(acker: MockAcker) -> Message {
+        Message {
             payload: Bytes::from_static(SAMPLE),
-            meta: DeliveryMeta {
+            meta: MessageMeta {
                 delivered: 1,
-                ..DeliveryMeta::default()
+                ..MessageMeta::default()
             },
             acker: Box::new(acker),
         }
     }
 
-    fn service(repo: MockOrderRepository) -> Arc<OrderService> {
+    fn service(repo: Arc<dyn OrderRepository>) -> Arc<OrderService> {
         let mut cache = MockOrderCache::new();
         cache.expect_insert().return_const(());
-        Arc::new(OrderService::new(
-            Arc::new(repo),
-            Arc::new(cache),
-            Arc::new(Readiness::default()),
-            1 << 20,
-        ))
+        Arc::new(OrderService::new(repo, Arc::new(cache), 1 << 20))
     }
 
     #[tokio::test(start_paused = true)]
@@ -137,19 +113,29 @@ mod tests {
             if saves == 1 {
                 Err(RepositoryError::Unavailable("down".into()))
             } else {
-                Ok(orders_domain::SaveOutcome::Stored)
+                Ok(vec![SaveOutcome::Stored])
             }
         });
         let seen = Arc::clone(&pings);
         repo.expect_ping().returning(move || {
-            // The database answers on the third ping.
-            if seen.fetch_add(1, Ordering::SeqCst) < 2 {
-                Err(RepositoryError::Unavailable("still down".into()))
-            } else {
-                Ok(())
+            // Up at first; after the fault, down for two pings.
+            match seen.fetch_add(1, Ordering::SeqCst) {
+                1 | 2 => Err(RepositoryError::Unavailable("still down".into())),
+                _ => Ok(()),
             }
         });
+        let repo: Arc<dyn OrderRepository> = Arc::new(repo);
         let shutdown = CancellationToken::new();
+        let health = Arc::new(Health::new());
+        {
+            let health = Arc::clone(&health);
+            let repo = Arc::clone(&repo);
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { health.watch(repo, || true, shutdown).await });
+        }
+        // The watcher's first ping: the database answers.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(health.readiness().report().database);
         let mut source = MockMessageSource::new();
         let mut pulls = 0;
         let checked = Arc::clone(&pings);
@@ -161,17 +147,17 @@ mod tests {
                     let mut acker = MockAcker::new();
                     acker.expect_nak().times(1).returning(|_| Ok(()));
                     acker.expect_ack().never();
-                    Ok(vec![delivery(acker)])
+                    Ok(vec![message(acker)])
                 }
                 2 => {
                     assert_eq!(
                         checked.load(Ordering::SeqCst),
-                        3,
+                        4,
                         "pulled before the database answered"
                     );
                     let mut acker = MockAcker::new();
                     acker.expect_ack().times(1).returning(|| Ok(()));
-                    Ok(vec![delivery(acker)])
+                    Ok(vec![message(acker)])
                 }
                 _ => {
                     stop.cancel();
@@ -184,13 +170,14 @@ mod tests {
         run_ingest(
             service(repo),
             Box::new(source),
+            Arc::clone(&health),
             Arc::clone(&metrics),
             SETTINGS,
             shutdown,
         )
         .await;
 
-        assert_eq!(pings.load(Ordering::SeqCst), 3);
+        assert_eq!(pings.load(Ordering::SeqCst), 4);
         let text = metrics.encode();
         assert!(text.contains("orders_messages_retried_total 1"), "{text}");
         assert!(text.contains("orders_messages_stored_total 1"), "{text}");
@@ -204,8 +191,9 @@ mod tests {
         shutdown.cancel();
 
         run_ingest(
-            service(MockOrderRepository::new()),
+            service(Arc::new(MockOrderRepository::new())),
             Box::new(source),
+            Arc::new(Health::new()),
             Arc::new(Metrics::new()),
             SETTINGS,
             shutdown,
@@ -227,8 +215,9 @@ mod tests {
         });
 
         run_ingest(
-            service(MockOrderRepository::new()),
+            service(Arc::new(MockOrderRepository::new())),
             Box::new(source),
+            Arc::new(Health::new()),
             Arc::new(Metrics::new()),
             SETTINGS,
             CancellationToken::new(),

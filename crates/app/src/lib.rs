@@ -6,6 +6,7 @@
 //! `main` does, on port 0.
 
 pub mod config;
+mod health;
 mod ingest;
 mod retry;
 pub mod telemetry;
@@ -16,19 +17,21 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use orders_cache::MemoryCache;
-use orders_domain::{OrderRepository, OrderService, Readiness};
-use orders_http::{Gauges, HttpSettings, Metrics, Router};
-use orders_nats::{JetStreamSettings, JetStreamSource};
+use orders_domain::{OrderRepository, OrderService};
+use orders_http::{HttpSettings, Router};
+use orders_metrics::{Gauges, Metrics};
+use orders_nats::{JetStreamSettings, JetStreamSource, StreamSettings};
 use orders_postgres::{PgOrderRepository, PoolSettings};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
+pub use health::Health;
 pub use ingest::{IngestSettings, run_ingest};
 
-/// How often readiness is re-checked (database ping, broker connection).
-const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the gauges (pool, consumer, cache) are refreshed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The wired service, bound to its port and connected, not yet running.
 pub struct App {
@@ -39,6 +42,7 @@ pub struct App {
     repo: Arc<PgOrderRepository>,
     nats: async_nats::Client,
     jetstream: JetStreamSettings,
+    health: Arc<Health>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 }
@@ -68,22 +72,19 @@ impl App {
         let nats = orders_nats::connect_in_background(&config.nats_url, "order-service")
             .await
             .context("NATS_URL")?;
+        let stream = StreamSettings {
+            replicas: config.nats_stream_replicas,
+            ..StreamSettings::new(&config.nats_subject, &config.nats_stream)
+        };
         let jetstream = JetStreamSettings {
-            replicas: usize::from(config.nats_stream_replicas),
             ack_wait: config.nats_ack_wait,
-            ..JetStreamSettings::new(
-                &config.nats_subject,
-                &config.nats_stream,
-                &config.nats_durable,
-            )
+            ..JetStreamSettings::new(stream, &config.nats_durable)
         };
 
-        let cache_capacity = usize::try_from(config.cache_capacity).unwrap_or(usize::MAX);
-        let cache = Arc::new(MemoryCache::new(cache_capacity));
+        let cache = Arc::new(MemoryCache::new(config.cache_capacity));
         let service = Arc::new(OrderService::new(
             Arc::clone(&repo) as Arc<dyn OrderRepository>,
             cache,
-            Arc::new(Readiness::default()),
             config.max_order_bytes,
         ));
         Ok(App {
@@ -94,6 +95,7 @@ impl App {
             repo,
             nats,
             jetstream,
+            health: Arc::new(Health::new()),
             metrics: Arc::new(Metrics::new()),
             shutdown,
         })
@@ -123,6 +125,7 @@ impl App {
             repo,
             nats,
             jetstream,
+            health,
             metrics,
             shutdown,
         } = self;
@@ -156,14 +159,33 @@ impl App {
             "HTTP server",
             tokio::spawn(orders_http::serve(
                 listener,
-                Router::new(Arc::clone(&service), Arc::clone(&metrics)),
+                Router::new(
+                    Arc::clone(&service),
+                    Arc::clone(health.readiness()),
+                    Arc::clone(&metrics),
+                ),
                 http_settings,
                 shutdown.child_token(),
             )),
         );
+        spawn_critical("health checks", {
+            let health = Arc::clone(&health);
+            let repo = Arc::clone(&repo) as Arc<dyn OrderRepository>;
+            let nats = nats.clone();
+            let shutdown = shutdown.child_token();
+            tokio::spawn(async move {
+                let connected = || {
+                    matches!(
+                        nats.connection_state(),
+                        async_nats::connection::State::Connected
+                    )
+                };
+                health.watch(repo, connected, shutdown).await;
+            })
+        });
         spawn_critical(
-            "health checks",
-            tokio::spawn(watch_health(
+            "gauges",
+            tokio::spawn(refresh_gauges(
                 Arc::clone(&service),
                 Arc::clone(&repo),
                 nats.clone(),
@@ -179,6 +201,7 @@ impl App {
                 config.clone(),
                 nats.clone(),
                 jetstream.clone(),
+                Arc::clone(&health),
                 Arc::clone(&metrics),
                 shutdown.child_token(),
             )),
@@ -214,11 +237,12 @@ async fn prepare_then_ingest(
     config: Config,
     nats: async_nats::Client,
     jetstream: JetStreamSettings,
+    health: Arc<Health>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let url = config.database_url.as_str();
-    let capacity = usize::try_from(config.cache_capacity).unwrap_or(usize::MAX);
+    let capacity = config.cache_capacity;
     let prepared = async {
         retry::until_ok("create the database", &shutdown, || {
             orders_postgres::ensure_database(url)
@@ -236,21 +260,29 @@ async fn prepare_then_ingest(
         let loaded =
             retry::until_ok("warm the cache", &shutdown, || service.warm_up(capacity)).await?;
         tracing::info!(loaded, elapsed = ?started.elapsed(), "cache warm");
+        health.readiness().set_cache_warm(true);
         anyhow::Ok(source)
     };
     let settings = IngestSettings {
-        batch_size: usize::try_from(config.ingest_batch_size).unwrap_or(1),
+        batch_size: config.ingest_batch_size,
         linger: config.ingest_linger,
     };
     // An error here means shutdown arrived while preparing.
     if let Ok(source) = prepared.await {
-        run_ingest(service, Box::new(source), metrics, settings, shutdown).await;
+        run_ingest(
+            service,
+            Box::new(source),
+            health,
+            metrics,
+            settings,
+            shutdown,
+        )
+        .await;
     }
 }
 
-/// Keeps readiness true to the dependencies (the database answers a ping,
-/// the NATS client is connected) and refreshes the gauges in `/metrics`.
-async fn watch_health(
+/// Refreshes the gauges of `/metrics`: the cache, the pool, the consumer.
+async fn refresh_gauges(
     service: Arc<OrderService>,
     repo: Arc<PgOrderRepository>,
     nats: async_nats::Client,
@@ -258,18 +290,14 @@ async fn watch_health(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let readiness = Arc::clone(service.readiness());
     let js = async_nats::jetstream::new(nats.clone());
     loop {
-        let ping = tokio::time::timeout(HEALTH_INTERVAL, service.repository().ping()).await;
-        readiness.set_database(matches!(ping, Ok(Ok(()))));
         let connected = matches!(
             nats.connection_state(),
             async_nats::connection::State::Connected
         );
-        readiness.set_broker(connected);
         let consumer = if connected {
-            tokio::time::timeout(HEALTH_INTERVAL, consumer_info(&js, &jetstream))
+            tokio::time::timeout(GAUGE_INTERVAL, consumer_info(&js, &jetstream))
                 .await
                 .ok()
                 .flatten()
@@ -287,7 +315,7 @@ async fn watch_health(
         });
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(HEALTH_INTERVAL) => {}
+            () = tokio::time::sleep(GAUGE_INTERVAL) => {}
         }
     }
 }
@@ -297,7 +325,7 @@ async fn consumer_info(
     js: &async_nats::jetstream::Context,
     settings: &JetStreamSettings,
 ) -> Option<ConsumerCounts> {
-    let stream = js.get_stream_no_info(&settings.stream).await.ok()?;
+    let stream = js.get_stream_no_info(&settings.stream.name).await.ok()?;
     let info = stream.consumer_info(&settings.durable).await.ok()?;
     Some(ConsumerCounts {
         num_pending: info.num_pending,

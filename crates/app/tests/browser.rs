@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +14,7 @@ use fantoccini::error::NewSessionError;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
+use orders_testkit::servers::free_port;
 use orders_testkit::{SAMPLE, order_value, unique_name};
 use serde_json::{Value, json};
 use support::{TestApp, spawn_app};
@@ -251,13 +251,6 @@ impl Browser {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// Opens a WebDriver session once chromedriver listens (connection refused
 /// until then).
 async fn connect_when_up(
@@ -438,7 +431,7 @@ async fn unknown_and_malformed_uids_say_what_is_wrong() {
     browser.search("bad uid!").await;
     let text = browser.wait_state("invalid").await;
     assert!(
-        text.contains("order_uid may hold only letters, digits, '_' and '-'"),
+        text.contains("not a valid order UID: may hold only letters, digits, '_' and '-'"),
         "{text}"
     );
 
@@ -446,7 +439,7 @@ async fn unknown_and_malformed_uids_say_what_is_wrong() {
     browser.search(&"x".repeat(65)).await;
     let text = browser.wait_state("invalid").await;
     assert!(
-        text.contains("order_uid is longer than 64 characters"),
+        text.contains("not a valid order UID: longer than 64 characters"),
         "{text}"
     );
 

@@ -5,6 +5,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use async_nats::jetstream;
 use orders_domain::Order;
+use orders_postgres::copy::CopyData;
 use orders_publisher::SplitMix64;
 use orders_testkit::{TestDb, TestStream};
 
@@ -18,38 +19,54 @@ pub async fn migrated_db() -> anyhow::Result<TestDb> {
 }
 
 /// `count` orders of the sample's shape, one item each, uids
-/// `b0000000000`, `b0000000001`, ... (so a regex can draw them), inserted
-/// by PostgreSQL itself in four statements: the fastest way to fill a
-/// database for the lookup and warm-up measures.
+/// `b0000000000`, `b0000000001`, ... (so a regex can draw them), one second
+/// apart: the sample stored once by the service's own repository, then
+/// copied by PostgreSQL itself, table by table, with the columns of
+/// `orders_postgres::schema`: the fastest way to fill a database for the
+/// lookup and warm-up measures.
 pub async fn seed(db: &TestDb, count: u64) -> anyhow::Result<()> {
+    use orders_domain::OrderRepository as _;
+    use orders_postgres::schema::{Source, TABLES};
+
+    let mut template: serde_json::Value = orders_testkit::sample_value();
+    template["order_uid"] = serde_json::Value::from(seeded_uid(0));
+    template["date_created"] = serde_json::Value::from("2021-11-26T06:22:19Z");
+    let template = Order::parse(&serde_json::to_vec(&template)?)?;
+    let pool = orders_postgres::connect_pool(&db.url, orders_postgres::PoolSettings::default())?;
+    orders_postgres::PgOrderRepository::new(pool)
+        .save(std::slice::from_ref(&template))
+        .await?;
+
     let client = db.client().await;
     let last = i64::try_from(count).context("count")? - 1;
-    client
-        .execute(
-            "INSERT INTO order_info SELECT 'b' || lpad(g::text, 10, '0'), 'WBILMTESTTRACK', \
-             'WBIL', 'en', '', 'test', 'meest', '9', 99, \
-             to_char(timestamp '2021-11-26 06:22:19' + g * interval '1 second', \
-                     'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-             timestamp '2021-11-26 06:22:19' + g * interval '1 second', '1' \
-             FROM generate_series(0, $1::bigint) g",
-            &[&last],
-        )
-        .await
-        .map_err(pg_error)
-        .context("seeding order_info")?;
-    client
-        .batch_execute(
-            "INSERT INTO delivery SELECT order_uid, 'Test Testov', '+9720000000', '2639809', \
-                 'Kiryat Mozkin', 'Ploshad Mira 15', 'Kraiot', 'test@gmail.com' FROM order_info;
-             INSERT INTO payment SELECT order_uid, order_uid, '', 'USD', 'wbpay', 1817, \
-                 1637907727, 'alpha', 1500, 317, 0 FROM order_info;
-             INSERT INTO items SELECT order_uid, 0, 9934930, 'WBILMTESTTRACK', 453, \
-                 'ab4219087a764ae0btest', 'Mascaras', 30, '0', 317, 2389212, 'Vivienne Sabo', 202 \
-                 FROM order_info;",
-        )
-        .await
-        .map_err(pg_error)
-        .context("seeding delivery, payment and items")?;
+    for table in TABLES {
+        // Each copy differs from the template in its uid and its time.
+        let values: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| match (c.name, c.source) {
+                ("order_uid", _) => "'b' || lpad(g::text, 10, '0')".to_owned(),
+                (_, Source::CreatedAt) => format!("{} + g * interval '1 second'", c.name),
+                ("date_created", _) => "to_char(timestamp '2021-11-26 06:22:19' \
+                    + g * interval '1 second', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+                    .to_owned(),
+                (name, _) => name.to_owned(),
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO {name} ({columns}) SELECT {values} FROM {name}, \
+             generate_series(1, $1::bigint) g WHERE order_uid = '{uid}'",
+            name = table.name,
+            columns = table.column_list(),
+            values = values.join(", "),
+            uid = seeded_uid(0),
+        );
+        client
+            .execute(&sql, &[&last])
+            .await
+            .map_err(pg_error)
+            .with_context(|| format!("seeding {}", table.name))?;
+    }
     // On its own: VACUUM cannot run in the implicit transaction of a batch.
     client
         .batch_execute("VACUUM ANALYZE")
@@ -99,11 +116,11 @@ pub async fn stream_with(
     Ok((stream, js))
 }
 
-/// Inserts `orders` with COPY into the four tables, split evenly over
-/// `connections` connections, each in one transaction: PostgreSQL alone,
-/// the fastest way it takes rows (one connection uses one core). Returns
-/// orders/s and the CPU spent meanwhile (taken while the connections'
-/// backends live: an exited process takes its CPU time with it).
+/// Inserts `orders` with binary COPY into the four tables, split evenly
+/// over `connections` connections, each in one transaction: PostgreSQL
+/// alone, the fastest way it takes rows (one connection uses one core).
+/// Returns orders/s and the CPU spent meanwhile (taken while the
+/// connections' backends live: an exited process takes its CPU time with it).
 pub async fn copy_in(
     db: &TestDb,
     orders: &[serde_json::Value],
@@ -111,9 +128,12 @@ pub async fn copy_in(
 ) -> anyhow::Result<(f64, String)> {
     let parsed = parse_all(orders)?;
     let per_connection = parsed.len().div_ceil(connections.max(1)).max(1);
-    let texts: Vec<[String; 4]> = parsed.chunks(per_connection).map(copy_text).collect();
+    let data: Vec<CopyData> = parsed
+        .chunks(per_connection)
+        .map(CopyData::of)
+        .collect::<Result<_, _>>()?;
     let mut clients = Vec::new();
-    for _ in &texts {
+    for _ in &data {
         clients.push(db.client().await);
     }
     let cpu = crate::probe::Cpu::now();
@@ -121,122 +141,24 @@ pub async fn copy_in(
     futures::future::try_join_all(
         clients
             .iter_mut()
-            .zip(texts)
-            .map(|(client, text)| copy_one(client, text)),
+            .zip(data)
+            .map(|(client, data)| copy_one(client, data)),
     )
     .await?;
     let rate = parsed.len() as f64 / started.elapsed().as_secs_f64();
     Ok((rate, crate::probe::Cpu::now().since(&cpu)))
 }
 
-/// The four tables' rows in COPY's text format, in the order of
-/// [`COPY_TABLES`].
-fn copy_text(parsed: &[Order]) -> [String; 4] {
-    let (mut info, mut delivery, mut payment, mut items) =
-        (String::new(), String::new(), String::new(), String::new());
-    for o in parsed {
-        let uid = o.order_uid.as_str();
-        row(
-            &mut info,
-            &[
-                uid,
-                &o.track_number,
-                &o.entry,
-                &o.locale,
-                &o.internal_signature,
-                &o.customer_id,
-                &o.delivery_service,
-                &o.shardkey,
-                &o.sm_id.to_string(),
-                o.date_created.as_str(),
-                o.date_created.as_str(),
-                &o.oof_shard,
-            ],
-        );
-        let d = &o.delivery;
-        row(
-            &mut delivery,
-            &[
-                uid, &d.name, &d.phone, &d.zip, &d.city, &d.address, &d.region, &d.email,
-            ],
-        );
-        let p = &o.payment;
-        row(
-            &mut payment,
-            &[
-                uid,
-                &p.transaction,
-                &p.request_id,
-                &p.currency,
-                &p.provider,
-                &p.amount.to_string(),
-                &p.payment_dt.to_string(),
-                &p.bank,
-                &p.delivery_cost.to_string(),
-                &p.goods_total.to_string(),
-                &p.custom_fee.to_string(),
-            ],
-        );
-        for (position, i) in o.items.iter().enumerate() {
-            row(
-                &mut items,
-                &[
-                    uid,
-                    &position.to_string(),
-                    &i.chrt_id.to_string(),
-                    &i.track_number,
-                    &i.price.to_string(),
-                    &i.rid,
-                    &i.name,
-                    &i.sale.to_string(),
-                    &i.size,
-                    &i.total_price.to_string(),
-                    &i.nm_id.to_string(),
-                    &i.brand,
-                    &i.status.to_string(),
-                ],
-            );
-        }
-    }
-    [info, delivery, payment, items]
-}
-
-/// The tables COPY fills, parents first, with their columns.
-const COPY_TABLES: [(&str, &str); 4] = [
-    (
-        "order_info",
-        "order_uid, track_number, entry, locale, internal_signature, customer_id, \
-         delivery_service, shardkey, sm_id, date_created, created_at, oof_shard",
-    ),
-    (
-        "delivery",
-        "order_uid, name, phone, zip, city, address, region, email",
-    ),
-    (
-        "payment",
-        "order_uid, transaction, request_id, currency, provider, amount, payment_dt, bank, \
-         delivery_cost, goods_total, custom_fee",
-    ),
-    (
-        "items",
-        "order_uid, position, chrt_id, track_number, price, rid, name, sale, size, \
-         total_price, nm_id, brand, status",
-    ),
-];
-
 /// One connection's share: the four COPYs in one transaction.
-async fn copy_one(client: &mut tokio_postgres::Client, text: [String; 4]) -> anyhow::Result<()> {
+async fn copy_one(client: &mut tokio_postgres::Client, data: CopyData) -> anyhow::Result<()> {
     use futures::SinkExt as _;
 
     let tx = client.transaction().await?;
-    for ((table, columns), data) in COPY_TABLES.into_iter().zip(text) {
-        let sink = tx
-            .copy_in(&format!("COPY {table} ({columns}) FROM STDIN"))
-            .await
-            .map_err(pg_error)?;
+    for (table, statement, bytes) in data.into_parts() {
+        let sink = tx.copy_in(&statement).await.map_err(pg_error)?;
         futures::pin_mut!(sink);
-        sink.send(bytes::Bytes::from(data)).await?;
-        sink.finish().await.map_err(pg_error).context(table)?;
+        sink.send(bytes).await?;
+        sink.finish().await.map_err(pg_error).context(table.name)?;
     }
     tx.commit().await?;
     Ok(())
@@ -251,7 +173,7 @@ fn parse_all(orders: &[serde_json::Value]) -> anyhow::Result<Vec<Order>> {
 }
 
 /// The service's own statement without the service or the broker:
-/// `PgOrderRepository::save_batch` over `orders` in batches of `batch`,
+/// `PgOrderRepository::save` over `orders` in batches of `batch`,
 /// `in_flight` batches at a time (1: one after another, as the ingest loop
 /// does). Returns orders/s and the CPU spent meanwhile.
 pub async fn repository_alone(
@@ -270,40 +192,11 @@ pub async fn repository_alone(
     let cpu = crate::probe::Cpu::now();
     let started = Instant::now();
     let mut saves = futures::stream::iter(parsed.chunks(batch))
-        .map(|chunk| repository.save_batch(chunk))
+        .map(|chunk| repository.save(chunk))
         .buffer_unordered(in_flight);
     while let Some(saved) = saves.next().await {
         saved?;
     }
     let rate = parsed.len() as f64 / started.elapsed().as_secs_f64();
     Ok((rate, crate::probe::Cpu::now().since(&cpu)))
-}
-
-/// One line of COPY's text format.
-fn row(out: &mut String, fields: &[&str]) {
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push('\t');
-        }
-        for c in field.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '\t' => out.push_str("\\t"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                c => out.push(c),
-            }
-        }
-    }
-    out.push('\n');
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn copy_rows_escape_what_copy_reads_specially() {
-        let mut out = String::new();
-        super::row(&mut out, &["a\tb", "c\\d", "e\nf"]);
-        assert_eq!(out, "a\\tb\tc\\\\d\te\\nf\n");
-    }
 }

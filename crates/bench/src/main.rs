@@ -435,7 +435,7 @@ async fn ingest(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result
             &measure,
             &format!(
                 "orders-bench --only ingest: COPY order_info, delivery, payment, items FROM \
-                 STDIN (text format, tokio-postgres copy_in), the orders split over \
+                 STDIN (FORMAT binary, orders_postgres::copy, tokio-postgres copy_in), the orders split over \
                  {connections} connection(s), one transaction each, on a database migrated by \
                  orders_postgres::migrate"
             ),
@@ -454,7 +454,7 @@ async fn ingest(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result
         report.command(
             &measure,
             &format!(
-                "orders-bench --only ingest: PgOrderRepository::save_batch (the service's \
+                "orders-bench --only ingest: PgOrderRepository::save (the service's \
                  INSERT ... UNNEST) on the same orders, batches of 500, {in_flight} at a time, \
                  new migrated database, no broker"
             ),

@@ -1,28 +1,37 @@
-//! The core of the order service: the `Order` model and its validation, the
-//! ports the adapters implement, and the use cases written against them.
+//! The core of the order service: the `Order` model and the decoder that
+//! reads messages into it, the ports the adapters implement, and the use
+//! cases written against them.
 //!
 //! Nothing in this crate does I/O. Adapters (PostgreSQL, NATS, the cache, HTTP)
 //! live in their own crates and are handed to [`OrderService`] as trait objects.
 
+mod decode;
+mod ingest;
 mod listing;
+mod lookup;
+mod newtype;
 mod order;
 mod ports;
+mod readiness;
 mod service;
 mod uid;
 mod validation;
 
+pub use decode::Decoded;
+pub use ingest::{IngestOutcome, Ingested, retry_delay};
 pub use listing::{DEFAULT_PAGE, InvalidCursor, MAX_PAGE, OrderCursor, OrderPage, OrderSummary};
-pub use order::{DateCreated, Delivery as DeliveryInfo, Item, Order, Payment};
+pub use lookup::{Lookup, LookupError};
+pub use order::{
+    DateCreated, Delivery, InvalidDate, InvalidPercent, Item, Order, Payment, Percent,
+};
 pub use ports::{
-    AckError, Acker, Delivery, DeliveryMeta, MessageSource, OrderCache, OrderChunks,
-    OrderRepository, Rejection, RepositoryError, SaveOutcome, SourceError,
+    AckError, Acker, Message, MessageMeta, MessageSource, OrderCache, OrderChunks, OrderRepository,
+    Rejection, RepositoryError, SaveOutcome, SourceError,
 };
-pub use service::{
-    IngestOutcome, Lookup, LookupError, OrderService, Readiness, ReadinessReport, error_chain,
-    retry_delay,
-};
-pub use uid::{InvalidOrderUid, OrderUid};
-pub use validation::{RejectReason, ValidationError};
+pub use readiness::{Readiness, ReadinessReport};
+pub use service::{OrderService, error_chain};
+pub use uid::{InvalidOrderUid, MAX_UID_LEN, OrderUid};
+pub use validation::{FieldProblem, FieldProblems, MAX_PROBLEMS, RejectReason, ValidationError};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{MockAcker, MockMessageSource, MockOrderCache, MockOrderRepository};

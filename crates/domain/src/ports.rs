@@ -19,7 +19,7 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 pub type OrderChunks = futures::stream::BoxStream<'static, Result<Vec<Order>, RepositoryError>>;
 
 /// What storing an order did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SaveOutcome {
     /// The order was new and is now committed.
     Stored,
@@ -27,6 +27,10 @@ pub enum SaveOutcome {
     Duplicate,
     /// A different order with this uid was already stored; it stays.
     Conflict,
+    /// The database refused this order for good (a constraint the
+    /// validation did not foresee); nothing of it was stored. The detail
+    /// says why.
+    Refused(String),
 }
 
 /// Why the repository could not do what was asked.
@@ -62,20 +66,17 @@ pub struct Rejection {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait OrderRepository: Send + Sync {
-    /// MUST store the order and all its parts in one transaction: all rows or
-    /// none. MUST return [`SaveOutcome::Duplicate`] and change nothing if an
-    /// equal order with this uid is stored, and [`SaveOutcome::Conflict`] and
-    /// change nothing if a different one is. MUST return
-    /// [`RepositoryError::Unavailable`] for faults that may heal.
-    async fn save(&self, order: &Order) -> Result<SaveOutcome, RepositoryError>;
-
-    /// MUST store every order of the batch that is new in ONE transaction and
-    /// return one outcome per order, in order, with the meaning of
-    /// [`save`](Self::save) (a uid repeated within the batch: the first
-    /// occurrence counts, the rest are `Duplicate` or `Conflict` against it).
-    /// MUST return [`RepositoryError::Refused`] and store nothing if the
-    /// database refuses any of them, so the caller can find which one.
-    async fn save_batch(&self, orders: &[Order]) -> Result<Vec<SaveOutcome>, RepositoryError>;
+    /// MUST store every order of the batch that is new, each with all its
+    /// parts, in ONE transaction, and return one outcome per order, in
+    /// order. An order whose uid is stored already MUST change nothing and
+    /// be [`SaveOutcome::Duplicate`] if equal to the stored one,
+    /// [`SaveOutcome::Conflict`] if not; a uid repeated within the batch is
+    /// judged against its first occurrence. An order the database refuses
+    /// MUST be [`SaveOutcome::Refused`] with nothing of it stored, while the
+    /// batch's other orders are stored all the same. MUST return
+    /// [`RepositoryError::Unavailable`], with nothing stored, for faults that
+    /// may heal.
+    async fn save(&self, orders: &[Order]) -> Result<Vec<SaveOutcome>, RepositoryError>;
 
     /// MUST return the stored order with this uid, or `None`.
     async fn find(&self, uid: &OrderUid) -> Result<Option<Order>, RepositoryError>;
@@ -118,9 +119,9 @@ pub trait OrderCache: Send + Sync {
     }
 }
 
-/// Where a delivery came from, for logs and the rejected-messages table.
+/// Where a message came from, for logs and the rejected-messages table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DeliveryMeta {
+pub struct MessageMeta {
     pub subject: String,
     /// The stream that holds the message.
     pub stream: String,
@@ -131,15 +132,15 @@ pub struct DeliveryMeta {
 }
 
 /// A message from the broker, with the handle that settles it.
-pub struct Delivery {
+pub struct Message {
     pub payload: Bytes,
-    pub meta: DeliveryMeta,
+    pub meta: MessageMeta,
     pub acker: Box<dyn Acker>,
 }
 
-impl std::fmt::Debug for Delivery {
+impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery")
+        f.debug_struct("Message")
             .field("payload_len", &self.payload.len())
             .field("meta", &self.meta)
             .finish_non_exhaustive()
@@ -176,18 +177,14 @@ pub struct SourceError(#[source] pub BoxError);
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait MessageSource: Send {
-    /// Waits for the next message. MUST recover from a lost connection by
-    /// itself; an `Err` is a fault worth logging, and the caller may call
-    /// again. `Ok(None)` means the source is closed for good.
-    async fn next(&mut self) -> Result<Option<Delivery>, SourceError>;
-
     /// Waits for the next message, then takes up to `max` in all, waiting at
-    /// most `linger` for more to arrive. Never returns an empty batch unless
-    /// the source is closed for good. Same recovery duties as
-    /// [`next`](Self::next).
+    /// most `linger` for more to arrive. MUST NOT return an empty batch
+    /// unless the source is closed for good. MUST recover from a lost
+    /// connection by itself; an `Err` is a fault worth logging, and the
+    /// caller may call again.
     async fn next_batch(
         &mut self,
         max: usize,
-        linger: std::time::Duration,
-    ) -> Result<Vec<Delivery>, SourceError>;
+        linger: Duration,
+    ) -> Result<Vec<Message>, SourceError>;
 }

@@ -1,6 +1,6 @@
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// The longest order uid we accept. Long enough for any uid scheme in use
 /// (UUIDs, ULIDs, the 19-character sample), short enough to index cheaply.
@@ -10,22 +10,25 @@ pub const MAX_UID_LEN: usize = 64;
 ///
 /// A raw string becomes an `OrderUid` once, at the edge (a message, a query
 /// string); everything past the edge can rely on it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(into = "String")]
 pub struct OrderUid(String);
 
 /// Why a string is not an [`OrderUid`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidOrderUid {
-    #[error("order_uid is empty")]
+    #[error("empty")]
     Empty,
-    #[error("order_uid is longer than {MAX_UID_LEN} characters")]
+    #[error("longer than {MAX_UID_LEN} characters")]
     TooLong,
-    #[error("order_uid may hold only letters, digits, '_' and '-'")]
+    #[error("may hold only letters, digits, '_' and '-'")]
     BadCharacter,
 }
 
 impl OrderUid {
+    /// The name the order decoder knows this type's rule by.
+    pub(crate) const SERDE_NAME: &'static str = "OrderUid";
+
     /// Parses a uid, naming the rule it breaks when it is not one.
     pub fn parse(raw: &str) -> Result<Self, InvalidOrderUid> {
         Self::check(raw)?;
@@ -59,6 +62,16 @@ impl TryFrom<String> for OrderUid {
     fn try_from(raw: String) -> Result<Self, Self::Error> {
         Self::check(&raw)?;
         Ok(Self(raw))
+    }
+}
+
+impl<'de> Deserialize<'de> for OrderUid {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        crate::newtype::deserialize(
+            deserializer,
+            Self::SERDE_NAME,
+            <Self as TryFrom<String>>::try_from,
+        )
     }
 }
 

@@ -1,4 +1,5 @@
-//! The HTTP adapter: plain hyper 1.x, no framework.
+//! The HTTP adapter: plain hyper 1.x, no framework. It serves the metrics
+//! that `orders-metrics` keeps, and records its own requests there.
 //!
 //! | request | answer |
 //! |---|---|
@@ -10,11 +11,9 @@
 //! | `GET /`, `/style.css`, `/app.js` | the embedded web page |
 //! | another method on a known path | 405 with `Allow: GET, HEAD` |
 
-mod metrics;
 mod routes;
 mod server;
 mod statics;
 
-pub use metrics::{Gauges, Metrics};
 pub use routes::Router;
 pub use server::{HttpSettings, serve};

@@ -7,10 +7,12 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use orders_domain::{DEFAULT_PAGE, LookupError, MAX_PAGE, OrderCursor, OrderService, OrderUid};
+use orders_domain::{
+    DEFAULT_PAGE, LookupError, MAX_PAGE, OrderCursor, OrderService, OrderUid, Readiness,
+};
+use orders_metrics::Metrics;
 use serde_json::json;
 
-use crate::metrics::Metrics;
 use crate::statics;
 
 /// The page may load only its own files and talk only to its own origin.
@@ -24,9 +26,11 @@ type Body = Full<Bytes>;
 #[derive(Clone, Debug)]
 pub struct Router {
     service: Arc<OrderService>,
+    readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
 }
 
+/// What a path names.
 enum Route {
     Order,
     Orders,
@@ -36,36 +40,56 @@ enum Route {
     Static(statics::StaticFile),
 }
 
-/// The metrics label of a path: a fixed set, so a client cannot create
-/// label values at will.
-fn route_label(path: &str) -> &'static str {
-    match path {
-        "/order" => "/order",
-        "/orders" => "/orders",
-        "/healthz" => "/healthz",
-        "/readyz" => "/readyz",
-        "/metrics" => "/metrics",
-        _ if statics::lookup(path).is_some() => "static",
-        _ => "other",
+impl Route {
+    fn of(path: &str) -> Option<Route> {
+        Some(match path {
+            "/order" => Route::Order,
+            "/orders" => Route::Orders,
+            "/healthz" => Route::Healthz,
+            "/readyz" => Route::Readyz,
+            "/metrics" => Route::Metrics,
+            _ => Route::Static(statics::lookup(path)?),
+        })
+    }
+
+    /// The metrics label: a fixed set, so a client cannot create label
+    /// values at will.
+    fn label(route: Option<&Route>) -> &'static str {
+        match route {
+            Some(Route::Order) => "/order",
+            Some(Route::Orders) => "/orders",
+            Some(Route::Healthz) => "/healthz",
+            Some(Route::Readyz) => "/readyz",
+            Some(Route::Metrics) => "/metrics",
+            Some(Route::Static(_)) => "static",
+            None => "other",
+        }
     }
 }
 
 impl Router {
-    pub fn new(service: Arc<OrderService>, metrics: Arc<Metrics>) -> Self {
-        Self { service, metrics }
+    pub fn new(
+        service: Arc<OrderService>,
+        readiness: Arc<Readiness>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            service,
+            readiness,
+            metrics,
+        }
     }
 
     /// Answers one request. Never fails: every error is an HTTP answer.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
         let started = Instant::now();
+        let route = Route::of(req.uri().path());
+        let label = Route::label(route.as_ref());
         let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path());
-        let response = self.route(&req).instrument(span).await;
+        let response = self.route(&req, route).instrument(span).await;
         let elapsed = started.elapsed();
-        self.metrics.record_request(
-            route_label(req.uri().path()),
-            response.status().as_u16(),
-            elapsed,
-        );
+        self.metrics
+            .record_request(label, response.status().as_u16(), elapsed);
         tracing::debug!(
             method = %req.method(),
             path = req.uri().path(),
@@ -76,18 +100,9 @@ impl Router {
         response
     }
 
-    async fn route<B>(&self, req: &Request<B>) -> Response<Body> {
-        let path = req.uri().path();
-        let route = match path {
-            "/order" => Route::Order,
-            "/orders" => Route::Orders,
-            "/healthz" => Route::Healthz,
-            "/readyz" => Route::Readyz,
-            "/metrics" => Route::Metrics,
-            _ => match statics::lookup(path) {
-                Some(file) => Route::Static(file),
-                None => return error(StatusCode::NOT_FOUND, "no such page"),
-            },
+    async fn route<B>(&self, req: &Request<B>, route: Option<Route>) -> Response<Body> {
+        let Some(route) = route else {
+            return error(StatusCode::NOT_FOUND, "no such page");
         };
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
@@ -138,12 +153,7 @@ impl Router {
         match self.service.lookup(&uid).await {
             Ok(found) => {
                 self.metrics.record_lookup(found.from_cache);
-                let mut response = Response::new(Full::new(found.json));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                response
+                json_bytes(StatusCode::OK, found.json)
             }
             Err(LookupError::NotFound) => {
                 self.metrics.record_lookup(false);
@@ -170,14 +180,7 @@ impl Router {
         };
         match self.service.recent(limit, before).await {
             Ok(page) => match serde_json::to_vec(&page) {
-                Ok(body) => {
-                    let mut response = Response::new(Full::new(Bytes::from(body)));
-                    response.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    );
-                    response
-                }
+                Ok(body) => json_bytes(StatusCode::OK, Bytes::from(body)),
                 Err(err) => {
                     tracing::error!(error = %err, "serializing a page of orders");
                     error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
@@ -194,7 +197,7 @@ impl Router {
     }
 
     fn readyz(&self) -> Response<Body> {
-        let report = self.service.readiness().report();
+        let report = self.readiness.report();
         let status = if report.is_ready() {
             StatusCode::OK
         } else {
@@ -225,7 +228,7 @@ fn order_uid_from_query(query: &str) -> Result<OrderUid, String> {
         }
     }
     let raw = found.ok_or_else(|| "order_uid is missing: use /order?order_uid=UID".to_owned())?;
-    OrderUid::parse(&raw).map_err(|e| e.to_string())
+    OrderUid::parse(&raw).map_err(|e| format!("order_uid: {e}"))
 }
 
 /// `limit` (1 or more; capped by the core) and `before` (a cursor).
@@ -249,14 +252,19 @@ fn page_from_query(query: &str) -> Result<(usize, Option<OrderCursor>), String> 
     Ok((limit.unwrap_or(DEFAULT_PAGE), before))
 }
 
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+/// An answer whose body is JSON already.
+fn json_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    json_bytes(status, Bytes::from(body.to_string()))
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Body> {
@@ -267,18 +275,14 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-    use orders_domain::{MockOrderCache, MockOrderRepository, Order, Readiness, RepositoryError};
+    use orders_domain::{MockOrderCache, MockOrderRepository, Order, RepositoryError};
 
     const SAMPLE: &[u8] = include_bytes!("../../../fixtures/model.json");
 
     fn router(repo: MockOrderRepository, cache: MockOrderCache) -> Router {
         Router::new(
-            Arc::new(OrderService::new(
-                Arc::new(repo),
-                Arc::new(cache),
-                Arc::new(Readiness::default()),
-                1 << 20,
-            )),
+            Arc::new(OrderService::new(Arc::new(repo), Arc::new(cache), 1 << 20)),
+            Arc::new(Readiness::default()),
             Arc::new(Metrics::new()),
         )
     }
@@ -366,7 +370,7 @@ mod tests {
         let cases = [
             ("/order", "order_uid is missing"),
             ("/order?other=1", "order_uid is missing"),
-            ("/order?order_uid=", "order_uid is empty"),
+            ("/order?order_uid=", "order_uid: empty"),
             ("/order?order_uid=a&order_uid=b", "more than once"),
             ("/order?order_uid=%ff%fe", "may hold only"),
             ("/order?order_uid=..%2F..%2Fetc", "may hold only"),
@@ -516,9 +520,9 @@ mod tests {
             Arc::new(OrderService::new(
                 Arc::new(MockOrderRepository::new()),
                 Arc::new(MockOrderCache::new()),
-                Arc::clone(&readiness),
                 1 << 20,
             )),
+            Arc::clone(&readiness),
             Arc::new(Metrics::new()),
         );
         readiness.set_database(true);

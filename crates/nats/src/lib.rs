@@ -6,7 +6,7 @@ mod setup;
 mod source;
 
 pub use setup::{
-    JetStreamSettings, NatsError, check_urls, connect, connect_in_background, ensure_consumer,
-    ensure_stream,
+    JetStreamSettings, NatsError, StreamSettings, check_urls, connect, connect_in_background,
+    ensure_consumer, ensure_stream,
 };
 pub use source::{JetStreamAcker, JetStreamSource};

@@ -2,18 +2,35 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 
-/// Where orders are published and how they are consumed.
+/// Where orders are published: what publishers and consumers share.
 #[derive(Debug, Clone)]
-pub struct JetStreamSettings {
+pub struct StreamSettings {
     /// Subject the orders are published on.
     pub subject: String,
     /// Stream that captures `subject`; created if missing.
-    pub stream: String,
+    pub name: String,
+    /// Replicas of the stream when it is created here (3 on a cluster).
+    pub replicas: usize,
+}
+
+impl StreamSettings {
+    /// One replica, as on a single server.
+    pub fn new(subject: &str, name: &str) -> Self {
+        Self {
+            subject: subject.to_owned(),
+            name: name.to_owned(),
+            replicas: 1,
+        }
+    }
+}
+
+/// Where orders are published and how the service consumes them.
+#[derive(Debug, Clone)]
+pub struct JetStreamSettings {
+    pub stream: StreamSettings,
     /// Durable consumer name, shared by every replica so JetStream spreads
     /// the messages across them.
     pub durable: String,
-    /// Replicas of the stream when this service creates it (3 on a cluster).
-    pub replicas: usize,
     /// How long the broker waits for an ack before it redelivers.
     pub ack_wait: Duration,
     /// Most messages handed out and not yet acked, across all replicas.
@@ -21,14 +38,11 @@ pub struct JetStreamSettings {
 }
 
 impl JetStreamSettings {
-    /// The defaults of the design: subject `orders`, stream `ORDERS`, durable
-    /// `order-service`, one replica.
-    pub fn new(subject: &str, stream: &str, durable: &str) -> Self {
+    /// The durable consumer `durable` on `stream`.
+    pub fn new(stream: StreamSettings, durable: &str) -> Self {
         Self {
-            subject: subject.to_owned(),
-            stream: stream.to_owned(),
+            stream,
             durable: durable.to_owned(),
-            replicas: 1,
             // Long enough for a commit under load, short enough that a
             // crashed replica's messages move on soon.
             ack_wait: Duration::from_secs(30),
@@ -103,10 +117,10 @@ fn options(name: &str) -> async_nats::ConnectOptions {
 /// stream that does not capture our subject is an error worth knowing.
 pub async fn ensure_stream(
     js: &jetstream::Context,
-    settings: &JetStreamSettings,
+    settings: &StreamSettings,
 ) -> Result<stream::Stream, NatsError> {
     let config = stream::Config {
-        name: settings.stream.clone(),
+        name: settings.name.clone(),
         subjects: vec![settings.subject.clone()],
         storage: stream::StorageType::File,
         num_replicas: settings.replicas,
@@ -117,11 +131,11 @@ pub async fn ensure_stream(
     let mut stream = js
         .get_or_create_stream(config)
         .await
-        .map_err(|e| NatsError::Stream(settings.stream.clone(), e.into()))?;
+        .map_err(|e| NatsError::Stream(settings.name.clone(), e.into()))?;
     let info = stream
         .info()
         .await
-        .map_err(|e| NatsError::Stream(settings.stream.clone(), e.into()))?;
+        .map_err(|e| NatsError::Stream(settings.name.clone(), e.into()))?;
     if !info
         .config
         .subjects
@@ -129,7 +143,7 @@ pub async fn ensure_stream(
         .any(|s| subject_matches(s, &settings.subject))
     {
         return Err(NatsError::Stream(
-            settings.stream.clone(),
+            settings.name.clone(),
             format!(
                 "the stream captures {:?}, not {:?}",
                 info.config.subjects, settings.subject
@@ -164,7 +178,7 @@ pub async fn ensure_consumer(
     stream
         .create_consumer(consumer::pull::Config {
             durable_name: Some(settings.durable.clone()),
-            filter_subject: settings.subject.clone(),
+            filter_subject: settings.stream.subject.clone(),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: settings.ack_wait,
             // Unlimited: a transient fault must never use up a message's

@@ -3,7 +3,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, consumer};
 use async_trait::async_trait;
 use futures::StreamExt;
-use orders_domain::{AckError, Acker, Delivery, DeliveryMeta, MessageSource, SourceError};
+use orders_domain::{AckError, Acker, Message, MessageMeta, MessageSource, SourceError};
 
 use crate::setup::{JetStreamSettings, ensure_consumer, ensure_stream};
 
@@ -65,7 +65,7 @@ impl JetStreamSource {
 
     async fn reopen(&mut self) -> Result<(), SourceError> {
         self.messages = None;
-        let stream = ensure_stream(&self.js, &self.settings)
+        let stream = ensure_stream(&self.js, &self.settings.stream)
             .await
             .map_err(|e| SourceError(e.into()))?;
         let consumer = ensure_consumer(&stream, &self.settings)
@@ -102,12 +102,28 @@ impl JetStreamSource {
 
 #[async_trait]
 impl MessageSource for JetStreamSource {
-    async fn next(&mut self) -> Result<Option<Delivery>, SourceError> {
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        linger: Duration,
+    ) -> Result<Vec<Message>, SourceError> {
+        let first = self.next_message().await?;
+        let mut batch = Vec::with_capacity(max.clamp(1, PULL_BATCH));
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + linger;
+        self.fill(&mut batch, max, deadline).await;
+        Ok(batch)
+    }
+}
+
+impl JetStreamSource {
+    /// Waits for one message, opening the consumer first if needed.
+    async fn next_message(&mut self) -> Result<Message, SourceError> {
         if self.messages.is_none() {
             if let Err(err) = self.reopen().await {
                 return Err(self.failed(err).await);
             }
-            tracing::info!(stream = %self.settings.stream, durable = %self.settings.durable, "pulling messages");
+            tracing::info!(stream = %self.settings.stream.name, durable = %self.settings.durable, "pulling messages");
         }
         let Some(messages) = self.messages.as_mut() else {
             return Err(SourceError("message stream is not open".into()));
@@ -115,7 +131,7 @@ impl MessageSource for JetStreamSource {
         match messages.next().await {
             Some(Ok(message)) => {
                 self.errors_in_a_row = 0;
-                Ok(Some(delivery(message)))
+                Ok(message_of(message))
             }
             Some(Err(err)) => Err(self.failed(SourceError(err.into())).await),
             None => {
@@ -126,37 +142,17 @@ impl MessageSource for JetStreamSource {
             }
         }
     }
-
-    async fn next_batch(
-        &mut self,
-        max: usize,
-        linger: Duration,
-    ) -> Result<Vec<Delivery>, SourceError> {
-        let Some(first) = self.next().await? else {
-            return Ok(Vec::new());
-        };
-        let mut batch = Vec::with_capacity(max.clamp(1, PULL_BATCH));
-        batch.push(first);
-        let deadline = tokio::time::Instant::now() + linger;
-        self.fill(&mut batch, max, deadline).await;
-        Ok(batch)
-    }
 }
 
 impl JetStreamSource {
     /// Takes the messages that arrive before `deadline`, up to `max` in all.
-    async fn fill(
-        &mut self,
-        batch: &mut Vec<Delivery>,
-        max: usize,
-        deadline: tokio::time::Instant,
-    ) {
+    async fn fill(&mut self, batch: &mut Vec<Message>, max: usize, deadline: tokio::time::Instant) {
         while batch.len() < max {
             let Some(messages) = self.messages.as_mut() else {
                 return;
             };
             match tokio::time::timeout_at(deadline, messages.next()).await {
-                Ok(Some(Ok(message))) => batch.push(delivery(message)),
+                Ok(Some(Ok(message))) => batch.push(message_of(message)),
                 Ok(Some(Err(err))) => {
                     // What is in hand goes on; the next call deals with the error.
                     tracing::debug!(error = %err, "message stream error while filling a batch");
@@ -172,7 +168,7 @@ impl JetStreamSource {
     }
 }
 
-fn delivery(message: jetstream::Message) -> Delivery {
+fn message_of(message: jetstream::Message) -> Message {
     let (stream, stream_sequence, delivered) = match message.info() {
         Ok(info) => (
             info.stream.to_owned(),
@@ -182,9 +178,9 @@ fn delivery(message: jetstream::Message) -> Delivery {
         Err(_) => (String::new(), 0, 1),
     };
     let (message, acker) = message.split();
-    Delivery {
+    Message {
         payload: message.payload,
-        meta: DeliveryMeta {
+        meta: MessageMeta {
             subject: message.subject.to_string(),
             stream,
             stream_sequence,

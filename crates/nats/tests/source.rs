@@ -3,23 +3,28 @@
 
 use std::time::Duration;
 
-use orders_domain::{Delivery, MessageSource};
-use orders_nats::{JetStreamSettings, JetStreamSource, ensure_stream};
+use orders_domain::{Message, MessageSource};
+use orders_nats::{JetStreamSettings, JetStreamSource, StreamSettings, ensure_stream};
 use orders_testkit::TestStream;
 
 fn settings(t: &TestStream) -> JetStreamSettings {
     JetStreamSettings {
         ack_wait: Duration::from_secs(30),
-        ..JetStreamSettings::new(&t.subject, &t.stream, &t.durable)
+        ..JetStreamSettings::new(StreamSettings::new(&t.subject, &t.stream), &t.durable)
     }
 }
 
-async fn next(source: &mut JetStreamSource) -> Delivery {
-    tokio::time::timeout(Duration::from_secs(10), source.next())
-        .await
-        .expect("a message within 10 s")
-        .expect("no error")
-        .expect("source open")
+/// One message: a batch of at most one.
+async fn next(source: &mut JetStreamSource) -> Message {
+    let mut batch = tokio::time::timeout(
+        Duration::from_secs(10),
+        source.next_batch(1, Duration::ZERO),
+    )
+    .await
+    .expect("a message within 10 s")
+    .expect("no error");
+    assert_eq!(batch.len(), 1, "a batch of one");
+    batch.remove(0)
 }
 
 async fn pending(t: &TestStream) -> (u64, usize) {
@@ -119,7 +124,8 @@ async fn a_terminated_message_is_not_delivered_again() {
     good.acker.ack().await.expect("ack");
 
     assert_eq!(good.payload.as_ref(), b"good");
-    let nothing = tokio::time::timeout(Duration::from_secs(1), source.next()).await;
+    let nothing =
+        tokio::time::timeout(Duration::from_secs(1), source.next_batch(1, Duration::ZERO)).await;
     assert!(nothing.is_err(), "the terminated message came back");
     assert_eq!(pending(&t).await, (0, 0));
 }
@@ -140,7 +146,7 @@ async fn the_broker_drops_a_repeated_msg_id() {
 async fn an_existing_stream_on_another_subject_is_an_error_not_a_silent_miss() {
     let t = TestStream::new();
     let js = t.create().await;
-    let wrong = JetStreamSettings::new("some.other.subject", &t.stream, &t.durable);
+    let wrong = StreamSettings::new("some.other.subject", &t.stream);
 
     let result = ensure_stream(&js, &wrong).await;
 
@@ -160,18 +166,18 @@ async fn a_deleted_consumer_is_recreated_and_pulling_resumes() {
         .expect("delete consumer");
     t.publish(&js, b"after".to_vec(), None).await;
 
-    let delivery = tokio::time::timeout(Duration::from_secs(60), async {
+    let message = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            if let Ok(Some(d)) = source.next().await {
-                break d;
+            if let Ok(mut batch) = source.next_batch(1, Duration::ZERO).await {
+                break batch.remove(0);
             }
         }
     })
     .await
     .expect("pulling resumed");
 
-    assert_eq!(delivery.payload.as_ref(), b"after");
-    delivery.acker.ack().await.expect("ack");
+    assert_eq!(message.payload.as_ref(), b"after");
+    message.acker.ack().await.expect("ack");
 }
 
 #[tokio::test]

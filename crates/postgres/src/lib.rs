@@ -1,11 +1,19 @@
 //! [`OrderRepository`](orders_domain::OrderRepository) over PostgreSQL:
 //! tokio-postgres for the protocol, deadpool-postgres for the pool, refinery
 //! for the migrations in the workspace's `migrations/` folder.
+//!
+//! [`schema`] names the tables' columns once; [`rows`] maps orders to rows
+//! and back by the order's own serde shape; [`copy`] writes them in COPY's
+//! binary format. They are public so tools (the bench's COPY and seeding)
+//! write the same columns the service does.
 
+mod columns;
 mod connect;
+pub mod copy;
 mod errors;
 mod repository;
-mod rows;
+pub mod rows;
+pub mod schema;
 
 pub use connect::{ConnectError, PoolSettings, check_url, connect_pool, ensure_database, migrate};
 pub use repository::PgOrderRepository;

@@ -2,7 +2,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 use futures::{SinkExt, StreamExt, TryStreamExt, pin_mut};
 use orders_domain::{
     Item, Order, OrderChunks, OrderCursor, OrderRepository, OrderSummary, OrderUid, Rejection,
@@ -11,8 +11,10 @@ use orders_domain::{
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::ToSql;
 
-use crate::errors::{from_pg, from_pool};
-use crate::rows::{ITEM_COLUMNS, ORDER_COLUMNS, item_from_row, order_from_row, summary_from_row};
+use crate::columns::UnnestColumns;
+use crate::errors::{corrupt, from_pg, from_pool};
+use crate::rows::{read_item, read_order};
+use crate::schema::{DELIVERY, ITEMS, ORDER_INFO, PAYMENT, TABLES};
 
 /// Inserts a batch of orders into the four tables in ONE statement, so in
 /// one transaction and one round trip. Each column comes as an array and is
@@ -20,56 +22,75 @@ use crate::rows::{ITEM_COLUMNS, ORDER_COLUMNS, item_from_row, order_from_row, su
 /// CONFLICT DO NOTHING`; the other tables take only the rows whose uid
 /// `info` returned, so a skipped order adds nothing anywhere. The uids in a
 /// batch must be distinct (the caller sees to it). Every parameter is cast
-/// so its type does not depend on inference.
-const INSERT_ORDERS: &str = "\
-WITH info AS (
-    INSERT INTO order_info (order_uid, track_number, entry, locale, internal_signature,
-        customer_id, delivery_service, shardkey, sm_id, date_created, created_at, oof_shard)
-    SELECT u.order_uid, u.track_number, u.entry, u.locale, u.internal_signature,
-        u.customer_id, u.delivery_service, u.shardkey, u.sm_id, u.date_created,
-        u.date_created::timestamptz, u.oof_shard
-    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-        $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[])
-        AS u(order_uid, track_number, entry, locale, internal_signature, customer_id,
-            delivery_service, shardkey, sm_id, date_created, oof_shard)
-    ON CONFLICT (order_uid) DO NOTHING
-    RETURNING order_uid
-), d AS (
-    INSERT INTO delivery (order_uid, name, phone, zip, city, address, region, email)
-    SELECT u.* FROM UNNEST($1::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-        $16::text[], $17::text[], $18::text[])
-        AS u(order_uid, name, phone, zip, city, address, region, email)
-    JOIN info USING (order_uid)
-), p AS (
-    INSERT INTO payment (order_uid, transaction, request_id, currency, provider, amount,
-        payment_dt, bank, delivery_cost, goods_total, custom_fee)
-    SELECT u.* FROM UNNEST($1::text[], $19::text[], $20::text[], $21::text[], $22::text[],
-        $23::bigint[], $24::bigint[], $25::text[], $26::bigint[], $27::bigint[], $28::bigint[])
-        AS u(order_uid, transaction, request_id, currency, provider, amount, payment_dt, bank,
-            delivery_cost, goods_total, custom_fee)
-    JOIN info USING (order_uid)
-), i AS (
-    INSERT INTO items (order_uid, position, chrt_id, track_number, price, rid, name, sale,
-        size, total_price, nm_id, brand, status)
-    SELECT u.* FROM UNNEST($29::text[], $30::integer[], $31::bigint[], $32::text[],
-        $33::bigint[], $34::text[], $35::text[], $36::bigint[], $37::text[], $38::bigint[],
-        $39::bigint[], $40::text[], $41::bigint[])
-        AS u(order_uid, position, chrt_id, track_number, price, rid, name, sale, size,
-            total_price, nm_id, brand, status)
-    JOIN info USING (order_uid)
-)
-SELECT order_uid FROM info";
+/// so its type does not depend on inference. Built from `schema.rs`:
+///
+/// ```sql
+/// WITH info AS (INSERT INTO order_info (order_uid, ...) SELECT * FROM UNNEST($1::text[], ...)
+///               ON CONFLICT (order_uid) DO NOTHING RETURNING order_uid),
+///      t1 AS (INSERT INTO delivery (order_uid, ...) SELECT u.* FROM UNNEST($13::text[], ...)
+///               AS u(order_uid, ...) JOIN info USING (order_uid)), ...
+/// SELECT order_uid FROM info
+/// ```
+static INSERT_ORDERS: LazyLock<String> = LazyLock::new(|| {
+    let mut next = 0;
+    let mut unnest = |table: &crate::schema::Table| {
+        let params: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| {
+                next += 1;
+                format!("${next}::{}[]", c.sql_type.as_sql())
+            })
+            .collect();
+        format!("UNNEST({})", params.join(", "))
+    };
+    let [info, parts @ ..] = TABLES;
+    let mut sql = format!(
+        "WITH info AS (INSERT INTO {} ({}) SELECT * FROM {} \
+         ON CONFLICT (order_uid) DO NOTHING RETURNING order_uid)",
+        info.name,
+        info.column_list(),
+        unnest(info)
+    );
+    for (n, part) in parts.iter().enumerate() {
+        sql.push_str(&format!(
+            ", t{n} AS (INSERT INTO {name} ({columns}) SELECT u.* FROM {unnest} AS u({columns}) \
+             JOIN info USING (order_uid))",
+            name = part.name,
+            columns = part.column_list(),
+            unnest = unnest(part),
+        ));
+    }
+    sql.push_str(" SELECT order_uid FROM info");
+    sql
+});
+
+/// An order's own columns from `order_info`, `delivery` and `payment`,
+/// named like its fields, over the aliases `o`, `d` and `p`.
+static ORDER_FIELDS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{}, {}, {}",
+        ORDER_INFO.field_select(),
+        DELIVERY.field_select(),
+        PAYMENT.field_select()
+    )
+});
+
+/// The joins that put an order's one-row parts beside it.
+const ORDER_JOINS: &str = "JOIN delivery d USING (order_uid) JOIN payment p USING (order_uid)";
 
 static FIND_ORDER: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {ORDER_COLUMNS} FROM order_info o \
-         JOIN delivery d USING (order_uid) JOIN payment p USING (order_uid) \
-         WHERE o.order_uid = $1"
+        "SELECT {} FROM order_info o {ORDER_JOINS} WHERE o.order_uid = $1",
+        *ORDER_FIELDS
     )
 });
 
 static FIND_ITEMS: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {ITEM_COLUMNS} FROM items i WHERE i.order_uid = $1 ORDER BY i.position")
+    format!(
+        "SELECT {} FROM items i WHERE i.order_uid = $1 ORDER BY i.position",
+        ITEMS.field_select()
+    )
 });
 
 /// The newest orders, by the index `order_info_newest`.
@@ -77,16 +98,16 @@ const NEWEST: &str = "SELECT * FROM order_info ORDER BY created_at DESC, order_u
 
 static RECENT_ORDERS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {ORDER_COLUMNS} FROM ({NEWEST}) o \
-         JOIN delivery d USING (order_uid) JOIN payment p USING (order_uid) \
-         ORDER BY o.created_at DESC, o.order_uid DESC"
+        "SELECT {} FROM ({NEWEST}) o {ORDER_JOINS} ORDER BY o.created_at DESC, o.order_uid DESC",
+        *ORDER_FIELDS
     )
 });
 
 static RECENT_ITEMS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {ITEM_COLUMNS} FROM ({NEWEST}) o JOIN items i USING (order_uid) \
-         ORDER BY i.order_uid, i.position"
+        "SELECT i.order_uid, {} FROM ({NEWEST}) o JOIN items i USING (order_uid) \
+         ORDER BY i.order_uid, i.position",
+        ITEMS.field_select()
     )
 });
 
@@ -124,154 +145,6 @@ impl std::fmt::Debug for PgOrderRepository {
     }
 }
 
-/// A batch's columns as arrays, one per column, for `UNNEST`.
-#[derive(Default)]
-struct Columns<'a> {
-    // order_info
-    order_uid: Vec<&'a str>,
-    track_number: Vec<&'a str>,
-    entry: Vec<&'a str>,
-    locale: Vec<&'a str>,
-    internal_signature: Vec<&'a str>,
-    customer_id: Vec<&'a str>,
-    delivery_service: Vec<&'a str>,
-    shardkey: Vec<&'a str>,
-    sm_id: Vec<i64>,
-    date_created: Vec<&'a str>,
-    oof_shard: Vec<&'a str>,
-    // delivery
-    d_name: Vec<&'a str>,
-    d_phone: Vec<&'a str>,
-    d_zip: Vec<&'a str>,
-    d_city: Vec<&'a str>,
-    d_address: Vec<&'a str>,
-    d_region: Vec<&'a str>,
-    d_email: Vec<&'a str>,
-    // payment
-    p_transaction: Vec<&'a str>,
-    p_request_id: Vec<&'a str>,
-    p_currency: Vec<&'a str>,
-    p_provider: Vec<&'a str>,
-    p_amount: Vec<i64>,
-    p_payment_dt: Vec<i64>,
-    p_bank: Vec<&'a str>,
-    p_delivery_cost: Vec<i64>,
-    p_goods_total: Vec<i64>,
-    p_custom_fee: Vec<i64>,
-    // items
-    i_order_uid: Vec<&'a str>,
-    i_position: Vec<i32>,
-    i_chrt_id: Vec<i64>,
-    i_track_number: Vec<&'a str>,
-    i_price: Vec<i64>,
-    i_rid: Vec<&'a str>,
-    i_name: Vec<&'a str>,
-    i_sale: Vec<i64>,
-    i_size: Vec<&'a str>,
-    i_total_price: Vec<i64>,
-    i_nm_id: Vec<i64>,
-    i_brand: Vec<&'a str>,
-    i_status: Vec<i64>,
-}
-
-impl<'a> Columns<'a> {
-    fn push(&mut self, o: &'a Order) {
-        let uid = o.order_uid.as_str();
-        self.order_uid.push(uid);
-        self.track_number.push(&o.track_number);
-        self.entry.push(&o.entry);
-        self.locale.push(&o.locale);
-        self.internal_signature.push(&o.internal_signature);
-        self.customer_id.push(&o.customer_id);
-        self.delivery_service.push(&o.delivery_service);
-        self.shardkey.push(&o.shardkey);
-        self.sm_id.push(o.sm_id);
-        self.date_created.push(o.date_created.as_str());
-        self.oof_shard.push(&o.oof_shard);
-        let d = &o.delivery;
-        self.d_name.push(&d.name);
-        self.d_phone.push(&d.phone);
-        self.d_zip.push(&d.zip);
-        self.d_city.push(&d.city);
-        self.d_address.push(&d.address);
-        self.d_region.push(&d.region);
-        self.d_email.push(&d.email);
-        let p = &o.payment;
-        self.p_transaction.push(&p.transaction);
-        self.p_request_id.push(&p.request_id);
-        self.p_currency.push(&p.currency);
-        self.p_provider.push(&p.provider);
-        self.p_amount.push(p.amount);
-        self.p_payment_dt.push(p.payment_dt);
-        self.p_bank.push(&p.bank);
-        self.p_delivery_cost.push(p.delivery_cost);
-        self.p_goods_total.push(p.goods_total);
-        self.p_custom_fee.push(p.custom_fee);
-        for (position, it) in o.items.iter().enumerate() {
-            self.i_order_uid.push(uid);
-            self.i_position
-                .push(i32::try_from(position).unwrap_or(i32::MAX));
-            self.i_chrt_id.push(it.chrt_id);
-            self.i_track_number.push(&it.track_number);
-            self.i_price.push(it.price);
-            self.i_rid.push(&it.rid);
-            self.i_name.push(&it.name);
-            self.i_sale.push(it.sale);
-            self.i_size.push(&it.size);
-            self.i_total_price.push(it.total_price);
-            self.i_nm_id.push(it.nm_id);
-            self.i_brand.push(&it.brand);
-            self.i_status.push(it.status);
-        }
-    }
-
-    fn params(&self) -> [&(dyn ToSql + Sync); 41] {
-        [
-            &self.order_uid,
-            &self.track_number,
-            &self.entry,
-            &self.locale,
-            &self.internal_signature,
-            &self.customer_id,
-            &self.delivery_service,
-            &self.shardkey,
-            &self.sm_id,
-            &self.date_created,
-            &self.oof_shard,
-            &self.d_name,
-            &self.d_phone,
-            &self.d_zip,
-            &self.d_city,
-            &self.d_address,
-            &self.d_region,
-            &self.d_email,
-            &self.p_transaction,
-            &self.p_request_id,
-            &self.p_currency,
-            &self.p_provider,
-            &self.p_amount,
-            &self.p_payment_dt,
-            &self.p_bank,
-            &self.p_delivery_cost,
-            &self.p_goods_total,
-            &self.p_custom_fee,
-            &self.i_order_uid,
-            &self.i_position,
-            &self.i_chrt_id,
-            &self.i_track_number,
-            &self.i_price,
-            &self.i_rid,
-            &self.i_name,
-            &self.i_sale,
-            &self.i_size,
-            &self.i_total_price,
-            &self.i_nm_id,
-            &self.i_brand,
-            &self.i_status,
-        ]
-    }
-}
-
 impl PgOrderRepository {
     pub fn new(pool: Pool) -> Self {
         Self { pool }
@@ -284,6 +157,60 @@ impl PgOrderRepository {
     async fn client(&self) -> Result<deadpool_postgres::Object, RepositoryError> {
         self.pool.get().await.map_err(from_pool)
     }
+}
+
+/// What inserting a batch did: the uids it stored, and the orders the
+/// database refused, by their place in the batch, with why.
+#[derive(Debug, Default)]
+struct Inserted {
+    stored: HashSet<String>,
+    refused: HashMap<usize, String>,
+}
+
+/// Runs the batch INSERT for `orders` (distinct uids) on `client`.
+async fn insert(
+    client: &impl GenericClient,
+    orders: &[&Order],
+) -> Result<HashSet<String>, tokio_postgres::Error> {
+    let columns = UnnestColumns::of(orders.iter().copied());
+    let statement = client.prepare_cached(&INSERT_ORDERS).await?;
+    let rows = client.query(&statement, &columns.params()).await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Inserts what the database takes of `orders` inside `tx`, finding the
+/// orders it refuses by halves: each attempt runs under a savepoint, so a
+/// refused attempt leaves nothing behind, and a batch with one bad order
+/// costs about 2 log2(n) statements, the good orders still stored in large
+/// inserts. `offset` is the place of `orders[0]` in the whole batch.
+async fn insert_isolating(
+    tx: &mut deadpool_postgres::Transaction<'_>,
+    orders: &[&Order],
+    offset: usize,
+    inserted: &mut Inserted,
+) -> Result<(), RepositoryError> {
+    let mut pending = vec![(offset, orders)];
+    while let Some((at, part)) = pending.pop() {
+        let savepoint = tx.savepoint("isolate").await.map_err(from_pg)?;
+        match insert(&savepoint, part).await.map_err(from_pg) {
+            Ok(stored) => {
+                savepoint.commit().await.map_err(from_pg)?;
+                inserted.stored.extend(stored);
+            }
+            Err(RepositoryError::Refused(why)) => {
+                savepoint.rollback().await.map_err(from_pg)?;
+                if let [_] = part {
+                    inserted.refused.insert(at, why);
+                } else {
+                    let half = part.len() / 2;
+                    pending.push((at + half, &part[half..]));
+                    pending.push((at, &part[..half]));
+                }
+            }
+            Err(transient) => return Err(transient),
+        }
+    }
+    Ok(())
 }
 
 /// Orders per chunk of the warm-up stream.
@@ -319,8 +246,8 @@ async fn stream_recent(
         .map_err(from_pg)?;
     pin_mut!(rows);
     while let Some(row) = rows.try_next().await.map_err(from_pg)? {
-        let (uid, item) = item_from_row(&row)?;
-        items.entry(uid).or_default().push(item);
+        let uid: String = row.try_get(0).map_err(|e| corrupt("item row", e))?;
+        items.entry(uid).or_default().push(read_item(&row)?);
     }
 
     let rows = snapshot
@@ -330,9 +257,9 @@ async fn stream_recent(
     pin_mut!(rows);
     let mut chunk = Vec::with_capacity(LOAD_CHUNK);
     while let Some(row) = rows.try_next().await.map_err(from_pg)? {
-        let uid: &str = row.get(0);
+        let uid: &str = row.try_get(0).map_err(|e| corrupt("order row", e))?;
         let own = items.remove(uid).unwrap_or_default();
-        chunk.push(order_from_row(&row, own)?);
+        chunk.push(read_order(&row, own)?);
         if chunk.len() == LOAD_CHUNK {
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
             if sender.send(Ok(full)).await.is_err() {
@@ -349,42 +276,48 @@ async fn stream_recent(
 
 #[async_trait]
 impl OrderRepository for PgOrderRepository {
-    #[tracing::instrument(skip_all, fields(order_uid = %order.order_uid))]
-    async fn save(&self, order: &Order) -> Result<SaveOutcome, RepositoryError> {
-        let outcomes = self.save_batch(std::slice::from_ref(order)).await?;
-        outcomes
-            .into_iter()
-            .next()
-            .ok_or_else(|| RepositoryError::Unavailable("no outcome for the order".into()))
-    }
-
     #[tracing::instrument(skip_all, fields(orders = orders.len()))]
-    async fn save_batch(&self, orders: &[Order]) -> Result<Vec<SaveOutcome>, RepositoryError> {
+    async fn save(&self, orders: &[Order]) -> Result<Vec<SaveOutcome>, RepositoryError> {
         // A uid repeated within the batch is inserted once (its first
         // occurrence) and the rest are judged against that one.
         let mut first_of: HashMap<&str, usize> = HashMap::with_capacity(orders.len());
-        let mut columns = Columns::default();
+        let mut firsts: Vec<&Order> = Vec::with_capacity(orders.len());
+        let mut place_of_first: Vec<usize> = Vec::with_capacity(orders.len());
         for (i, order) in orders.iter().enumerate() {
             if let std::collections::hash_map::Entry::Vacant(slot) =
                 first_of.entry(order.order_uid.as_str())
             {
                 slot.insert(i);
-                columns.push(order);
+                firsts.push(order);
+                place_of_first.push(i);
             }
         }
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(INSERT_ORDERS)
-            .await
-            .map_err(from_pg)?;
-        let inserted: HashSet<String> = client
-            .query(&statement, &columns.params())
-            .await
-            .map_err(from_pg)?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+
+        let mut client = self.client().await?;
+        // The common case in one statement (its own transaction); only if
+        // the database refuses some order, the batch again under savepoints
+        // to find which.
+        let inserted = match insert(&client, &firsts).await.map_err(from_pg) {
+            Ok(stored) => Inserted {
+                stored,
+                refused: HashMap::new(),
+            },
+            Err(RepositoryError::Refused(why)) => {
+                tracing::warn!(%why, "the database refused an order of the batch; finding which");
+                let mut inserted = Inserted::default();
+                let mut tx = client.transaction().await.map_err(from_pg)?;
+                insert_isolating(&mut tx, &firsts, 0, &mut inserted).await?;
+                tx.commit().await.map_err(from_pg)?;
+                inserted
+            }
+            Err(transient) => return Err(transient),
+        };
         drop(client);
+        let refused: HashMap<usize, String> = inserted
+            .refused
+            .into_iter()
+            .map(|(k, why)| (place_of_first[k], why))
+            .collect();
 
         // Orders stored before this batch, read once per uid that needs it.
         let mut before: HashMap<&str, Order> = HashMap::new();
@@ -392,7 +325,11 @@ impl OrderRepository for PgOrderRepository {
         for (i, order) in orders.iter().enumerate() {
             let uid = order.order_uid.as_str();
             let first = first_of.get(uid).copied().unwrap_or(i);
-            let stored = if inserted.contains(uid) {
+            if let Some(why) = refused.get(&first) {
+                outcomes.push(SaveOutcome::Refused(why.clone()));
+                continue;
+            }
+            let stored = if inserted.stored.contains(uid) {
                 if first == i {
                     outcomes.push(SaveOutcome::Stored);
                     continue;
@@ -438,9 +375,9 @@ impl OrderRepository for PgOrderRepository {
         let Some(row) = row else { return Ok(None) };
         let items = item_rows
             .iter()
-            .map(|r| item_from_row(r).map(|(_, item)| item))
+            .map(read_item)
             .collect::<Result<Vec<_>, _>>()?;
-        order_from_row(&row, items).map(Some)
+        read_order(&row, items).map(Some)
     }
 
     /// Read by a task of its own, so the caller serializes one chunk while
@@ -503,4 +440,21 @@ impl OrderRepository for PgOrderRepository {
         client.simple_query("SELECT 1").await.map_err(from_pg)?;
         Ok(())
     }
+}
+
+/// A line of the list: uid, date_created, micros, amount, currency.
+fn summary_from_row(row: &tokio_postgres::Row) -> Result<OrderSummary, RepositoryError> {
+    let read = |e: tokio_postgres::Error| corrupt("list row", e);
+    let uid: String = row.try_get(0).map_err(read)?;
+    let order_uid = OrderUid::try_from(uid).map_err(|e| corrupt("order_uid", e))?;
+    Ok(OrderSummary {
+        cursor: OrderCursor {
+            created_micros: row.try_get(2).map_err(read)?,
+            order_uid: order_uid.clone(),
+        },
+        order_uid,
+        date_created: row.try_get(1).map_err(read)?,
+        amount: row.try_get(3).map_err(read)?,
+        currency: row.try_get(4).map_err(read)?,
+    })
 }

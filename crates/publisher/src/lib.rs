@@ -2,6 +2,8 @@
 //! items and totals that add up, repeatable from a seed; and malformed ones
 //! of many kinds, to watch the service reject them.
 
+use std::sync::LazyLock;
+
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -82,9 +84,18 @@ const SERVICES: &[&str] = &["meest", "dhl", "cdek", "boxberry"];
 const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 
+/// The sample order (`fixtures/model.json`): every generated order starts
+/// as a copy of it, so the generator names only the fields it varies.
+static SAMPLE: LazyLock<Value> = LazyLock::new(|| {
+    serde_json::from_slice(include_bytes!("../../../fixtures/model.json"))
+        .expect("fixtures/model.json is JSON")
+});
+
 /// The `index`-th generated order of a run. Its uid is unique within the
 /// run (it ends in the index) and, with a different seed, across runs.
 pub fn order(rng: &mut SplitMix64, index: u64) -> Value {
+    let mut order = SAMPLE.clone();
+    let template_item = order["items"][0].clone();
     let uid = format!("{}{index:06}", rng.code(ALNUM, 14));
     let track = format!("WB{}", rng.code(UPPER, 12));
     let (first, last) = (rng.pick(FIRST), rng.pick(LAST));
@@ -94,19 +105,18 @@ pub fn order(rng: &mut SplitMix64, index: u64) -> Value {
         .map(|_| {
             let price = rng.range(100, 5_000);
             let sale = rng.range(0, 50);
-            json!({
-                "chrt_id": rng.range(1_000_000, 9_999_999),
-                "track_number": track,
-                "price": price,
-                "rid": format!("{}test", rng.code(ALNUM, 17)),
-                "name": rng.pick(GOODS),
-                "sale": sale,
-                "size": rng.range(0, 5).to_string(),
-                "total_price": price * (100 - sale) / 100,
-                "nm_id": rng.range(1_000_000, 9_999_999),
-                "brand": rng.pick(BRANDS),
-                "status": 202,
-            })
+            let mut item = template_item.clone();
+            item["chrt_id"] = json!(rng.range(1_000_000, 9_999_999));
+            item["track_number"] = json!(track);
+            item["price"] = json!(price);
+            item["rid"] = json!(format!("{}test", rng.code(ALNUM, 17)));
+            item["name"] = json!(rng.pick(GOODS));
+            item["sale"] = json!(sale);
+            item["size"] = json!(rng.range(0, 5).to_string());
+            item["total_price"] = json!(price * (100 - sale) / 100);
+            item["nm_id"] = json!(rng.range(1_000_000, 9_999_999));
+            item["brand"] = json!(rng.pick(BRANDS));
+            item
         })
         .collect();
     let goods_total: u64 = items.iter().filter_map(|i| i["total_price"].as_u64()).sum();
@@ -116,41 +126,39 @@ pub fn order(rng: &mut SplitMix64, index: u64) -> Value {
     } else {
         0
     };
-    json!({
-        "order_uid": uid,
-        "track_number": track,
-        "entry": "WBIL",
-        "delivery": {
-            "name": format!("{first} {last}"),
-            "phone": format!("+972{}", rng.range(1_000_000, 9_999_999)),
-            "zip": rng.range(1_000_000, 9_999_999).to_string(),
-            "city": city,
-            "address": format!("{} {}", rng.pick(STREETS), rng.range(1, 120)),
-            "region": region,
-            "email": format!("{}.{}@example.com", first.to_lowercase(), last.to_lowercase()),
-        },
-        "payment": {
-            "transaction": uid,
-            "request_id": "",
-            "currency": rng.pick(CURRENCIES),
-            "provider": "wbpay",
-            "amount": goods_total + delivery_cost + custom_fee,
-            "payment_dt": created + rng.range(0, 600) as i64,
-            "bank": rng.pick(BANKS),
-            "delivery_cost": delivery_cost,
-            "goods_total": goods_total,
-            "custom_fee": custom_fee,
-        },
-        "items": items,
-        "locale": if rng.chance(0.5) { "en" } else { "ru" },
-        "internal_signature": "",
-        "customer_id": format!("customer{}", rng.range(1, 10_000)),
-        "delivery_service": rng.pick(SERVICES),
-        "shardkey": rng.range(0, 9).to_string(),
-        "sm_id": rng.range(1, 200),
-        "date_created": rfc3339(created),
-        "oof_shard": rng.range(1, 2).to_string(),
-    })
+
+    order["order_uid"] = json!(uid);
+    order["track_number"] = json!(track);
+    let delivery = &mut order["delivery"];
+    delivery["name"] = json!(format!("{first} {last}"));
+    delivery["phone"] = json!(format!("+972{}", rng.range(1_000_000, 9_999_999)));
+    delivery["zip"] = json!(rng.range(1_000_000, 9_999_999).to_string());
+    delivery["city"] = json!(city);
+    delivery["address"] = json!(format!("{} {}", rng.pick(STREETS), rng.range(1, 120)));
+    delivery["region"] = json!(region);
+    delivery["email"] = json!(format!(
+        "{}.{}@example.com",
+        first.to_lowercase(),
+        last.to_lowercase()
+    ));
+    let payment = &mut order["payment"];
+    payment["transaction"] = json!(uid);
+    payment["currency"] = json!(rng.pick(CURRENCIES));
+    payment["amount"] = json!(goods_total + delivery_cost + custom_fee);
+    payment["payment_dt"] = json!(created + rng.range(0, 600) as i64);
+    payment["bank"] = json!(rng.pick(BANKS));
+    payment["delivery_cost"] = json!(delivery_cost);
+    payment["goods_total"] = json!(goods_total);
+    payment["custom_fee"] = json!(custom_fee);
+    order["items"] = Value::Array(items);
+    order["locale"] = json!(if rng.chance(0.5) { "en" } else { "ru" });
+    order["customer_id"] = json!(format!("customer{}", rng.range(1, 10_000)));
+    order["delivery_service"] = json!(rng.pick(SERVICES));
+    order["shardkey"] = json!(rng.range(0, 9).to_string());
+    order["sm_id"] = json!(rng.range(1, 200));
+    order["date_created"] = json!(rfc3339(created));
+    order["oof_shard"] = json!(rng.range(1, 2).to_string());
+    order
 }
 
 fn rfc3339(unix: i64) -> String {

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use indicatif::{ProgressBar, ProgressStyle};
 use orders_domain::Order;
-use orders_nats::JetStreamSettings;
+use orders_nats::StreamSettings;
 use orders_publisher::{SplitMix64, invalid, order};
 
 /// Publishes orders to the order service's stream: one file, or generated ones.
@@ -101,9 +101,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = orders_nats::connect(&args.nats_url, "order-publisher").await?;
     let js = jetstream::new(client.clone());
-    let settings = JetStreamSettings {
+    let settings = StreamSettings {
         replicas: args.nats_stream_replicas,
-        ..JetStreamSettings::new(&args.nats_subject, &args.nats_stream, "unused")
+        ..StreamSettings::new(&args.nats_subject, &args.nats_stream)
     };
     orders_nats::ensure_stream(&js, &settings).await?;
 

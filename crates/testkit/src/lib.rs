@@ -43,25 +43,15 @@ pub fn order_json(uid: &str, n: u64) -> Vec<u8> {
     serde_json::to_vec(&order_value(uid, n)).expect("serializable")
 }
 
-fn rfc3339(unix: i64) -> String {
-    // Civil-from-days (Howard Hinnant's algorithm), to avoid a date crate here.
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+/// `unix` seconds as an RFC 3339 time in UTC (`2021-11-26T06:22:19Z`).
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .expect("a time of the years 1970-9999")
 }
 
 /// A name no other test (in this or another process) uses: lowercase

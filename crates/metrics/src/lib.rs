@@ -1,9 +1,11 @@
-//! Prometheus metrics, encoded by `prometheus-client` (the Prometheus
-//! project's own Rust client) in the text format at `GET /metrics`.
+//! The service's metrics: what is counted and measured, in one place.
+//! Encoded by `prometheus-client` (the Prometheus project's own Rust
+//! client) in the text format; the HTTP adapter serves that text at
+//! `GET /metrics`, the ingest loop and the health watcher record here.
 
 use std::time::Duration;
 
-use orders_domain::{IngestOutcome, RejectReason};
+use orders_domain::{IngestOutcome, Ingested, RejectReason};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -14,6 +16,13 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FieldLabel {
+    /// From the order's own field names (`payment.request_id`), never
+    /// from a message.
+    field: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,6 +56,8 @@ pub struct Metrics {
     rejected: Family<ReasonLabel, Counter>,
     retried: Counter,
     redelivered: Counter,
+    defaulted: Family<FieldLabel, Counter>,
+    unknown_fields: Counter,
     ingest_latency: Histogram,
     requests: Family<RequestLabels, Counter>,
     request_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
@@ -98,6 +109,8 @@ impl Metrics {
             rejected: Family::default(),
             retried: Counter::default(),
             redelivered: Counter::default(),
+            defaulted: Family::default(),
+            unknown_fields: Counter::default(),
             ingest_latency: latency_histogram(),
             requests: Family::default(),
             request_latency: Family::new_with_constructor(latency_histogram),
@@ -140,6 +153,16 @@ impl Metrics {
             "messages_redelivered",
             "Messages the broker delivered more than once",
             m.redelivered.clone(),
+        );
+        registry.register(
+            "fields_defaulted",
+            "Fields a message left out that were filled with \"\" or 0, by field",
+            m.defaulted.clone(),
+        );
+        registry.register(
+            "fields_unknown",
+            "Fields of messages that the order does not know (ignored)",
+            m.unknown_fields.clone(),
         );
         registry.register(
             "ingest_latency_seconds",
@@ -196,16 +219,23 @@ impl Metrics {
             "Messages delivered and not yet acked",
             m.consumer_ack_pending.clone(),
         );
+        // Every reason from zero, so a dashboard's rate() sees the first one.
+        for reason in RejectReason::ALL {
+            drop(m.rejected.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            }));
+        }
         Self { registry, ..m }
     }
 
-    /// One message taken from the broker and settled.
-    pub fn record_ingest(&self, outcome: IngestOutcome, delivered: u64, elapsed: Duration) {
+    /// One message taken from the broker and settled; `elapsed` is the
+    /// time its batch took.
+    pub fn record_ingest(&self, ingested: &Ingested, elapsed: Duration) {
         self.received.inc();
-        if delivered > 1 {
+        if ingested.delivered > 1 {
             self.redelivered.inc();
         }
-        match outcome {
+        match ingested.outcome {
             IngestOutcome::Stored => {
                 self.stored.inc();
             }
@@ -215,7 +245,7 @@ impl Metrics {
             IngestOutcome::Rejected(reason) => {
                 self.rejected
                     .get_or_create(&ReasonLabel {
-                        reason: reason_label(reason),
+                        reason: reason.as_str(),
                     })
                     .inc();
             }
@@ -223,6 +253,10 @@ impl Metrics {
                 self.retried.inc();
             }
         }
+        for field in &ingested.defaulted {
+            self.defaulted.get_or_create(&FieldLabel { field }).inc();
+        }
+        self.unknown_fields.inc_by(ingested.unknown_fields as u64);
         self.ingest_latency.observe(elapsed.as_secs_f64());
     }
 
@@ -273,28 +307,41 @@ impl Metrics {
     }
 }
 
-fn reason_label(reason: RejectReason) -> &'static str {
-    reason.as_str()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ingested(outcome: IngestOutcome, delivered: u64) -> Ingested {
+        Ingested {
+            outcome,
+            delivered,
+            defaulted: Vec::new(),
+            unknown_fields: 0,
+        }
+    }
 
     #[test]
     fn counters_move_with_what_they_count() {
         let m = Metrics::new();
 
-        m.record_ingest(IngestOutcome::Stored, 1, Duration::from_millis(2));
-        m.record_ingest(IngestOutcome::Duplicate, 2, Duration::from_millis(1));
         m.record_ingest(
-            IngestOutcome::Rejected(RejectReason::InvalidJson),
-            1,
+            &Ingested {
+                defaulted: vec!["payment.request_id", "items[].sale"],
+                unknown_fields: 2,
+                ..ingested(IngestOutcome::Stored, 1)
+            },
+            Duration::from_millis(2),
+        );
+        m.record_ingest(
+            &ingested(IngestOutcome::Duplicate, 2),
             Duration::from_millis(1),
         );
         m.record_ingest(
-            IngestOutcome::Retry(Duration::from_secs(1)),
-            1,
+            &ingested(IngestOutcome::Rejected(RejectReason::InvalidJson), 1),
+            Duration::from_millis(1),
+        );
+        m.record_ingest(
+            &ingested(IngestOutcome::Retry(Duration::from_secs(1)), 1),
             Duration::ZERO,
         );
         m.record_lookup(true);
@@ -314,6 +361,10 @@ mod tests {
             "orders_messages_redelivered_total 1",
             "orders_messages_retried_total 1",
             "orders_messages_rejected_total{reason=\"invalid_json\"} 1",
+            "orders_messages_rejected_total{reason=\"conflict\"} 0",
+            "orders_fields_defaulted_total{field=\"payment.request_id\"} 1",
+            "orders_fields_defaulted_total{field=\"items[].sale\"} 1",
+            "orders_fields_unknown_total 2",
             "orders_cache_hits_total 1",
             "orders_cache_misses_total 1",
             "orders_cache_entries 7",

@@ -1,0 +1,244 @@
+//! The lookup use cases: one order by uid, a page of the newest, and the
+//! warm-up that fills the cache lookups read.
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::listing::{MAX_PAGE, OrderCursor, OrderPage};
+use crate::ports::RepositoryError;
+use crate::service::OrderService;
+use crate::uid::OrderUid;
+
+/// An order's JSON, and whether memory answered (for the hit-rate metric).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    pub json: Bytes,
+    pub from_cache: bool,
+}
+
+/// Why a lookup found no order.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("order not found")]
+    NotFound,
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+impl OrderService {
+    /// The order's JSON: from the cache, else read through to the database
+    /// (and then cached), else [`LookupError::NotFound`].
+    pub async fn lookup(&self, uid: &OrderUid) -> Result<Lookup, LookupError> {
+        if let Some(json) = self.cache.get(uid) {
+            return Ok(Lookup {
+                json,
+                from_cache: true,
+            });
+        }
+        let order = self.repo.find(uid).await?.ok_or(LookupError::NotFound)?;
+        let json = Bytes::from(order.to_json());
+        self.cache.insert(order.order_uid, json.clone());
+        Ok(Lookup {
+            json,
+            from_cache: false,
+        })
+    }
+
+    /// How many orders the cache holds.
+    pub fn cached_orders(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// One page of the newest orders, `limit` capped at [`MAX_PAGE`].
+    pub async fn recent(
+        &self,
+        limit: usize,
+        before: Option<OrderCursor>,
+    ) -> Result<OrderPage, RepositoryError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let orders = self.repo.list_recent(limit, before).await?;
+        Ok(OrderPage::new(orders, limit))
+    }
+
+    /// Fills the cache with the newest `capacity` orders from the database.
+    /// Returns how many orders were loaded.
+    ///
+    /// Each chunk is serialized and cached while the repository reads the
+    /// next one, so a large warm-up uses two cores and never holds all the
+    /// orders as structs at once.
+    pub async fn warm_up(&self, capacity: usize) -> Result<usize, RepositoryError> {
+        let mut chunks = self.repo.load_recent(capacity);
+        let mut loaded = 0;
+        while let Some(chunk) = chunks.next().await {
+            for order in chunk? {
+                let json = Bytes::from(order.to_json());
+                self.cache.insert(order.order_uid, json);
+                loaded += 1;
+            }
+        }
+        Ok(loaded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures::StreamExt as _;
+    use mockall::predicate::eq;
+
+    use super::*;
+    use crate::order::Order;
+    use crate::ports::{MockOrderCache, MockOrderRepository, OrderChunks};
+    use crate::service::testing::{sample, unavailable};
+
+    fn service(repo: MockOrderRepository, cache: MockOrderCache) -> OrderService {
+        OrderService::new(Arc::new(repo), Arc::new(cache), 1024 * 1024)
+    }
+
+    fn chunks(items: Vec<Result<Vec<Order>, RepositoryError>>) -> OrderChunks {
+        futures::stream::iter(items).boxed()
+    }
+
+    #[tokio::test]
+    async fn lookup_hit_is_answered_from_the_cache_alone() {
+        let mut repo = MockOrderRepository::new();
+        repo.expect_find().never();
+        let mut cache = MockOrderCache::new();
+        cache
+            .expect_get()
+            .returning(|_| Some(Bytes::from_static(b"{\"cached\":true}")));
+
+        let found = service(repo, cache)
+            .lookup(&sample().order_uid)
+            .await
+            .expect("hit");
+
+        assert_eq!(found.json, Bytes::from_static(b"{\"cached\":true}"));
+        assert!(found.from_cache);
+    }
+
+    #[tokio::test]
+    async fn lookup_miss_reads_through_and_caches() {
+        let mut repo = MockOrderRepository::new();
+        repo.expect_find()
+            .with(eq(sample().order_uid))
+            .times(1)
+            .returning(|_| Ok(Some(sample())));
+        let mut cache = MockOrderCache::new();
+        cache.expect_get().returning(|_| None);
+        cache
+            .expect_insert()
+            .with(eq(sample().order_uid), eq(Bytes::from(sample().to_json())))
+            .times(1)
+            .return_const(());
+
+        let found = service(repo, cache)
+            .lookup(&sample().order_uid)
+            .await
+            .expect("found");
+
+        assert_eq!(found.json, Bytes::from(sample().to_json()));
+        assert!(!found.from_cache);
+    }
+
+    #[tokio::test]
+    async fn lookup_of_an_unknown_uid_is_not_found() {
+        let mut repo = MockOrderRepository::new();
+        repo.expect_find().returning(|_| Ok(None));
+        let mut cache = MockOrderCache::new();
+        cache.expect_get().returning(|_| None);
+        cache.expect_insert().never();
+
+        let result = service(repo, cache)
+            .lookup(&OrderUid::parse("nope").expect("uid"))
+            .await;
+
+        assert!(matches!(result, Err(LookupError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn lookup_reports_a_database_fault() {
+        let mut repo = MockOrderRepository::new();
+        repo.expect_find().returning(|_| Err(unavailable()));
+        let mut cache = MockOrderCache::new();
+        cache.expect_get().returning(|_| None);
+
+        let result = service(repo, cache).lookup(&sample().order_uid).await;
+
+        assert!(matches!(result, Err(LookupError::Repository(_))));
+    }
+
+    #[tokio::test]
+    async fn recent_caps_the_limit_and_offers_a_next_page_only_when_full() {
+        let summary = |n: i64| crate::listing::OrderSummary {
+            order_uid: OrderUid::parse(&format!("o{n}")).expect("uid"),
+            date_created: "2021-11-26T06:22:19Z".into(),
+            amount: n,
+            currency: "USD".into(),
+            cursor: OrderCursor {
+                created_micros: n,
+                order_uid: OrderUid::parse(&format!("o{n}")).expect("uid"),
+            },
+        };
+        let mut repo = MockOrderRepository::new();
+        repo.expect_list_recent()
+            .withf(|limit, before| *limit == MAX_PAGE && before.is_none())
+            .times(1)
+            .returning(move |limit, _| Ok((0..limit as i64).map(summary).collect()));
+        repo.expect_list_recent()
+            .withf(|limit, before| *limit == 5 && before.is_some())
+            .times(1)
+            .returning(move |_, _| Ok(vec![summary(1)]));
+        let svc = service(repo, MockOrderCache::new());
+
+        let full = svc.recent(10_000, None).await.expect("page");
+        assert_eq!(full.orders.len(), MAX_PAGE);
+        assert_eq!(full.next.as_deref(), Some("99.o99"));
+
+        let cursor = OrderCursor::parse("99.o99").expect("cursor");
+        let last = svc.recent(5, Some(cursor)).await.expect("page");
+        assert_eq!(last.next, None);
+    }
+
+    #[tokio::test]
+    async fn warm_up_fills_the_cache() {
+        let mut repo = MockOrderRepository::new();
+        repo.expect_load_recent()
+            .with(eq(500))
+            .times(1)
+            .returning(|_| chunks(vec![Ok(vec![sample()])]));
+        let mut cache = MockOrderCache::new();
+        cache
+            .expect_insert()
+            .with(eq(sample().order_uid), eq(Bytes::from(sample().to_json())))
+            .times(1)
+            .return_const(());
+
+        let loaded = service(repo, cache).warm_up(500).await.expect("warm-up");
+
+        assert_eq!(loaded, 1);
+    }
+
+    #[tokio::test]
+    async fn warm_up_caches_every_chunk_and_fails_on_an_error_after_some() {
+        let order = |uid: &str| Order {
+            order_uid: OrderUid::try_from(uid.to_owned()).expect("uid"),
+            ..sample()
+        };
+        let mut repo = MockOrderRepository::new();
+        repo.expect_load_recent().times(1).returning(move |_| {
+            chunks(vec![Ok(vec![order("a"), order("b")]), Ok(vec![order("c")])])
+        });
+        let mut cache = MockOrderCache::new();
+        cache.expect_insert().times(3).return_const(());
+        assert_eq!(service(repo, cache).warm_up(10).await.expect("warm-up"), 3);
+
+        let mut repo = MockOrderRepository::new();
+        repo.expect_load_recent()
+            .returning(move |_| chunks(vec![Ok(vec![order("a")]), Err(unavailable())]));
+        let mut cache = MockOrderCache::new();
+        cache.expect_insert().times(1).return_const(());
+        assert!(service(repo, cache).warm_up(10).await.is_err());
+    }
+}

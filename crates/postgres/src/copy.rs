@@ -1,0 +1,105 @@
+//! Orders in PostgreSQL's binary COPY format, one stream per table: the
+//! fastest way PostgreSQL takes rows, used by the bench's ceiling (and any
+//! tool that loads orders in bulk). Columns as `schema.rs` lists them.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use orders_domain::Order;
+use time::OffsetDateTime;
+
+use crate::rows::{Cell, RowSink, SchemaMismatch, write_order};
+use crate::schema::{TABLES, Table, TableId};
+
+/// The header every binary COPY stream starts with: the signature, no
+/// flags, no header extension.
+const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// PostgreSQL's epoch for timestamps: 2000-01-01 00:00 UTC, in Unix seconds.
+const PG_EPOCH_UNIX: i64 = 946_684_800;
+
+/// A batch of orders as four binary COPY streams.
+#[derive(Debug)]
+pub struct CopyData {
+    tables: [BytesMut; 4],
+}
+
+impl CopyData {
+    /// The rows of `orders` (the caller sees to distinct uids).
+    pub fn of<'a>(orders: impl IntoIterator<Item = &'a Order>) -> Result<Self, SchemaMismatch> {
+        let mut data = Self {
+            tables: std::array::from_fn(|_| BytesMut::from(HEADER)),
+        };
+        for order in orders {
+            write_order(order, &mut data)?;
+        }
+        Ok(data)
+    }
+
+    /// Each table with its COPY statement and its data, parents first.
+    pub fn into_parts(self) -> impl Iterator<Item = (&'static Table, String, Bytes)> {
+        TABLES
+            .into_iter()
+            .zip(self.tables)
+            .map(|(table, mut data)| {
+                data.put_i16(-1);
+                (table, copy_statement(table), data.freeze())
+            })
+    }
+}
+
+/// `COPY table (columns) FROM STDIN (FORMAT binary)`.
+pub fn copy_statement(table: &Table) -> String {
+    format!(
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        table.name,
+        table.column_list()
+    )
+}
+
+impl RowSink for CopyData {
+    fn begin_row(&mut self, table: TableId) {
+        let columns = TABLES[table as usize].columns.len();
+        // At most a few dozen columns: fits.
+        self.tables[table as usize].put_i16(columns as i16);
+    }
+
+    fn value(&mut self, table: TableId, cell: Cell<'_>) {
+        let out = &mut self.tables[table as usize];
+        match cell {
+            Cell::Text(s) => {
+                // A message is at most MAX_ORDER_BYTES: a field fits i32.
+                out.put_i32(s.len() as i32);
+                out.put_slice(s.as_bytes());
+            }
+            Cell::BigInt(n) => {
+                out.put_i32(8);
+                out.put_i64(n);
+            }
+            Cell::Integer(n) => {
+                out.put_i32(4);
+                out.put_i32(n);
+            }
+            Cell::TimestampTz(at) => {
+                out.put_i32(8);
+                out.put_i64(pg_micros(at));
+            }
+        }
+    }
+}
+
+/// Microseconds since PostgreSQL's epoch.
+fn pg_micros(at: OffsetDateTime) -> i64 {
+    let micros = at.unix_timestamp_nanos() / 1_000 - i128::from(PG_EPOCH_UNIX) * 1_000_000;
+    // Years 1-9999 (what the domain accepts) are far inside i64.
+    micros as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_count_from_2000() {
+        let at = OffsetDateTime::from_unix_timestamp(PG_EPOCH_UNIX + 1).expect("time");
+        assert_eq!(pg_micros(at), 1_000_000);
+    }
+}
