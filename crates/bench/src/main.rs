@@ -6,6 +6,7 @@
 //! and oha for the constant-rate rows; `just bench` installs the last two.
 
 mod ceiling;
+mod cluster;
 mod data;
 mod load;
 mod probe;
@@ -43,6 +44,10 @@ struct Args {
     /// table, writes nothing.
     #[arg(long, value_enum)]
     only: Option<Group>,
+    /// Measure the running `just up-cluster` topology with 1 and 2
+    /// replicas instead, publishing this many orders per row.
+    #[arg(long, value_name = "ORDERS")]
+    cluster: Option<u64>,
 }
 
 /// The measures, in groups that share their set-up.
@@ -92,6 +97,9 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     if let Some(addr) = args.ceiling {
         return runtime.block_on(ceiling::serve(addr));
+    }
+    if let Some(orders) = args.cluster {
+        return runtime.block_on(cluster::run(orders, &args.service));
     }
     runtime.block_on(run(args))
 }

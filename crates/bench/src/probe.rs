@@ -18,6 +18,12 @@ pub async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
     parse_metric(&text, name)
 }
 
+/// Whether `GET /readyz` answers 200 now; false while the server does not answer.
+pub async fn ready(addr: SocketAddr) -> bool {
+    let answer = tokio::time::timeout(Duration::from_secs(2), fetch(addr, "/readyz")).await;
+    matches!(answer, Ok(Some(text)) if text.split_whitespace().nth(1) == Some("200"))
+}
+
 async fn fetch(addr: SocketAddr, path: &str) -> Option<String> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
