@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind};
-use orders_nats::JetStreamSettings;
+use orders_nats::StreamSettings;
 
 /// Where `scripts/up-cluster.sh` keeps pid files and logs, from the
 /// repository root (where the recipe runs).
@@ -106,9 +106,9 @@ async fn publish(orders: u64) -> anyhow::Result<()> {
         .await
         .context("the cluster's NATS (`just up-cluster` starts it)")?;
     let js = jetstream::new(client.clone());
-    let settings = JetStreamSettings {
+    let settings = StreamSettings {
         replicas: 3,
-        ..JetStreamSettings::new(&subject, &stream, "unused")
+        ..StreamSettings::new(&subject, &stream)
     };
     orders_nats::ensure_stream(&js, &settings).await?;
     let seed = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
