@@ -1,6 +1,7 @@
 //! `bench`: measures the order service against ceilings taken in the same
 //! run on the same machine, prints a table and (unless `--smoke`) writes it
-//! to docs/benchmarks.md. `bench ceiling ADDR` runs the lookup ceiling.
+//! to docs/benchmarks.md. `--ceiling ADDR` runs the lookup ceiling;
+//! `--cluster N` measures 1 and 2 replicas on `just up-cluster`'s topology.
 //!
 //! Needs PostgreSQL and NATS (the machine's, as the tests use them), wrk,
 //! and oha for the constant-rate rows; `just bench` installs the last two.
