@@ -25,7 +25,8 @@ pub struct Config {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", value_parser = nats_urls)]
     pub nats_url: String,
 
-    /// Subject orders are published on.
+    /// Subject orders are published on; may be a wildcard (orders.*,
+    /// orders.>) when producers split by region or shop.
     #[arg(long, env = "NATS_SUBJECT", default_value = "orders", value_parser = nats_subject)]
     pub nats_subject: String,
 
@@ -47,6 +48,14 @@ pub struct Config {
     /// Longer than the slowest batch commit.
     #[arg(long, env = "NATS_ACK_WAIT", default_value = "30s", value_parser = ack_wait)]
     pub nats_ack_wait: Duration,
+
+    /// Most deliveries of one message. A message no replica settles in as
+    /// many (redelivered after NATS_ACK_WAIT, doubling up to 5 minutes) is
+    /// given up by the broker and recorded in rejected_messages as
+    /// undeliverable.
+    #[arg(long, env = "NATS_MAX_DELIVER", default_value_t = 10,
+          value_parser = count(2, 1_000))]
+    pub nats_max_deliver: usize,
 
     /// Address the HTTP server listens on.
     #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080", value_parser = socket_addr)]
@@ -124,17 +133,24 @@ fn nats_urls(raw: &str) -> Result<String, String> {
     orders_nats::check_urls(raw).map(|()| raw.to_owned())
 }
 
+/// Dot-separated tokens without spaces; `*` only as a whole token, `>`
+/// only as the whole last one.
 fn nats_subject(raw: &str) -> Result<String, String> {
+    let tokens: Vec<&str> = raw.split('.').collect();
+    let last = tokens.len() - 1;
     let ok = !raw.is_empty()
-        && raw.split('.').all(|t| !t.is_empty())
-        && !raw
-            .chars()
-            .any(|c| c.is_whitespace() || c == '*' || c == '>');
+        && !raw.chars().any(char::is_whitespace)
+        && tokens.iter().enumerate().all(|(i, t)| {
+            !t.is_empty()
+                && (!t.contains('*') || *t == "*")
+                && (!t.contains('>') || (*t == ">" && i == last))
+        });
     if ok {
         Ok(raw.to_owned())
     } else {
         Err(format!(
-            "invalid subject {raw:?}: dot-separated tokens without spaces or wildcards"
+            "invalid subject {raw:?}: dot-separated tokens without spaces; \
+             `*` only as a whole token, `>` only as the whole last one"
         ))
     }
 }
@@ -213,6 +229,7 @@ mod tests {
         assert_eq!(c.nats_durable, "order-service");
         assert_eq!(c.nats_stream_replicas, 1);
         assert_eq!(c.nats_ack_wait, Duration::from_secs(30));
+        assert_eq!(c.nats_max_deliver, 10);
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(c.max_order_bytes, 1024 * 1024);
@@ -235,7 +252,10 @@ mod tests {
             ("--max-order-bytes", "lots", "invalid size"),
             ("--max-order-bytes", "0", "at least 1 byte"),
             ("--nats-stream", "a b", "invalid name"),
-            ("--nats-subject", "orders.>", "invalid subject"),
+            ("--nats-subject", "orders.>.x", "invalid subject"),
+            ("--nats-subject", "orders.e*", "invalid subject"),
+            ("--nats-subject", "orders..eu", "invalid subject"),
+            ("--nats-max-deliver", "1", "1"),
             ("--nats-url", "http://[::1", "invalid NATS server address"),
             (
                 "--database-url",
@@ -248,6 +268,13 @@ mod tests {
         ] {
             let err = parse(&[flag, value]).expect_err(flag);
             assert!(err.contains(says), "{flag} {value}: {err}");
+        }
+    }
+
+    #[test]
+    fn subjects_may_be_wildcards() {
+        for good in ["orders", "orders.*", "orders.>", "orders.*.eu", ">", "*"] {
+            assert_eq!(nats_subject(good).as_deref(), Ok(good));
         }
     }
 
@@ -271,6 +298,7 @@ mod tests {
             "NATS_DURABLE",
             "NATS_STREAM_REPLICAS",
             "NATS_ACK_WAIT",
+            "NATS_MAX_DELIVER",
             "HTTP_ADDR",
             "CACHE_CAPACITY",
             "SHUTDOWN_TIMEOUT",

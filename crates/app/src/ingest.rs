@@ -11,6 +11,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
 
+/// Which messages a loop takes, and so which use case they go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// Orders from the orders stream: [`OrderService::ingest`].
+    Orders,
+    /// Messages the broker gave up on: [`OrderService::undeliverable`].
+    Undeliverable,
+}
+
 /// How the loop takes messages.
 #[derive(Debug, Clone, Copy)]
 pub struct IngestSettings {
@@ -25,6 +34,7 @@ pub struct IngestSettings {
 /// settled. (A batch still being gathered when shutdown comes is dropped
 /// unacked, so the broker redelivers it: nothing is lost.)
 pub async fn run_ingest(
+    feed: Feed,
     service: Arc<OrderService>,
     mut source: Box<dyn MessageSource>,
     health: Arc<Health>,
@@ -45,7 +55,10 @@ pub async fn run_ingest(
             }
             Ok(batch) => {
                 let started = Instant::now();
-                let ingested = service.ingest(batch).await;
+                let ingested = match feed {
+                    Feed::Orders => service.ingest(batch).await,
+                    Feed::Undeliverable => service.undeliverable(batch).await,
+                };
                 let elapsed = started.elapsed();
                 for one in &ingested {
                     metrics.record_ingest(one, elapsed);
@@ -67,7 +80,7 @@ pub async fn run_ingest(
             }
         }
     }
-    tracing::info!("ingest stopped");
+    tracing::info!(?feed, "ingest stopped");
 }
 
 #[cfg(test)]
@@ -168,6 +181,7 @@ mod tests {
 
         let metrics = Arc::new(Metrics::new());
         run_ingest(
+            Feed::Orders,
             service(repo),
             Box::new(source),
             Arc::clone(&health),
@@ -191,6 +205,7 @@ mod tests {
         shutdown.cancel();
 
         run_ingest(
+            Feed::Orders,
             service(Arc::new(MockOrderRepository::new())),
             Box::new(source),
             Arc::new(Health::new()),
@@ -215,6 +230,7 @@ mod tests {
         });
 
         run_ingest(
+            Feed::Orders,
             service(Arc::new(MockOrderRepository::new())),
             Box::new(source),
             Arc::new(Health::new()),

@@ -20,7 +20,9 @@ use orders_cache::MemoryCache;
 use orders_domain::{OrderRepository, OrderService};
 use orders_http::{HttpSettings, Router};
 use orders_metrics::{Gauges, Metrics};
-use orders_nats::{JetStreamSettings, JetStreamSource, StreamSettings};
+use orders_nats::{
+    JetStreamSettings, JetStreamSource, NatsError, StreamSettings, UndeliverableSource,
+};
 use orders_postgres::{PgOrderRepository, PoolSettings};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +30,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 pub use health::Health;
-pub use ingest::{IngestSettings, run_ingest};
+pub use ingest::{Feed, IngestSettings, run_ingest};
 
 /// How often the gauges (pool, consumer, cache) are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
@@ -78,6 +80,7 @@ impl App {
         };
         let jetstream = JetStreamSettings {
             ack_wait: config.nats_ack_wait,
+            max_deliver: i64::try_from(config.nats_max_deliver).unwrap_or(i64::MAX),
             ..JetStreamSettings::new(stream, &config.nats_durable)
         };
 
@@ -132,14 +135,15 @@ impl App {
         tracing::info!(%local_addr, "serving HTTP");
         let tasks = TaskTracker::new();
         let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-        let spawn_critical = |name: &'static str, task: tokio::task::JoinHandle<()>| {
+        let spawn_critical = |name: &'static str, task: tokio::task::JoinHandle<anyhow::Result<()>>| {
             let shutdown = shutdown.clone();
             let failure = Arc::clone(&failure);
             tasks.spawn(async move {
                 let result = task.await;
                 if !shutdown.is_cancelled() {
                     let why = match result {
-                        Ok(()) => format!("{name} stopped unexpectedly"),
+                        Ok(Ok(())) => format!("{name} stopped unexpectedly"),
+                        Ok(Err(err)) => format!("{name} failed: {err:#}"),
                         Err(err) => format!("{name} failed: {err}"),
                     };
                     tracing::error!("{why}; shutting down");
@@ -155,19 +159,18 @@ impl App {
             shutdown_timeout: config.shutdown_timeout,
             ..HttpSettings::default()
         };
-        spawn_critical(
-            "HTTP server",
-            tokio::spawn(orders_http::serve(
-                listener,
-                Router::new(
-                    Arc::clone(&service),
-                    Arc::clone(health.readiness()),
-                    Arc::clone(&metrics),
-                ),
-                http_settings,
-                shutdown.child_token(),
-            )),
-        );
+        spawn_critical("HTTP server", {
+            let router = Router::new(
+                Arc::clone(&service),
+                Arc::clone(health.readiness()),
+                Arc::clone(&metrics),
+            );
+            let shutdown = shutdown.child_token();
+            tokio::spawn(async move {
+                orders_http::serve(listener, router, http_settings, shutdown).await;
+                Ok(())
+            })
+        });
         spawn_critical("health checks", {
             let health = Arc::clone(&health);
             let repo = Arc::clone(&repo) as Arc<dyn OrderRepository>;
@@ -181,19 +184,23 @@ impl App {
                     )
                 };
                 health.watch(repo, connected, shutdown).await;
+                Ok(())
             })
         });
-        spawn_critical(
-            "gauges",
-            tokio::spawn(refresh_gauges(
+        spawn_critical("gauges", {
+            let gauges = refresh_gauges(
                 Arc::clone(&service),
                 Arc::clone(&repo),
                 nats.clone(),
                 jetstream.clone(),
                 Arc::clone(&metrics),
                 shutdown.child_token(),
-            )),
-        );
+            );
+            tokio::spawn(async move {
+                gauges.await;
+                Ok(())
+            })
+        });
         spawn_critical(
             "ingest",
             tokio::spawn(prepare_then_ingest(
@@ -231,7 +238,10 @@ impl App {
 }
 
 /// Everything that needs PostgreSQL and NATS to answer, in order, each step
-/// retried with backoff; then the ingest loop. Returns early only on shutdown.
+/// retried with backoff; then the two ingest loops: the orders, and the
+/// messages the broker gave up on. Returns early on shutdown, or with an
+/// error that retrying cannot fix (a stream that does not capture the
+/// subject).
 async fn prepare_then_ingest(
     service: Arc<OrderService>,
     config: Config,
@@ -240,9 +250,10 @@ async fn prepare_then_ingest(
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-) {
+) -> anyhow::Result<()> {
     let url = config.database_url.as_str();
     let capacity = config.cache_capacity;
+    let not_captured = |e: &NatsError| matches!(e, NatsError::NotCaptured { .. });
     let prepared = async {
         retry::until_ok("create the database", &shutdown, || {
             orders_postgres::ensure_database(url)
@@ -252,33 +263,58 @@ async fn prepare_then_ingest(
             orders_postgres::migrate(url)
         })
         .await?;
-        let source = retry::until_ok("open the JetStream consumer", &shutdown, || {
-            JetStreamSource::open(nats.clone(), jetstream.clone())
-        })
+        let source = retry::until_ok_or_fatal(
+            "open the JetStream consumer",
+            &shutdown,
+            not_captured,
+            || JetStreamSource::open(nats.clone(), jetstream.clone()),
+        )
+        .await?;
+        let undeliverable = retry::until_ok(
+            "open the consumer of max-deliveries advisories",
+            &shutdown,
+            || UndeliverableSource::open(nats.clone(), &jetstream),
+        )
         .await?;
         let started = std::time::Instant::now();
         let loaded =
             retry::until_ok("warm the cache", &shutdown, || service.warm_up(capacity)).await?;
         tracing::info!(loaded, elapsed = ?started.elapsed(), "cache warm");
         health.readiness().set_cache_warm(true);
-        anyhow::Ok(source)
+        anyhow::Ok((source, undeliverable))
     };
-    let settings = IngestSettings {
-        batch_size: config.ingest_batch_size,
-        linger: config.ingest_linger,
+    let (source, undeliverable) = match prepared.await {
+        Ok(sources) => sources,
+        // Stopped while preparing: not a failure.
+        Err(_) if shutdown.is_cancelled() => return Ok(()),
+        Err(err) => return Err(err),
     };
-    // An error here means shutdown arrived while preparing.
-    if let Ok(source) = prepared.await {
-        run_ingest(
-            service,
-            Box::new(source),
-            health,
-            metrics,
-            settings,
-            shutdown,
-        )
-        .await;
-    }
+    let orders = run_ingest(
+        Feed::Orders,
+        Arc::clone(&service),
+        Box::new(source),
+        Arc::clone(&health),
+        Arc::clone(&metrics),
+        IngestSettings {
+            batch_size: config.ingest_batch_size,
+            linger: config.ingest_linger,
+        },
+        shutdown.clone(),
+    );
+    let given_up = run_ingest(
+        Feed::Undeliverable,
+        service,
+        Box::new(undeliverable),
+        health,
+        metrics,
+        IngestSettings {
+            batch_size: 100,
+            linger: Duration::ZERO,
+        },
+        shutdown,
+    );
+    tokio::join!(orders, given_up);
+    Ok(())
 }
 
 /// Refreshes the gauges of `/metrics`: the cache, the pool, the consumer.

@@ -11,6 +11,22 @@ use tokio_util::sync::CancellationToken;
 pub(crate) async fn until_ok<T, E, F, Fut>(
     what: &str,
     shutdown: &CancellationToken,
+    attempt: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    until_ok_or_fatal(what, shutdown, |_| false, attempt).await
+}
+
+/// [`until_ok`], except that an error `fatal` says retrying cannot fix (a
+/// configuration error) fails at once.
+pub(crate) async fn until_ok_or_fatal<T, E, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    fatal: impl Fn(&E) -> bool,
     mut attempt: F,
 ) -> anyhow::Result<T>
 where
@@ -31,6 +47,9 @@ where
                     tracing::info!(failures, "managed to {what}");
                 }
                 return Ok(value);
+            }
+            Err(err) if fatal(&err) => {
+                return Err(anyhow::Error::new(err).context(format!("cannot {what}")));
             }
             Err(err) => {
                 failures += 1;

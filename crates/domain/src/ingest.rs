@@ -135,6 +135,37 @@ impl OrderService {
         futures::future::join_all(settled).await
     }
 
+    /// Records messages the broker gave up on (delivered `max_deliver`
+    /// times, never settled: a message the client could not even read, or
+    /// one whose every delivery met a crash) in `rejected_messages` as
+    /// `undeliverable`, so nothing disappears without a trace, and settles
+    /// the broker's notice of each: ended once recorded, retried if the
+    /// database is down.
+    #[tracing::instrument(name = "undeliverable", skip_all, fields(size = batch.len()))]
+    pub async fn undeliverable(&self, batch: Vec<Message>) -> Vec<Ingested> {
+        let mut settled = Vec::with_capacity(batch.len());
+        for message in batch {
+            let m = InHand::new(message);
+            let uid = uid_hint(&m.payload);
+            if let Some(uid) = &uid {
+                m.span.record("order_uid", uid.as_str());
+            }
+            let detail = format!(
+                "the broker gave up after {} deliveries that no replica settled (NATS_MAX_DELIVER)",
+                m.meta.delivered
+            );
+            let outcome = self
+                .reject(&m, RejectReason::Undeliverable, detail, uid)
+                .await;
+            settle(m.acker.as_ref(), outcome).instrument(m.span).await;
+            settled.push(Ingested {
+                outcome,
+                ..m.ingested
+            });
+        }
+        settled
+    }
+
     /// The message's order, or why it is not one. Larger than the limit:
     /// rejected without parsing.
     fn parse(&self, payload: &Bytes) -> Result<Decoded, ValidationError> {
@@ -194,6 +225,7 @@ impl OrderService {
                 subject: m.meta.subject.clone(),
                 stream: m.meta.stream.clone(),
                 stream_sequence: Some(m.meta.stream_sequence).filter(|s| *s > 0),
+                headers: m.meta.headers.clone(),
                 payload: m.payload.clone(),
             };
             match self.repo.record_rejection(&rejection).await {
@@ -683,6 +715,39 @@ mod tests {
             ["payment.request_id", "payment.custom_fee", "items[].sale"]
         );
         assert_eq!(ingested[0].unknown_fields, 1);
+    }
+
+    #[tokio::test]
+    async fn an_undeliverable_message_is_recorded_with_its_bytes_then_its_notice_settled() {
+        let mut repo = MockOrderRepository::new();
+        repo.expect_save().never();
+        repo.expect_record_rejection()
+            .withf(|r| {
+                r.reason == RejectReason::Undeliverable
+                    && r.stream_sequence == Some(7)
+                    && r.payload.as_ref() == SAMPLE
+                    && r.order_uid.as_deref() == Some("b563feb7b2b84b6test")
+                    && r.detail.contains("gave up after 1 deliveries")
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+        let mut failing = MockOrderRepository::new();
+        failing
+            .expect_record_rejection()
+            .returning(|_| Err(unavailable()));
+
+        let recorded = service(repo, MockOrderCache::new())
+            .undeliverable(vec![message(SAMPLE, acker_expecting("term"))])
+            .await;
+        let retried = service(failing, MockOrderCache::new())
+            .undeliverable(vec![message(SAMPLE, acker_expecting("nak"))])
+            .await;
+
+        assert_eq!(
+            outcomes(recorded),
+            [IngestOutcome::Rejected(RejectReason::Undeliverable)]
+        );
+        assert!(matches!(retried[0].outcome, IngestOutcome::Retry(_)));
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct Rejection {
     /// message twice (a redelivery) keeps one row.
     pub stream: String,
     pub stream_sequence: Option<u64>,
+    /// The message's NATS headers as they arrived, one `Name: value` a
+    /// line after the version line, if it had any.
+    pub headers: Option<String>,
     pub payload: Bytes,
 }
 
@@ -129,6 +132,8 @@ pub struct MessageMeta {
     pub stream_sequence: u64,
     /// How many times the broker has delivered it, this time included.
     pub delivered: u64,
+    /// Its NATS headers as they arrived (see [`Rejection::headers`]).
+    pub headers: Option<String>,
 }
 
 /// A message from the broker, with the handle that settles it.

@@ -77,6 +77,7 @@ pub(crate) mod testing {
                 stream: "ORDERS".into(),
                 stream_sequence: 7,
                 delivered: 1,
+                headers: None,
             },
             acker: Box::new(acker),
         }

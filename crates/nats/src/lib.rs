@@ -4,9 +4,11 @@
 
 mod setup;
 mod source;
+mod undeliverable;
 
 pub use setup::{
     JetStreamSettings, NatsError, StreamSettings, check_urls, connect, connect_in_background,
-    ensure_consumer, ensure_stream,
+    covers, ensure_consumer, ensure_stream,
 };
+pub use undeliverable::{UndeliverableSource, advisory_subject};
 pub use source::{JetStreamAcker, JetStreamSource};

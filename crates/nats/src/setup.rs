@@ -31,8 +31,12 @@ pub struct JetStreamSettings {
     /// Durable consumer name, shared by every replica so JetStream spreads
     /// the messages across them.
     pub durable: String,
-    /// How long the broker waits for an ack before it redelivers.
+    /// How long the broker waits for an ack before it first redelivers.
     pub ack_wait: Duration,
+    /// Most deliveries of one message; then the broker gives up on it and
+    /// says so in an advisory (`MAX_DELIVERIES`), which the service turns
+    /// into a `rejected_messages` row. `-1`: no limit.
+    pub max_deliver: i64,
     /// Most messages handed out and not yet acked, across all replicas.
     pub max_ack_pending: i64,
 }
@@ -46,6 +50,10 @@ impl JetStreamSettings {
             // Long enough for a commit under load, short enough that a
             // crashed replica's messages move on soon.
             ack_wait: Duration::from_secs(30),
+            // A message no replica ever settles (one that breaks the
+            // client's parser, say) ends after ten tries, about half an
+            // hour with the backoff below, instead of coming back forever.
+            max_deliver: 10,
             // Bounds the work one slow replica can sit on.
             max_ack_pending: 10_000,
         }
@@ -59,6 +67,14 @@ pub enum NatsError {
     Connect(String, #[source] async_nats::ConnectError),
     #[error("cannot create or read stream {0:?}")]
     Stream(String, #[source] async_nats::Error),
+    /// The stream exists but does not capture the subject: a configuration
+    /// error that retrying cannot fix.
+    #[error("stream {stream:?} captures {captures:?}, not {subject:?}: set NATS_STREAM to a stream that captures NATS_SUBJECT, or NATS_SUBJECT to a subject it captures")]
+    NotCaptured {
+        stream: String,
+        subject: String,
+        captures: Vec<String>,
+    },
     #[error("cannot create or update consumer {0:?}")]
     Consumer(String, #[source] async_nats::Error),
 }
@@ -140,33 +156,50 @@ pub async fn ensure_stream(
         .config
         .subjects
         .iter()
-        .any(|s| subject_matches(s, &settings.subject))
+        .any(|s| covers(s, &settings.subject))
     {
-        return Err(NatsError::Stream(
-            settings.name.clone(),
-            format!(
-                "the stream captures {:?}, not {:?}",
-                info.config.subjects, settings.subject
-            )
-            .into(),
-        ));
+        return Err(NatsError::NotCaptured {
+            stream: settings.name.clone(),
+            subject: settings.subject.clone(),
+            captures: info.config.subjects.clone(),
+        });
     }
     Ok(stream)
 }
 
-/// Whether a stream subject (possibly with `*` / `>` wildcards) captures `subject`.
-fn subject_matches(pattern: &str, subject: &str) -> bool {
+/// Whether every subject `subject` matches (it may hold `*` and `>`
+/// wildcards itself) is captured by the stream subject `pattern`.
+pub fn covers(pattern: &str, subject: &str) -> bool {
     let mut pat = pattern.split('.');
     let mut sub = subject.split('.');
     loop {
         match (pat.next(), sub.next()) {
             (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(_)) => {}
+            // `*` takes one token, not the any-number a `>` stands for.
+            (Some("*"), Some(s)) if s != ">" => {}
             (Some(p), Some(s)) if p == s => {}
             (None, None) => return true,
             _ => return false,
         }
     }
+}
+
+/// The redelivery delays after an unacked delivery: the ack wait, then
+/// doubling, at most five minutes (or the ack wait, if longer); one fewer
+/// than the deliveries, as the server requires.
+fn backoff(ack_wait: Duration, max_deliver: i64) -> Vec<Duration> {
+    let Ok(deliveries) = usize::try_from(max_deliver) else {
+        return Vec::new();
+    };
+    let most = ack_wait.max(Duration::from_secs(300));
+    let mut delay = ack_wait;
+    (1..deliveries)
+        .map(|_| {
+            let this = delay;
+            delay = (delay * 2).min(most);
+            this
+        })
+        .collect()
 }
 
 /// The durable pull consumer, created or updated to our settings (so a
@@ -181,11 +214,13 @@ pub async fn ensure_consumer(
             filter_subject: settings.stream.subject.clone(),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: settings.ack_wait,
-            // Unlimited: a transient fault must never use up a message's
-            // deliveries; only a message known to be bad is terminated. The
-            // redelivery delay is ours to choose (nak with a delay), since a
-            // server-side backoff list needs a finite max_deliver.
-            max_deliver: -1,
+            // Finite, so every message ends (see `max_deliver`). A
+            // transient fault rarely costs a delivery: the ingest loop stops
+            // pulling while the database is down, and its naks choose their
+            // own delay; the backoff spaces the redeliveries of messages
+            // nobody settled.
+            max_deliver: settings.max_deliver,
+            backoff: backoff(settings.ack_wait, settings.max_deliver),
             max_ack_pending: settings.max_ack_pending,
             deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
@@ -196,16 +231,32 @@ pub async fn ensure_consumer(
 
 #[cfg(test)]
 mod tests {
-    use super::subject_matches;
+    use super::*;
 
     #[test]
     fn wildcards_capture_as_nats_does() {
-        assert!(subject_matches("orders", "orders"));
-        assert!(subject_matches("orders.*", "orders.eu"));
-        assert!(subject_matches(">", "orders"));
-        assert!(subject_matches("orders.>", "orders.eu.x"));
-        assert!(!subject_matches("orders", "orders.eu"));
-        assert!(!subject_matches("orders.*", "orders"));
-        assert!(!subject_matches("other", "orders"));
+        assert!(covers("orders", "orders"));
+        assert!(covers("orders.*", "orders.eu"));
+        assert!(covers(">", "orders"));
+        assert!(covers("orders.>", "orders.eu.x"));
+        assert!(covers("orders.>", "orders.*"));
+        assert!(covers("orders.>", "orders.>"));
+        assert!(covers("orders.*", "orders.*"));
+        assert!(!covers("orders.*", "orders.>"));
+        assert!(!covers("orders", "orders.eu"));
+        assert!(!covers("orders.*", "orders"));
+        assert!(!covers("orders.eu.*", "orders.*"));
+        assert!(!covers("other", "orders"));
+    }
+
+    #[test]
+    fn backoff_doubles_to_five_minutes_with_one_delay_fewer_than_deliveries() {
+        let secs = |list: Vec<Duration>| list.iter().map(Duration::as_secs).collect::<Vec<_>>();
+        assert_eq!(
+            secs(backoff(Duration::from_secs(30), 10)),
+            [30, 60, 120, 240, 300, 300, 300, 300, 300]
+        );
+        assert_eq!(secs(backoff(Duration::from_secs(2), 3)), [2, 4]);
+        assert!(backoff(Duration::from_secs(30), -1).is_empty());
     }
 }

@@ -1,11 +1,26 @@
+//! The durable pull consumer, pulled by hand over core NATS.
+//!
+//! async-nats's own pull stream (`consumer.stream().messages()`) decides
+//! whether a message is the server's status or a stream message by its
+//! header's status line alone. A publisher can put any status line in a
+//! message's headers, and JetStream stores and delivers it as is: a forged
+//! `NATS/1.0 408` made the library drop the message silently (forever
+//! redelivered), a forged `500` ended the pull in an error, and the
+//! buffered messages with it. Here a message is JetStream's delivery when
+//! it comes with a `$JS.ACK.` reply subject, whatever its headers say; only
+//! a message without one is the server's own status. (The upstream report
+//! is in docs/reliability.md.)
+
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, consumer};
+use async_nats::jetstream::{self, AckKind};
+use async_nats::{StatusCode, Subscriber};
 use async_trait::async_trait;
 use futures::StreamExt;
 use orders_domain::{AckError, Acker, Message, MessageMeta, MessageSource, SourceError};
+use tokio::time::Instant;
 
-use crate::setup::{JetStreamSettings, ensure_consumer, ensure_stream};
+use crate::setup::{JetStreamSettings, NatsError, ensure_consumer, ensure_stream};
 
 /// How many messages one pull asks for. Enough to fill the ingest loop's
 /// batches while the next pull is under way, few enough that a crash delays
@@ -18,33 +33,51 @@ const PULL_EXPIRES: Duration = Duration::from_secs(30);
 /// The server sends a heartbeat this often while a pull waits with nothing to
 /// deliver. Without heartbeats a pull whose consumer vanished (deleted, or
 /// lost in a broker restart) would wait silently forever; with them, two
-/// missed beats surface as an error and the pull is sent again. On a
-/// cluster, a pull sent while the consumer's leader is being elected can be
-/// lost: with beats every second, a replica starts receiving within about
-/// two seconds instead of idling while the others work.
+/// missed beats mean the pull is gone and it is sent again. On a cluster, a
+/// pull sent while the consumer's leader is being elected can be lost: with
+/// beats every second, a replica starts receiving within about two seconds
+/// instead of idling while the others work.
 const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// After this many errors in a row from the message stream, the consumer
-/// and the stream are looked up (or created) again: after a broker restart
-/// with a new store, the old consumer is gone and the old message stream
-/// would yield errors forever.
-const ERRORS_BEFORE_REOPEN: u32 = 2;
+/// After this many faults in a row (missed heartbeats, a consumer the
+/// server says is gone), the stream and the consumer are looked up (or
+/// created) again: after a broker restart with a new store, the old
+/// consumer is gone.
+const FAULTS_BEFORE_REOPEN: u32 = 2;
 
 /// A durable pull consumer on a JetStream stream.
 pub struct JetStreamSource {
     js: jetstream::Context,
     settings: JetStreamSettings,
-    messages: Option<consumer::pull::Stream>,
-    errors_in_a_row: u32,
+    /// Where the server delivers what our pulls ask for. Kept across
+    /// reopening, so messages already delivered are never dropped.
+    inbox: String,
+    deliveries: Subscriber,
+    /// Whether the stream and consumer are known to exist.
+    open: bool,
+    /// Messages asked for by pulls the server still holds.
+    requested: usize,
+    /// The last time anything arrived on the inbox.
+    last_heard: Instant,
+    faults_in_a_row: u32,
 }
 
 impl std::fmt::Debug for JetStreamSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JetStreamSource")
             .field("settings", &self.settings)
-            .field("open", &self.messages.is_some())
+            .field("open", &self.open)
+            .field("requested", &self.requested)
             .finish()
     }
+}
+
+/// What arrived on the inbox.
+enum Arrival {
+    /// A message of the stream.
+    Message(Box<jetstream::Message>),
+    /// The server's status about our pulls.
+    Status(StatusCode, Option<String>, Option<usize>),
 }
 
 impl JetStreamSource {
@@ -52,52 +85,175 @@ impl JetStreamSource {
     pub async fn open(
         client: async_nats::Client,
         settings: JetStreamSettings,
-    ) -> Result<Self, SourceError> {
+    ) -> Result<Self, NatsError> {
+        let inbox = client.new_inbox();
+        let deliveries = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| NatsError::Consumer(settings.durable.clone(), e.into()))?;
         let mut source = Self {
             js: jetstream::new(client),
             settings,
-            messages: None,
-            errors_in_a_row: 0,
+            inbox,
+            deliveries,
+            open: false,
+            requested: 0,
+            last_heard: Instant::now(),
+            faults_in_a_row: 0,
         };
         source.reopen().await?;
         Ok(source)
     }
 
-    async fn reopen(&mut self) -> Result<(), SourceError> {
-        self.messages = None;
-        let stream = ensure_stream(&self.js, &self.settings.stream)
-            .await
-            .map_err(|e| SourceError(e.into()))?;
-        let consumer = ensure_consumer(&stream, &self.settings)
-            .await
-            .map_err(|e| SourceError(e.into()))?;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(PULL_BATCH)
-            .expires(PULL_EXPIRES)
-            .heartbeat(PULL_HEARTBEAT)
-            .messages()
-            .await
-            .map_err(|e| SourceError(e.into()))?;
-        self.messages = Some(messages);
+    async fn reopen(&mut self) -> Result<(), NatsError> {
+        self.open = false;
+        let stream = ensure_stream(&self.js, &self.settings.stream).await?;
+        ensure_consumer(&stream, &self.settings).await?;
+        self.open = true;
+        // Pulls sent before are gone with the old consumer (or will expire).
+        self.requested = 0;
+        tracing::info!(
+            stream = %self.settings.stream.name,
+            durable = %self.settings.durable,
+            "pulling messages"
+        );
         Ok(())
     }
 
-    /// A pause that grows with the errors in a row, so a broker that is down
-    /// is not hammered: 100 ms, doubling, at most 5 s.
-    fn pause(&self) -> Duration {
-        let doublings = self.errors_in_a_row.saturating_sub(1).min(6);
-        (Duration::from_millis(100) * 2u32.pow(doublings)).min(Duration::from_secs(5))
+    /// Asks for more when fewer than half a pull's worth are still coming.
+    async fn pull_if_low(&mut self) -> Result<(), SourceError> {
+        if self.requested > PULL_BATCH / 2 {
+            return Ok(());
+        }
+        let request = serde_json::json!({
+            "batch": PULL_BATCH,
+            "expires": PULL_EXPIRES.as_nanos() as u64,
+            "idle_heartbeat": PULL_HEARTBEAT.as_nanos() as u64,
+        });
+        let subject = format!(
+            "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+            self.settings.stream.name, self.settings.durable
+        );
+        self.js
+            .client()
+            .publish_with_reply(subject, self.inbox.clone(), request.to_string().into())
+            .await
+            .map_err(|e| SourceError(e.into()))?;
+        if self.requested == 0 {
+            // A new pull: its heartbeats start now.
+            self.last_heard = Instant::now();
+        }
+        self.requested += PULL_BATCH;
+        Ok(())
     }
 
-    async fn failed(&mut self, err: SourceError) -> SourceError {
-        self.errors_in_a_row += 1;
-        if self.errors_in_a_row >= ERRORS_BEFORE_REOPEN {
-            self.messages = None;
+    /// Waits for the next message of the stream until `deadline` (`None`:
+    /// until two heartbeats are missed), dealing with the server's statuses
+    /// on the way. `Ok(None)`: the deadline passed.
+    async fn next_message(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<jetstream::Message>, SourceError> {
+        loop {
+            if !self.open {
+                if let Err(err) = self.reopen().await {
+                    return Err(self.fault(SourceError(err.into())).await);
+                }
+            }
+            self.pull_if_low().await?;
+            let silence = self.last_heard + 2 * PULL_HEARTBEAT;
+            let wait_until = deadline.map_or(silence, |d| d.min(silence));
+            let arrived = tokio::time::timeout_at(wait_until, self.deliveries.next()).await;
+            let arrival = match arrived {
+                Ok(Some(raw)) => {
+                    self.last_heard = Instant::now();
+                    classify(raw, &self.js)
+                }
+                Ok(None) => {
+                    return Err(SourceError("the NATS connection is closed".into()));
+                }
+                Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => return Ok(None),
+                Err(_) => {
+                    // Two beats missed: the pulls are lost (a leader
+                    // election, a restart). Ask again; after repeated
+                    // silence, look the consumer up again too.
+                    self.requested = 0;
+                    let err = SourceError("no heartbeat from the server: pulling again".into());
+                    return Err(self.fault(err).await);
+                }
+            };
+            match arrival {
+                Arrival::Message(message) => {
+                    self.requested = self.requested.saturating_sub(1);
+                    self.faults_in_a_row = 0;
+                    return Ok(Some(*message));
+                }
+                Arrival::Status(StatusCode::IDLE_HEARTBEAT, ..) => {}
+                Arrival::Status(status, description, pending)
+                    if status == StatusCode::TIMEOUT
+                        || status == StatusCode::NOT_FOUND
+                        || (status == StatusCode::REQUEST_TERMINATED
+                            && description.as_deref() != Some("Consumer Deleted")) =>
+                {
+                    // A pull ended (expired, or cut short): what it did not
+                    // deliver is not coming.
+                    let undelivered = pending.unwrap_or(PULL_BATCH);
+                    self.requested = self.requested.saturating_sub(undelivered);
+                }
+                Arrival::Status(status, description, _) => {
+                    // The consumer is gone, or JetStream does not answer.
+                    self.requested = 0;
+                    self.open = false;
+                    let err = SourceError(
+                        format!(
+                            "the server answered the pull with {status} {}",
+                            description.unwrap_or_default()
+                        )
+                        .into(),
+                    );
+                    return Err(self.fault(err).await);
+                }
+            }
         }
-        tokio::time::sleep(self.pause()).await;
+    }
+
+    /// Counts a fault, reopens after repeated ones, and pauses (100 ms,
+    /// doubling, at most 5 s) so a broker that is down is not hammered.
+    async fn fault(&mut self, err: SourceError) -> SourceError {
+        self.faults_in_a_row += 1;
+        if self.faults_in_a_row >= FAULTS_BEFORE_REOPEN {
+            self.open = false;
+        }
+        let doublings = self.faults_in_a_row.saturating_sub(1).min(6);
+        let pause = (Duration::from_millis(100) * 2u32.pow(doublings)).min(Duration::from_secs(5));
+        tokio::time::sleep(pause).await;
         err
     }
+}
+
+/// A stream message when it has JetStream's ack subject as its reply,
+/// whatever status line its headers carry; else the server's status.
+fn classify(raw: async_nats::Message, js: &jetstream::Context) -> Arrival {
+    let from_stream = raw
+        .reply
+        .as_ref()
+        .is_some_and(|r| r.as_str().starts_with("$JS.ACK."));
+    if from_stream {
+        return Arrival::Message(Box::new(jetstream::Message {
+            message: raw,
+            context: js.clone(),
+        }));
+    }
+    let pending = raw
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Pending-Messages"))
+        .and_then(|v| v.as_str().parse().ok());
+    Arrival::Status(
+        raw.status.unwrap_or(StatusCode::OK),
+        raw.description,
+        pending,
+    )
 }
 
 #[async_trait]
@@ -107,64 +263,26 @@ impl MessageSource for JetStreamSource {
         max: usize,
         linger: Duration,
     ) -> Result<Vec<Message>, SourceError> {
-        let first = self.next_message().await?;
-        let mut batch = Vec::with_capacity(max.clamp(1, PULL_BATCH));
-        batch.push(first);
-        let deadline = tokio::time::Instant::now() + linger;
-        self.fill(&mut batch, max, deadline).await;
-        Ok(batch)
-    }
-}
-
-impl JetStreamSource {
-    /// Waits for one message, opening the consumer first if needed.
-    async fn next_message(&mut self) -> Result<Message, SourceError> {
-        if self.messages.is_none() {
-            if let Err(err) = self.reopen().await {
-                return Err(self.failed(err).await);
+        let first = loop {
+            if let Some(message) = self.next_message(None).await? {
+                break message;
             }
-            tracing::info!(stream = %self.settings.stream.name, durable = %self.settings.durable, "pulling messages");
-        }
-        let Some(messages) = self.messages.as_mut() else {
-            return Err(SourceError("message stream is not open".into()));
         };
-        match messages.next().await {
-            Some(Ok(message)) => {
-                self.errors_in_a_row = 0;
-                Ok(message_of(message))
-            }
-            Some(Err(err)) => Err(self.failed(SourceError(err.into())).await),
-            None => {
-                // The message stream ended (the consumer was deleted, say):
-                // open it again on the next call.
-                self.messages = None;
-                Err(SourceError("message stream ended".into()))
-            }
-        }
-    }
-}
-
-impl JetStreamSource {
-    /// Takes the messages that arrive before `deadline`, up to `max` in all.
-    async fn fill(&mut self, batch: &mut Vec<Message>, max: usize, deadline: tokio::time::Instant) {
+        let mut batch = Vec::with_capacity(max.clamp(1, PULL_BATCH));
+        batch.push(message_of(first));
+        let deadline = Instant::now() + linger;
         while batch.len() < max {
-            let Some(messages) = self.messages.as_mut() else {
-                return;
-            };
-            match tokio::time::timeout_at(deadline, messages.next()).await {
-                Ok(Some(Ok(message))) => batch.push(message_of(message)),
-                Ok(Some(Err(err))) => {
-                    // What is in hand goes on; the next call deals with the error.
-                    tracing::debug!(error = %err, "message stream error while filling a batch");
-                    return;
+            match self.next_message(Some(deadline)).await {
+                Ok(Some(message)) => batch.push(message_of(message)),
+                Ok(None) => break,
+                Err(err) => {
+                    // What is in hand goes on; the next call meets the fault again.
+                    tracing::debug!(error = %err, "a fault while filling a batch");
+                    break;
                 }
-                Ok(None) => {
-                    self.messages = None;
-                    return;
-                }
-                Err(_) => return, // the linger time is up
             }
         }
+        Ok(batch)
     }
 }
 
@@ -177,6 +295,7 @@ fn message_of(message: jetstream::Message) -> Message {
         ),
         Err(_) => (String::new(), 0, 1),
     };
+    let headers = headers_text(&message.message);
     let (message, acker) = message.split();
     Message {
         payload: message.payload,
@@ -185,9 +304,39 @@ fn message_of(message: jetstream::Message) -> Message {
             stream,
             stream_sequence,
             delivered,
+            headers,
         },
         acker: Box::new(JetStreamAcker(acker)),
     }
+}
+
+/// The headers as they arrived: the version line (with a status, if the
+/// message carries one), then `Name: value` lines, names sorted.
+fn headers_text(message: &async_nats::Message) -> Option<String> {
+    let headers = message.headers.as_ref().filter(|h| !h.is_empty());
+    if headers.is_none() && message.status.is_none() {
+        return None;
+    }
+    let mut text = String::from("NATS/1.0");
+    if let Some(status) = message.status {
+        text.push_str(&format!(" {}", status.as_u16()));
+        if let Some(description) = &message.description {
+            text.push(' ');
+            text.push_str(description);
+        }
+    }
+    if let Some(headers) = headers {
+        let mut lines: Vec<String> = headers
+            .iter()
+            .flat_map(|(name, values)| values.iter().map(move |v| format!("{name}: {v}")))
+            .collect();
+        lines.sort();
+        for line in lines {
+            text.push('\n');
+            text.push_str(&line);
+        }
+    }
+    Some(text)
 }
 
 /// Settles one JetStream message.

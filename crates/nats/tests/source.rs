@@ -213,3 +213,99 @@ async fn next_batch_takes_what_is_there_up_to_the_limit() {
     }
     assert_eq!(pending(&t).await, (0, 0));
 }
+
+/// Forged status lines, as a publisher can put them in a message's headers.
+const FORGED: [&str; 10] = [
+    "NATS/1.0 408 Request Timeout",
+    "NATS/1.0 500 Internal Server Error",
+    "NATS/1.0 409 Consumer Deleted",
+    "NATS/1.0 409 Exceeded MaxRequestBatch of 1",
+    "NATS/1.0 404 No Messages",
+    "NATS/1.0 100 Idle Heartbeat",
+    "NATS/1.0 503",
+    "NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 1000",
+    "NATS/1.0 500",
+    "NATS/1.0 409 Consumer is push based",
+];
+
+#[tokio::test]
+async fn forged_status_lines_arrive_as_messages_and_nothing_behind_them_waits() {
+    let t = TestStream::new();
+    let js = t.create().await;
+    for (n, forged) in FORGED.iter().enumerate() {
+        t.publish_raw(forged, format!("forged-{n}").as_bytes())
+            .await;
+    }
+    t.publish(&js, b"after".to_vec(), None).await;
+    let mut source = JetStreamSource::open(t.client().await, settings(&t))
+        .await
+        .expect("open");
+
+    let started = std::time::Instant::now();
+    let mut received = Vec::new();
+    while received.len() < FORGED.len() + 1 {
+        let batch = tokio::time::timeout(
+            Duration::from_secs(5),
+            source.next_batch(100, Duration::from_millis(50)),
+        )
+        .await
+        .expect("messages keep coming")
+        .expect("no error");
+        for message in batch {
+            message.acker.ack().await.expect("ack");
+            received.push(message);
+        }
+    }
+
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    for (n, message) in received.iter().take(FORGED.len()).enumerate() {
+        assert_eq!(message.payload.as_ref(), format!("forged-{n}").as_bytes());
+        let headers = message.meta.headers.as_deref().expect("headers kept");
+        let status_line = FORGED[n].lines().next().expect("a line");
+        assert!(headers.starts_with(status_line), "{headers:?} vs {status_line:?}");
+    }
+    assert_eq!(received[FORGED.len()].payload.as_ref(), b"after");
+    assert_eq!(pending(&t).await, (0, 0));
+}
+
+/// The reproduction behind the workaround: async-nats 0.51's own pull
+/// stream takes a forged `408` for the server's status and drops the
+/// message (it is redelivered after the ack wait, and dropped again). If
+/// this test fails, the library has learned to tell them apart, and the
+/// hand-made puller in `source.rs` may go (docs/reliability.md).
+#[tokio::test]
+async fn the_library_pull_stream_still_drops_a_forged_408() {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    use futures::StreamExt;
+
+    let t = TestStream::new();
+    let js = t.create().await;
+    t.publish_raw("NATS/1.0 408 Request Timeout", b"forged").await;
+    t.publish(&js, b"after".to_vec(), None).await;
+    let stream = js.get_stream(&t.stream).await.expect("stream");
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some(t.durable.clone()),
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+
+    let first = tokio::time::timeout(Duration::from_secs(5), messages.next())
+        .await
+        .expect("a message")
+        .expect("open")
+        .expect("no error");
+
+    assert_eq!(
+        first.payload.as_ref(),
+        b"after",
+        "the forged message was delivered: async-nats tells it from a status now"
+    );
+}

@@ -126,8 +126,8 @@ ORDER BY o.created_at DESC, o.order_uid DESC
 LIMIT $3";
 
 const INSERT_REJECTION: &str = "\
-INSERT INTO rejected_messages (reason, detail, order_uid, subject, stream, stream_sequence, payload)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO rejected_messages (reason, detail, order_uid, subject, stream, stream_sequence, headers, payload)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT ON CONSTRAINT rejected_once DO NOTHING";
 
 /// [`OrderRepository`] over a deadpool-postgres pool. Statements are
@@ -427,6 +427,7 @@ impl OrderRepository for PgOrderRepository {
                     &r.subject,
                     &r.stream,
                     &sequence,
+                    &r.headers,
                     &r.payload.as_ref(),
                 ],
             )

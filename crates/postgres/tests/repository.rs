@@ -284,6 +284,7 @@ async fn a_rejection_is_recorded_once_per_stream_sequence() {
         subject: "orders".to_owned(),
         stream: "ORDERS".to_owned(),
         stream_sequence: Some(42),
+        headers: Some("NATS/1.0 408 Request Timeout\nNats-Msg-Id: x".to_owned()),
         payload: bytes::Bytes::from_static(b"{\"trunc\0\xff"),
     };
 
@@ -296,12 +297,20 @@ async fn a_rejection_is_recorded_once_per_stream_sequence() {
     let row = db
         .client()
         .await
-        .query_one("SELECT reason, detail, payload FROM rejected_messages", &[])
+        .query_one(
+            "SELECT reason, detail, payload, headers, replayed_at IS NULL FROM rejected_messages",
+            &[],
+        )
         .await
         .expect("row");
     assert_eq!(row.get::<_, &str>(0), "invalid_json");
     assert_eq!(row.get::<_, &str>(1), "invalid JSON: EOF");
     assert_eq!(row.get::<_, &[u8]>(2), b"{\"trunc\0\xff");
+    assert_eq!(
+        row.get::<_, &str>(3),
+        "NATS/1.0 408 Request Timeout\nNats-Msg-Id: x"
+    );
+    assert!(row.get::<_, bool>(4), "not replayed");
 }
 
 #[tokio::test]

@@ -253,6 +253,52 @@ impl TestStream {
     }
 }
 
+impl TestStream {
+    /// Publishes `payload` with the header block `headers` (without its
+    /// closing blank line; `NATS/1.0 408 Request Timeout`, say) written by
+    /// hand on a raw TCP connection, as any client allowed to publish on
+    /// the subject can: no client library stands between the test and the
+    /// server. Returns once the server has read it (a PONG).
+    pub async fn publish_raw(&self, headers: &str, payload: &[u8]) {
+        let address = self
+            .url
+            .trim_start_matches("nats://")
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let mut socket = tokio::net::TcpStream::connect(&address)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach NATS at {address}: {e}"));
+        let mut info = vec![0u8; 4096];
+        let _ = socket.read(&mut info).await.expect("INFO");
+        let head = format!("{headers}\r\n\r\n");
+        let mut frame = format!(
+            "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true}}\r\n\
+             HPUB {} {} {}\r\n{head}",
+            self.subject,
+            head.len(),
+            head.len() + payload.len()
+        )
+        .into_bytes();
+        frame.extend_from_slice(payload);
+        frame.extend_from_slice(b"\r\nPING\r\n");
+        socket.write_all(&frame).await.expect("HPUB");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&answer).contains("PONG") {
+            let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf))
+                .await
+                .expect("the server answers within 5 s")
+                .expect("read");
+            assert!(n > 0, "the server closed the connection: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(!answer.contains("-ERR"), "the server refused the HPUB: {answer}");
+    }
+}
+
 impl Default for TestStream {
     fn default() -> Self {
         Self::new()
@@ -271,6 +317,8 @@ impl Drop for TestStream {
             runtime.block_on(async move {
                 let client = async_nats::connect(&url).await.ok()?;
                 let js = async_nats::jetstream::new(client);
+                // The service's stream of max-deliveries advisories, if it made one.
+                let _ = js.delete_stream(format!("{stream}_UNDELIVERABLE")).await;
                 js.delete_stream(&stream).await.ok()
             })
         })

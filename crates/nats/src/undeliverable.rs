@@ -1,0 +1,161 @@
+//! The messages the broker gave up on: after `max_deliver` deliveries that
+//! no replica settled, JetStream publishes a `MAX_DELIVERIES` advisory and
+//! stops delivering the message. A stream of our own captures those
+//! advisories, so none is lost while no replica runs, and a durable
+//! consumer on it hands each one over as the message it is about: read back
+//! from the orders stream by its sequence, through the JetStream API (its
+//! headers and payload as raw bytes, not parsed by the client, since a
+//! header block the client cannot parse is one way a message goes
+//! unsettled).
+
+use async_nats::jetstream;
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use orders_domain::{Message, MessageMeta, MessageSource, SourceError};
+use serde::Deserialize;
+
+use crate::setup::{JetStreamSettings, NatsError, StreamSettings};
+use crate::source::JetStreamSource;
+
+/// The advisories of `settings`' consumer, as a [`MessageSource`] of the
+/// messages they are about. Each message's acker settles its advisory.
+pub struct UndeliverableSource {
+    advisories: JetStreamSource,
+    js: jetstream::Context,
+    /// The orders stream the advisories are about.
+    stream: String,
+}
+
+impl std::fmt::Debug for UndeliverableSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UndeliverableSource")
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The subject JetStream publishes `settings`' consumer's max-deliveries
+/// advisories on.
+pub fn advisory_subject(settings: &JetStreamSettings) -> String {
+    format!(
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+        settings.stream.name, settings.durable
+    )
+}
+
+impl UndeliverableSource {
+    /// Ensures the advisory stream (`<stream>_UNDELIVERABLE`) and its
+    /// durable consumer exist, and starts pulling.
+    pub async fn open(
+        client: async_nats::Client,
+        settings: &JetStreamSettings,
+    ) -> Result<Self, NatsError> {
+        let advisories = JetStreamSettings {
+            stream: StreamSettings {
+                subject: advisory_subject(settings),
+                name: format!("{}_UNDELIVERABLE", settings.stream.name),
+                replicas: settings.stream.replicas,
+            },
+            // Recording is idempotent and fails only while the database
+            // is down: an advisory is tried until it is recorded.
+            max_deliver: -1,
+            ..settings.clone()
+        };
+        Ok(Self {
+            js: jetstream::new(client.clone()),
+            stream: settings.stream.name.clone(),
+            advisories: JetStreamSource::open(client, advisories).await?,
+        })
+    }
+
+    /// The message an advisory is about, with the advisory's acker.
+    async fn about(&self, advisory: Message) -> Message {
+        let Ok(event) = serde_json::from_slice::<MaxDeliveries>(&advisory.payload) else {
+            // Not the advisory we know: keep it as it came, to be recorded.
+            tracing::error!(payload = ?advisory.payload, "an advisory that does not read as MAX_DELIVERIES");
+            return advisory;
+        };
+        let (subject, headers, payload) = match self.fetch(event.stream_seq).await {
+            Ok(Some(found)) => found,
+            Ok(None) => (String::new(), None, Bytes::new()),
+            Err(err) => {
+                tracing::warn!(error = %err, seq = event.stream_seq, "reading an undeliverable message back");
+                (String::new(), None, Bytes::new())
+            }
+        };
+        Message {
+            payload,
+            meta: MessageMeta {
+                subject,
+                stream: self.stream.clone(),
+                stream_sequence: event.stream_seq,
+                delivered: event.deliveries,
+                headers,
+            },
+            acker: advisory.acker,
+        }
+    }
+
+    /// The message at `sequence` in the orders stream (`None` if it is no
+    /// longer there): subject, header block as text, payload.
+    async fn fetch(
+        &self,
+        sequence: u64,
+    ) -> Result<Option<(String, Option<String>, Bytes)>, async_nats::Error> {
+        let subject = format!("$JS.API.STREAM.MSG.GET.{}", self.stream);
+        let request = serde_json::json!({ "seq": sequence }).to_string();
+        let reply = self.js.client().request(subject, request.into()).await?;
+        let answer: GetAnswer = serde_json::from_slice(&reply.payload)?;
+        let Some(raw) = answer.message else {
+            return Ok(None);
+        };
+        let headers = match raw.hdrs {
+            Some(encoded) => Some(
+                String::from_utf8_lossy(&STANDARD.decode(encoded)?)
+                    .trim_end()
+                    .replace("\r\n", "\n"),
+            ),
+            None => None,
+        };
+        let payload = Bytes::from(STANDARD.decode(raw.data.unwrap_or_default())?);
+        Ok(Some((raw.subject, headers, payload)))
+    }
+}
+
+/// `io.nats.jetstream.advisory.v1.max_deliver`, the fields we use.
+#[derive(Deserialize)]
+struct MaxDeliveries {
+    stream_seq: u64,
+    deliveries: u64,
+}
+
+/// The JetStream API's answer to `STREAM.MSG.GET`.
+#[derive(Deserialize)]
+struct GetAnswer {
+    message: Option<RawMessage>,
+}
+
+#[derive(Deserialize)]
+struct RawMessage {
+    subject: String,
+    hdrs: Option<String>,
+    data: Option<String>,
+}
+
+#[async_trait]
+impl MessageSource for UndeliverableSource {
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        linger: std::time::Duration,
+    ) -> Result<Vec<Message>, SourceError> {
+        let advisories = self.advisories.next_batch(max, linger).await?;
+        let mut messages = Vec::with_capacity(advisories.len());
+        for advisory in advisories {
+            messages.push(self.about(advisory).await);
+        }
+        Ok(messages)
+    }
+}
