@@ -135,25 +135,26 @@ impl App {
         tracing::info!(%local_addr, "serving HTTP");
         let tasks = TaskTracker::new();
         let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-        let spawn_critical = |name: &'static str, task: tokio::task::JoinHandle<anyhow::Result<()>>| {
-            let shutdown = shutdown.clone();
-            let failure = Arc::clone(&failure);
-            tasks.spawn(async move {
-                let result = task.await;
-                if !shutdown.is_cancelled() {
-                    let why = match result {
-                        Ok(Ok(())) => format!("{name} stopped unexpectedly"),
-                        Ok(Err(err)) => format!("{name} failed: {err:#}"),
-                        Err(err) => format!("{name} failed: {err}"),
-                    };
-                    tracing::error!("{why}; shutting down");
-                    if let Ok(mut slot) = failure.lock() {
-                        slot.get_or_insert(why);
+        let spawn_critical =
+            |name: &'static str, task: tokio::task::JoinHandle<anyhow::Result<()>>| {
+                let shutdown = shutdown.clone();
+                let failure = Arc::clone(&failure);
+                tasks.spawn(async move {
+                    let result = task.await;
+                    if !shutdown.is_cancelled() {
+                        let why = match result {
+                            Ok(Ok(())) => format!("{name} stopped unexpectedly"),
+                            Ok(Err(err)) => format!("{name} failed: {err:#}"),
+                            Err(err) => format!("{name} failed: {err}"),
+                        };
+                        tracing::error!("{why}; shutting down");
+                        if let Ok(mut slot) = failure.lock() {
+                            slot.get_or_insert(why);
+                        }
+                        shutdown.cancel();
                     }
-                    shutdown.cancel();
-                }
-            });
-        };
+                });
+            };
 
         let http_settings = HttpSettings {
             shutdown_timeout: config.shutdown_timeout,

@@ -88,3 +88,40 @@ async fn an_unreachable_database_at_start_is_retried_and_logged_as_json() {
         .count();
     assert!(retries >= 2, "expected retries with backoff in\n{log}");
 }
+
+#[tokio::test]
+async fn a_stream_that_does_not_capture_the_subject_stops_the_start_with_the_reason() {
+    // A stream named like ours exists, but captures another subject: a
+    // configuration error that retrying cannot fix.
+    let stream = TestStream::new();
+    let mut other = stream.clone();
+    other.subject = format!("{}.elsewhere", stream.subject);
+    other.create().await;
+    let db = orders_testkit::TestDb::not_yet_created();
+    let mut child = tokio::process::Command::new(BIN)
+        .env("DATABASE_URL", &db.url)
+        .env("NATS_URL", &stream.url)
+        .env("NATS_SUBJECT", &stream.subject)
+        .env("NATS_STREAM", &stream.stream)
+        .env("NATS_DURABLE", &stream.durable)
+        .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits on its own within 30 s")
+        .expect("exit status");
+    let mut err = String::new();
+    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err)
+        .await
+        .expect("stderr");
+
+    assert!(!status.success(), "must exit non-zero");
+    assert!(err.contains("captures"), "{err}");
+    assert!(err.contains("NATS_SUBJECT"), "{err}");
+    drop(other);
+}

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use orders_testkit::{SAMPLE, eventually, get, http, order_json, sample_value};
+use orders_testkit::{SAMPLE, TestDb, TestStream, eventually, get, http, order_json, sample_value};
 use serde_json::Value;
 use support::{spawn_app, spawn_with};
 
@@ -266,4 +266,42 @@ async fn metrics_count_what_happened() {
     }
     assert!(text.contains("orders_db_pool_connections "), "{text}");
     app.stop().await.2.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_wildcard_subject_takes_orders_from_every_subject_it_matches() {
+    // Producers split by region: the service listens on `<base>.>`.
+    let base = TestStream::new();
+    let mut stream = base.clone();
+    stream.subject = format!("{}.>", base.subject);
+    let app = spawn_with(TestDb::not_yet_created(), stream, |c| c).await;
+
+    for (region, n) in [("eu", 1), ("us.west", 2)] {
+        app.js
+            .publish(
+                format!("{}.{region}", base.subject),
+                order_json(&format!("from-{}", region.replace('.', "-")), n).into(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("broker ack");
+    }
+    app.wait_stored(2).await;
+
+    for uid in ["from-eu", "from-us-west"] {
+        assert_eq!(
+            get(app.addr, &format!("/order?order_uid={uid}")).await.0,
+            200
+        );
+    }
+    let row = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM rejected_messages", &[])
+        .await
+        .expect("count");
+    assert_eq!(row.get::<_, i64>(0), 0);
+    drop(base);
 }

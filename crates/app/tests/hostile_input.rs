@@ -87,8 +87,65 @@ fn corpus() -> Vec<Case> {
         .expect("UTF-8")
         .replace("\"amount\":1,", "\"amount\":18446744073709551616,");
     assert!(huge_int.contains("18446744073709551616"));
+    let text = |uid: &str| String::from_utf8(order_json(uid, 1)).expect("UTF-8");
+    let twice_uid = text("dup-a").replacen('{', "{\"order_uid\":\"dup-b\",", 1);
+    let twice_amount = text("dup-amount").replacen("\"amount\":", "\"amount\":5,\"amount\":", 1);
+    let twice_sm_id = text("dup-sm").replacen("\"sm_id\":", "\"sm_id\":-5,\"sm_id\":", 1);
+    let mut many = order_value("many-bad", 1);
+    many.as_object_mut().expect("object").remove("date_created");
+    many["payment"]["amount"] = json!(748.14);
+    many["delivery"]["city"] = json!(42);
 
     vec![
+        case(
+            "order_uid twice",
+            twice_uid.into_bytes(),
+            "duplicate_key",
+            "duplicate key \"order_uid\"",
+        ),
+        case(
+            "payment.amount twice",
+            twice_amount.into_bytes(),
+            "duplicate_key",
+            "payment: duplicate key \"amount\"",
+        ),
+        case(
+            "sm_id twice, first negative",
+            twice_sm_id.into_bytes(),
+            "duplicate_key",
+            "duplicate key \"sm_id\"",
+        ),
+        case(
+            "several bad fields",
+            serde_json::to_vec(&many).expect("JSON"),
+            "invalid_field",
+            "delivery.city: expected a string, got a number; \
+             payment.amount: expected a whole number, got 748.14; date_created: missing",
+        ),
+        case(
+            "a letter between date and time",
+            with("dx", "date_created", json!("2021-11-26X06:22:19Z")),
+            "invalid_field",
+            "date_created: expected an RFC 3339 time",
+        ),
+        case(
+            "year 0000",
+            with("y0", "date_created", json!("0000-01-01T00:00:00Z")),
+            "invalid_field",
+            "date_created: year 0",
+        ),
+        case(
+            "a leap second",
+            with("ls", "date_created", json!("2016-12-31T23:59:60Z")),
+            "invalid_field",
+            "date_created: a leap second",
+        ),
+        case(
+            "an offset of 24 hours",
+            with("o24", "date_created", json!("2021-11-26T06:22:19+24:00")),
+            "invalid_field",
+            "date_created",
+        ),
         case(
             "truncated JSON",
             valid[..valid.len() / 2].to_vec(),
@@ -377,6 +434,191 @@ async fn every_malformed_message_is_rejected_with_its_reason_and_every_valid_one
     );
     assert!(!app.task.is_finished(), "the service stopped");
     assert_eq!(get(app.addr, "/readyz").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_go_producers_omitted_fields_are_defaulted_stored_served_and_counted() {
+    let app = support::spawn_app().await;
+    // The sample as Go's `omitempty` sends it: no "", no 0.
+    let mut sent = orders_testkit::sample_value();
+    sent["payment"]
+        .as_object_mut()
+        .expect("object")
+        .remove("request_id");
+    sent["payment"]
+        .as_object_mut()
+        .expect("object")
+        .remove("custom_fee");
+    sent.as_object_mut()
+        .expect("object")
+        .remove("internal_signature");
+
+    publish(&app, serde_json::to_vec(&sent).expect("JSON")).await;
+    app.wait_stored(1).await;
+
+    let (status, body) = get(app.addr, "/order?order_uid=b563feb7b2b84b6test").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).expect("JSON"),
+        orders_testkit::sample_value(),
+        "served with the fields filled in"
+    );
+    let metrics = String::from_utf8(get(app.addr, "/metrics").await.1).expect("UTF-8");
+    for field in [
+        "payment.request_id",
+        "payment.custom_fee",
+        "internal_signature",
+    ] {
+        let line = format!("orders_fields_defaulted_total{{field=\"{field}\"}} 1");
+        assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+    }
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM rejected_messages").await,
+        0
+    );
+}
+
+/// Status lines a publisher can forge in a message's headers.
+const FORGED: [&str; 10] = [
+    "NATS/1.0 408 Request Timeout",
+    "NATS/1.0 500 Internal Server Error",
+    "NATS/1.0 409 Consumer Deleted",
+    "NATS/1.0 404 No Messages",
+    "NATS/1.0 100 Idle Heartbeat",
+    "NATS/1.0 503",
+    "NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 1000",
+    "NATS/1.0 500",
+    "NATS/1.0 409 Exceeded MaxWaiting",
+    "NATS/1.0 409 Consumer is push based",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_status_lines_end_like_any_message_and_what_follows_is_stored_at_once() {
+    let app = support::spawn_app().await;
+
+    // Ten forged status lines, half on valid orders, half on garbage, then
+    // a valid order behind them.
+    for (n, forged) in FORGED.iter().enumerate() {
+        let payload = if n % 2 == 0 {
+            order_json(&format!("forged-{n}"), n as u64)
+        } else {
+            format!("forged-{n}").into_bytes()
+        };
+        app.stream.publish_raw(forged, &payload).await;
+    }
+    let published = Instant::now();
+    publish(&app, order_json("behind-the-forged", 99)).await;
+
+    let addr = app.addr;
+    eventually(
+        "the order behind them stored",
+        Duration::from_secs(2),
+        || async move { get(addr, "/order?order_uid=behind-the-forged").await.0 == 200 },
+    )
+    .await;
+    let took = published.elapsed();
+    app.wait_stored(6).await;
+    let db = &app.db;
+    eventually("5 rejected", Duration::from_secs(10), || async move {
+        db.count("SELECT count(*) FROM rejected_messages").await == 5
+    })
+    .await;
+
+    let client = app.db.client().await;
+    let rows = client
+        .query(
+            "SELECT reason, headers FROM rejected_messages ORDER BY stream_sequence",
+            &[],
+        )
+        .await
+        .expect("rows");
+    for (row, forged) in rows.iter().zip(FORGED.iter().skip(1).step_by(2)) {
+        assert_eq!(row.get::<_, &str>(0), "invalid_json");
+        let status_line = forged.lines().next().expect("a line");
+        let headers: &str = row.get(1);
+        assert!(
+            headers.starts_with(status_line),
+            "{headers:?} kept, not {status_line:?}"
+        );
+    }
+    assert_eq!(get(app.addr, "/readyz").await.0, 200);
+    let metrics = String::from_utf8(get(app.addr, "/metrics").await.1).expect("UTF-8");
+    assert!(
+        metrics.contains("orders_messages_received_total 11"),
+        "{metrics}"
+    );
+    eprintln!(
+        "the order behind ten forged status lines was stored {took:?} after it was published"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_client_cannot_read_ends_in_rejected_messages_as_undeliverable() {
+    let app = spawn_with(TestDb::not_yet_created(), TestStream::new(), |c| Config {
+        nats_max_deliver: 2,
+        nats_ack_wait: Duration::from_secs(1),
+        ..c
+    })
+    .await;
+    let before = publish(&app, order_json("before-the-unreadable", 1)).await;
+    // A status the client library cannot parse: it closes the connection
+    // on every delivery, so no replica ever settles this message.
+    let unreadable = order_json("unreadable", 2);
+    app.stream.publish_raw("NATS/1.0 abc", &unreadable).await;
+    let sequence = before + 1;
+    publish(&app, order_json("after-the-unreadable", 3)).await;
+
+    let db = &app.db;
+    eventually(
+        "the unreadable message recorded",
+        Duration::from_secs(60),
+        || async move {
+            db.count("SELECT count(*) FROM rejected_messages WHERE reason = 'undeliverable'")
+                .await
+                == 1
+        },
+    )
+    .await;
+    app.wait_stored(2).await;
+
+    let row = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT stream_sequence, payload, headers, detail, order_uid FROM rejected_messages",
+            &[],
+        )
+        .await
+        .expect("row");
+    assert_eq!(row.get::<_, i64>(0), sequence as i64);
+    assert_eq!(
+        row.get::<_, &[u8]>(1),
+        unreadable.as_slice(),
+        "the bytes as sent"
+    );
+    assert_eq!(row.get::<_, &str>(2), "NATS/1.0 abc");
+    assert!(row.get::<_, &str>(3).contains("gave up after 2 deliveries"));
+    assert_eq!(row.get::<_, &str>(4), "unreadable");
+    // The message delivered behind it went down with the connection too,
+    // but came back alone (pulled one at a time after a reconnect).
+    for uid in ["before-the-unreadable", "after-the-unreadable"] {
+        assert_eq!(
+            get(app.addr, &format!("/order?order_uid={uid}")).await.0,
+            200,
+            "{uid}"
+        );
+    }
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM rejected_messages").await,
+        1,
+        "only the unreadable message"
+    );
+    let metrics = String::from_utf8(get(app.addr, "/metrics").await.1).expect("UTF-8");
+    assert!(
+        metrics.contains("orders_messages_rejected_total{reason=\"undeliverable\"} 1"),
+        "{metrics}"
+    );
 }
 
 async fn publish(app: &support::TestApp, body: Vec<u8>) -> u64 {

@@ -10,5 +10,5 @@ pub use setup::{
     JetStreamSettings, NatsError, StreamSettings, check_urls, connect, connect_in_background,
     covers, ensure_consumer, ensure_stream,
 };
-pub use undeliverable::{UndeliverableSource, advisory_subject};
 pub use source::{JetStreamAcker, JetStreamSource};
+pub use undeliverable::{UndeliverableSource, advisory_subject};

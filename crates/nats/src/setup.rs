@@ -69,7 +69,9 @@ pub enum NatsError {
     Stream(String, #[source] async_nats::Error),
     /// The stream exists but does not capture the subject: a configuration
     /// error that retrying cannot fix.
-    #[error("stream {stream:?} captures {captures:?}, not {subject:?}: set NATS_STREAM to a stream that captures NATS_SUBJECT, or NATS_SUBJECT to a subject it captures")]
+    #[error(
+        "stream {stream:?} captures {captures:?}, not {subject:?}: set NATS_STREAM to a stream that captures NATS_SUBJECT, or NATS_SUBJECT to a subject it captures"
+    )]
     NotCaptured {
         stream: String,
         subject: String,

@@ -39,6 +39,14 @@ const PULL_EXPIRES: Duration = Duration::from_secs(30);
 /// instead of idling while the others work.
 const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// After a reconnect (or a lost pull), this many messages are pulled one at
+/// a time. A message whose headers the client library cannot parse closes
+/// the connection, and with it every message delivered behind it in the
+/// same burst; those come back together and would go down together again
+/// until all of them were given up. One at a time, such a message goes down
+/// alone.
+const CAREFUL_MESSAGES: u32 = 50;
+
 /// After this many faults in a row (missed heartbeats, a consumer the
 /// server says is gone), the stream and the consumer are looked up (or
 /// created) again: after a broker restart with a new store, the old
@@ -50,9 +58,12 @@ pub struct JetStreamSource {
     js: jetstream::Context,
     settings: JetStreamSettings,
     /// Where the server delivers what our pulls ask for. Kept across
-    /// reopening, so messages already delivered are never dropped.
+    /// reopening, so messages already delivered are never dropped; replaced
+    /// after a reconnect (see [`Self::notice_reconnect`]).
     inbox: String,
     deliveries: Subscriber,
+    /// Messages taken from a replaced inbox, to hand out first.
+    backlog: std::collections::VecDeque<async_nats::Message>,
     /// Whether the stream and consumer are known to exist.
     open: bool,
     /// Messages asked for by pulls the server still holds.
@@ -60,6 +71,11 @@ pub struct JetStreamSource {
     /// The last time anything arrived on the inbox.
     last_heard: Instant,
     faults_in_a_row: u32,
+    /// The client's connection count when last looked at: a change is a
+    /// reconnect.
+    connects: u64,
+    /// Messages still to be pulled one at a time (see [`CAREFUL_MESSAGES`]).
+    careful: u32,
 }
 
 impl std::fmt::Debug for JetStreamSource {
@@ -96,11 +112,15 @@ impl JetStreamSource {
             settings,
             inbox,
             deliveries,
+            backlog: std::collections::VecDeque::new(),
             open: false,
             requested: 0,
             last_heard: Instant::now(),
             faults_in_a_row: 0,
+            connects: 0,
+            careful: 0,
         };
+        source.connects = source.connects_now();
         source.reopen().await?;
         Ok(source)
     }
@@ -120,13 +140,53 @@ impl JetStreamSource {
         Ok(())
     }
 
-    /// Asks for more when fewer than half a pull's worth are still coming.
+    fn connects_now(&self) -> u64 {
+        self.js
+            .client()
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// After a reconnect, the next messages are pulled one at a time, into a
+    /// new inbox: the pulls sent before the reconnect still name the old one
+    /// (the server keeps them while the client resubscribes it) and would
+    /// deliver in bursts again. What the old inbox already holds is kept.
+    async fn notice_reconnect(&mut self) -> Result<(), SourceError> {
+        let connects = self.connects_now();
+        if connects == self.connects {
+            return Ok(());
+        }
+        self.connects = connects;
+        let client = self.js.client();
+        let inbox = client.new_inbox();
+        let fresh = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| SourceError(e.into()))?;
+        let mut old = std::mem::replace(&mut self.deliveries, fresh);
+        while let Some(Some(message)) = futures::FutureExt::now_or_never(old.next()) {
+            self.backlog.push_back(message);
+        }
+        if let Err(err) = old.unsubscribe().await {
+            tracing::debug!(error = %err, "unsubscribing the old inbox");
+        }
+        self.inbox = inbox;
+        self.requested = 0;
+        self.careful = CAREFUL_MESSAGES;
+        tracing::info!("reconnected to NATS: pulling one message at a time for a while");
+        Ok(())
+    }
+
+    /// Asks for more when fewer than half a pull's worth are still coming
+    /// (one at a time while careful).
     async fn pull_if_low(&mut self) -> Result<(), SourceError> {
-        if self.requested > PULL_BATCH / 2 {
+        let batch = if self.careful > 0 { 1 } else { PULL_BATCH };
+        if self.requested > batch / 2 {
             return Ok(());
         }
         let request = serde_json::json!({
-            "batch": PULL_BATCH,
+            "batch": batch,
             "expires": PULL_EXPIRES.as_nanos() as u64,
             "idle_heartbeat": PULL_HEARTBEAT.as_nanos() as u64,
         });
@@ -143,7 +203,7 @@ impl JetStreamSource {
             // A new pull: its heartbeats start now.
             self.last_heard = Instant::now();
         }
-        self.requested += PULL_BATCH;
+        self.requested += batch;
         Ok(())
     }
 
@@ -160,10 +220,14 @@ impl JetStreamSource {
                     return Err(self.fault(SourceError(err.into())).await);
                 }
             }
+            self.notice_reconnect().await?;
             self.pull_if_low().await?;
             let silence = self.last_heard + 2 * PULL_HEARTBEAT;
             let wait_until = deadline.map_or(silence, |d| d.min(silence));
-            let arrived = tokio::time::timeout_at(wait_until, self.deliveries.next()).await;
+            let arrived = match self.backlog.pop_front() {
+                Some(kept) => Ok(Some(kept)),
+                None => tokio::time::timeout_at(wait_until, self.deliveries.next()).await,
+            };
             let arrival = match arrived {
                 Ok(Some(raw)) => {
                     self.last_heard = Instant::now();
@@ -178,6 +242,7 @@ impl JetStreamSource {
                     // election, a restart). Ask again; after repeated
                     // silence, look the consumer up again too.
                     self.requested = 0;
+                    self.careful = CAREFUL_MESSAGES;
                     let err = SourceError("no heartbeat from the server: pulling again".into());
                     return Err(self.fault(err).await);
                 }
@@ -185,6 +250,7 @@ impl JetStreamSource {
             match arrival {
                 Arrival::Message(message) => {
                     self.requested = self.requested.saturating_sub(1);
+                    self.careful = self.careful.saturating_sub(1);
                     self.faults_in_a_row = 0;
                     return Ok(Some(*message));
                 }

@@ -266,7 +266,10 @@ async fn forged_status_lines_arrive_as_messages_and_nothing_behind_them_waits() 
         assert_eq!(message.payload.as_ref(), format!("forged-{n}").as_bytes());
         let headers = message.meta.headers.as_deref().expect("headers kept");
         let status_line = FORGED[n].lines().next().expect("a line");
-        assert!(headers.starts_with(status_line), "{headers:?} vs {status_line:?}");
+        assert!(
+            headers.starts_with(status_line),
+            "{headers:?} vs {status_line:?}"
+        );
     }
     assert_eq!(received[FORGED.len()].payload.as_ref(), b"after");
     assert_eq!(pending(&t).await, (0, 0));
@@ -284,7 +287,8 @@ async fn the_library_pull_stream_still_drops_a_forged_408() {
 
     let t = TestStream::new();
     let js = t.create().await;
-    t.publish_raw("NATS/1.0 408 Request Timeout", b"forged").await;
+    t.publish_raw("NATS/1.0 408 Request Timeout", b"forged")
+        .await;
     t.publish(&js, b"after".to_vec(), None).await;
     let stream = js.get_stream(&t.stream).await.expect("stream");
     let consumer = stream

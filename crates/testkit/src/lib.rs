@@ -291,11 +291,18 @@ impl TestStream {
                 .await
                 .expect("the server answers within 5 s")
                 .expect("read");
-            assert!(n > 0, "the server closed the connection: {}", String::from_utf8_lossy(&answer));
+            assert!(
+                n > 0,
+                "the server closed the connection: {}",
+                String::from_utf8_lossy(&answer)
+            );
             answer.extend_from_slice(&buf[..n]);
         }
         let answer = String::from_utf8_lossy(&answer);
-        assert!(!answer.contains("-ERR"), "the server refused the HPUB: {answer}");
+        assert!(
+            !answer.contains("-ERR"),
+            "the server refused the HPUB: {answer}"
+        );
     }
 }
 
