@@ -215,10 +215,10 @@ impl JetStreamSource {
         deadline: Option<Instant>,
     ) -> Result<Option<jetstream::Message>, SourceError> {
         loop {
-            if !self.open {
-                if let Err(err) = self.reopen().await {
-                    return Err(self.fault(SourceError(err.into())).await);
-                }
+            if !self.open
+                && let Err(err) = self.reopen().await
+            {
+                return Err(self.fault(SourceError(err.into())).await);
             }
             self.notice_reconnect().await?;
             self.pull_if_low().await?;
