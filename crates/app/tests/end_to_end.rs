@@ -305,3 +305,116 @@ async fn a_wildcard_subject_takes_orders_from_every_subject_it_matches() {
     assert_eq!(row.get::<_, i64>(0), 0);
     drop(base);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_publishes_chosen_rejections_again_and_marks_them_never_deleting() {
+    use orders_publisher::replay::{ReplayArgs, run};
+
+    let app = spawn_app().await;
+    // Rows as an older version left them: the sample as a Go producer
+    // sends it (rejected then, an order now), and garbage (still rejected).
+    let mut go = sample_value();
+    go["payment"]
+        .as_object_mut()
+        .expect("object")
+        .remove("request_id");
+    let go = serde_json::to_vec(&go).expect("JSON");
+    let client = app.db.client().await;
+    for (sequence, payload) in [(9_001i64, go.as_slice()), (9_002, b"{garbage".as_slice())] {
+        client
+            .execute(
+                "INSERT INTO rejected_messages (reason, detail, subject, stream, stream_sequence, payload) \
+                 VALUES ('invalid_field', 'payment.request_id: missing', $1, 'OLD', $2, $3)",
+                &[&app.stream.subject, &sequence, &payload],
+            )
+            .await
+            .expect("old rows");
+    }
+    let args = ReplayArgs {
+        ids: Vec::new(),
+        reason: Some(orders_domain::RejectReason::InvalidField),
+        since: None,
+        until: None,
+        again: false,
+        dry_run: true,
+        database_url: app.db.url.clone(),
+    };
+
+    // A dry run publishes and marks nothing.
+    run(&args, &app.stream.url, &app.stream.subject)
+        .await
+        .expect("dry run");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.db.count("SELECT count(*) FROM order_info").await, 0);
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM rejected_messages WHERE replayed_at IS NOT NULL")
+            .await,
+        0
+    );
+
+    // The replay: the Go order is stored, the garbage rejected again (a new
+    // row), both old rows marked, none deleted.
+    run(
+        &ReplayArgs {
+            dry_run: false,
+            ..args.clone()
+        },
+        &app.stream.url,
+        &app.stream.subject,
+    )
+    .await
+    .expect("replay");
+    app.wait_stored(1).await;
+    let db = &app.db;
+    eventually(
+        "the garbage rejected again",
+        Duration::from_secs(10),
+        || async move { db.count("SELECT count(*) FROM rejected_messages").await == 3 },
+    )
+    .await;
+    assert_eq!(
+        get(app.addr, &format!("/order?order_uid={SAMPLE_UID}"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM rejected_messages WHERE stream = 'OLD' AND replayed_at IS NOT NULL")
+            .await,
+        2
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM rejected_messages WHERE stream <> 'OLD' AND reason = 'invalid_json'")
+            .await,
+        1
+    );
+
+    // Replayed rows are left out next time, unless asked for again.
+    let again = |again| ReplayArgs {
+        dry_run: false,
+        again,
+        reason: None,
+        ids: vec![1, 2],
+        ..args.clone()
+    };
+    run(&again(false), &app.stream.url, &app.stream.subject)
+        .await
+        .expect("nothing left");
+    run(&again(true), &app.stream.url, &app.stream.subject)
+        .await
+        .expect("again");
+    eventually(
+        "the garbage rejected a third time",
+        Duration::from_secs(10),
+        || async move { db.count("SELECT count(*) FROM rejected_messages").await == 4 },
+    )
+    .await;
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM order_info").await,
+        1,
+        "a duplicate, not a copy"
+    );
+}

@@ -11,6 +11,7 @@ mod columns;
 mod connect;
 pub mod copy;
 mod errors;
+pub mod replay;
 mod repository;
 pub mod rows;
 pub mod schema;

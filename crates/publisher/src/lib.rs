@@ -2,6 +2,8 @@
 //! items and totals that add up, repeatable from a seed; and malformed ones
 //! of many kinds, to watch the service reject them.
 
+pub mod replay;
+
 use std::sync::LazyLock;
 
 use serde_json::{Value, json};

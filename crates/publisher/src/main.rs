@@ -20,10 +20,14 @@ use orders_domain::Order;
 use orders_nats::StreamSettings;
 use orders_publisher::{SplitMix64, invalid, order};
 
-/// Publishes orders to the order service's stream: one file, or generated ones.
+/// Publishes orders to the order service's stream: one file, or generated
+/// ones; or (`replay`) messages the service rejected, again.
 #[derive(Debug, Parser)]
 #[command(name = "order-publisher", version, about, long_about = None)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// The order to publish (JSON, like fixtures/model.json). Ignored with --count.
     #[arg(long, default_value = "fixtures/model.json")]
     file: PathBuf,
@@ -54,11 +58,17 @@ struct Args {
     quiet: bool,
 
     /// NATS server(s), comma-separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
     nats_url: String,
 
-    /// Subject orders are published on.
-    #[arg(long, env = "NATS_SUBJECT", default_value = "orders")]
+    /// Subject orders are published on (a concrete one: the service may
+    /// listen on a wildcard such as orders.>, a publisher sends on orders.eu).
+    #[arg(long, env = "NATS_SUBJECT", default_value = "orders", global = true)]
     nats_subject: String,
 
     /// Stream that captures the subject (created if missing).
@@ -68,6 +78,14 @@ struct Args {
     /// Stream replicas, if this tool creates the stream.
     #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1)]
     nats_stream_replicas: usize,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Publishes rows of rejected_messages again (each with a fresh
+    /// Nats-Msg-Id) and marks them replayed; rows are never deleted. Rows
+    /// replayed before are left out unless --again.
+    Replay(orders_publisher::replay::ReplayArgs),
 }
 
 fn ratio(raw: &str) -> Result<f64, String> {
@@ -99,6 +117,14 @@ const IN_FLIGHT: usize = 512;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Replay(replay)) = &args.command {
+        return orders_publisher::replay::run(replay, &args.nats_url, &args.nats_subject).await;
+    }
+    anyhow::ensure!(
+        !args.nats_subject.contains(['*', '>']),
+        "NATS_SUBJECT {:?} is a wildcard: publish on a subject it matches (--nats-subject orders.eu)",
+        args.nats_subject
+    );
     let client = orders_nats::connect(&args.nats_url, "order-publisher").await?;
     let js = jetstream::new(client.clone());
     let settings = StreamSettings {

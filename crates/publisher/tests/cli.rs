@@ -96,3 +96,44 @@ async fn an_invalid_file_is_refused_unless_allowed() {
     assert_eq!(messages_in(&stream).await, 1);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn replay_refuses_to_choose_everything_and_names_the_reasons() {
+    let stream = TestStream::new();
+
+    let nothing_chosen = publisher(&stream).arg("replay").output().expect("runs");
+    let bad_reason = publisher(&stream)
+        .args(["replay", "--reason", "nope"])
+        .output()
+        .expect("runs");
+    let help = publisher(&stream)
+        .args(["replay", "--help"])
+        .output()
+        .expect("runs");
+
+    assert!(!nothing_chosen.status.success());
+    assert!(
+        String::from_utf8_lossy(&nothing_chosen.stderr).contains("say which rows to replay"),
+        "{}",
+        String::from_utf8_lossy(&nothing_chosen.stderr)
+    );
+    assert!(!bad_reason.status.success());
+    assert!(String::from_utf8_lossy(&bad_reason.stderr).contains("undeliverable"));
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--id", "--reason", "--since", "--until", "--again", "--dry-run", "DATABASE_URL"] {
+        assert!(help.contains(flag), "replay --help lacks {flag}");
+    }
+}
+
+#[test]
+fn a_wildcard_subject_is_refused_for_publishing() {
+    let stream = TestStream::new();
+
+    let out = publisher(&stream)
+        .env("NATS_SUBJECT", "orders.>")
+        .output()
+        .expect("runs");
+
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a wildcard"));
+}
