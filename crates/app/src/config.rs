@@ -82,6 +82,12 @@ pub struct Config {
           value_parser = count(1, 10_000))]
     pub ingest_batch_size: usize,
 
+    /// Most batches being stored at once: the next batch is pulled, parsed
+    /// and inserted while the last one commits. 1 stores one batch at a time.
+    #[arg(long, env = "INGEST_IN_FLIGHT", default_value_t = 2,
+          value_parser = count(1, 16))]
+    pub ingest_in_flight: usize,
+
     /// Longest wait for more messages to fill a batch once one has arrived
     /// (e.g. 5ms); the latency a lone message may gain.
     #[arg(long, env = "INGEST_LINGER", default_value = "5ms", value_parser = duration)]
@@ -234,6 +240,7 @@ mod tests {
         assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(c.max_order_bytes, 1024 * 1024);
         assert_eq!(c.ingest_batch_size, 500);
+        assert_eq!(c.ingest_in_flight, 2);
         assert_eq!(c.ingest_linger, Duration::from_millis(5));
         assert_eq!(c.log_format, LogFormat::Pretty);
     }
@@ -304,6 +311,7 @@ mod tests {
             "SHUTDOWN_TIMEOUT",
             "MAX_ORDER_BYTES",
             "INGEST_BATCH_SIZE",
+            "INGEST_IN_FLIGHT",
             "INGEST_LINGER",
             "RUST_LOG",
             "LOG_FORMAT",

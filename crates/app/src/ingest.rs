@@ -1,12 +1,14 @@
-//! The ingest loop: pull a batch, hand it to the core, repeat; after a
-//! transient fault, stop pulling until the health watcher sees the database
-//! answer again.
+//! The ingest loop: pull a batch, hand it to the core, pull the next while
+//! it is being stored (a few batches in flight, each acked after its own
+//! commit); after a transient fault, stop pulling until the health watcher
+//! sees the database answer again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orders_domain::{IngestOutcome, MessageSource, OrderService, error_chain};
 use orders_metrics::Metrics;
+use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
@@ -27,10 +29,17 @@ pub struct IngestSettings {
     pub batch_size: usize,
     /// Longest wait for more messages once one has arrived.
     pub linger: Duration,
+    /// Most batches being stored at once. With one, the next pull waits for
+    /// the last commit; with two, it overlaps it, and the database works
+    /// while the service parses. Each batch is its own transaction and its
+    /// messages are acked after its own commit, so order across batches
+    /// does not matter: the unique index serializes two batches that hold
+    /// the same uid.
+    pub in_flight: usize,
 }
 
 /// Runs until `shutdown` is cancelled or the source closes. The token is
-/// checked only between batches: messages in hand are always finished and
+/// checked only between batches: batches in hand are always finished and
 /// settled. (A batch still being gathered when shutdown comes is dropped
 /// unacked, so the broker redelivers it: nothing is lost.)
 pub async fn run_ingest(
@@ -42,7 +51,27 @@ pub async fn run_ingest(
     settings: IngestSettings,
     shutdown: CancellationToken,
 ) {
+    // Each batch reports whether it met a transient fault; it has already
+    // counted itself in the metrics and told the health watcher.
+    let mut storing: JoinSet<bool> = JoinSet::new();
     loop {
+        let mut fault = false;
+        while let Some(done) = storing.try_join_next() {
+            fault |= met_fault(done);
+        }
+        if storing.len() >= settings.in_flight.max(1)
+            && let Some(done) = storing.join_next().await
+        {
+            fault |= met_fault(done);
+        }
+        if fault {
+            // The batches still in flight finish by themselves; no new one
+            // starts until the database answers (no storm of naks).
+            health.database_up(&shutdown).await;
+            if !shutdown.is_cancelled() {
+                tracing::info!("the database answers again; resuming ingest");
+            }
+        }
         let next = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
@@ -54,25 +83,30 @@ pub async fn run_ingest(
                 break;
             }
             Ok(batch) => {
-                let started = Instant::now();
-                let ingested = match feed {
-                    Feed::Orders => service.ingest(batch).await,
-                    Feed::Undeliverable => service.undeliverable(batch).await,
-                };
-                let elapsed = started.elapsed();
-                for one in &ingested {
-                    metrics.record_ingest(one, elapsed);
-                }
-                if ingested
-                    .iter()
-                    .any(|i| matches!(i.outcome, IngestOutcome::Retry(_)))
-                {
-                    health.database_failed();
-                    health.database_up(&shutdown).await;
-                    if !shutdown.is_cancelled() {
-                        tracing::info!("the database answers again; resuming ingest");
+                let (service, health, metrics) = (
+                    Arc::clone(&service),
+                    Arc::clone(&health),
+                    Arc::clone(&metrics),
+                );
+                storing.spawn(async move {
+                    let started = Instant::now();
+                    let ingested = match feed {
+                        Feed::Orders => service.ingest(batch).await,
+                        Feed::Undeliverable => service.undeliverable(batch).await,
+                    };
+                    let elapsed = started.elapsed();
+                    // Counted as soon as settled, not when the loop next looks.
+                    for one in &ingested {
+                        metrics.record_ingest(one, elapsed);
                     }
-                }
+                    let fault = ingested
+                        .iter()
+                        .any(|i| matches!(i.outcome, IngestOutcome::Retry(_)));
+                    if fault {
+                        health.database_failed();
+                    }
+                    fault
+                });
             }
             Err(err) => {
                 // The source pauses and reconnects by itself.
@@ -80,7 +114,20 @@ pub async fn run_ingest(
             }
         }
     }
+    while let Some(done) = storing.join_next().await {
+        met_fault(done);
+    }
     tracing::info!(?feed, "ingest stopped");
+}
+
+/// Whether a finished batch met a transient fault.
+fn met_fault(done: Result<bool, JoinError>) -> bool {
+    done.unwrap_or_else(|err| {
+        // A bug, not a fault of the database: the batch's messages are not
+        // settled and come back after the ack wait.
+        tracing::error!(error = %err, "storing a batch panicked");
+        false
+    })
 }
 
 #[cfg(test)]
@@ -97,6 +144,7 @@ mod tests {
     const SETTINGS: IngestSettings = IngestSettings {
         batch_size: 100,
         linger: Duration::from_millis(1),
+        in_flight: 2,
     };
 
     fn message(acker: MockAcker) -> Message {
@@ -186,7 +234,13 @@ mod tests {
             Box::new(source),
             Arc::clone(&health),
             Arc::clone(&metrics),
-            SETTINGS,
+            // One batch at a time, so the next pull is the first after the
+            // fault was seen (with more in flight, batches already pulled
+            // finish by themselves; none starts before the database answers).
+            IngestSettings {
+                in_flight: 1,
+                ..SETTINGS
+            },
             shutdown,
         )
         .await;
@@ -195,6 +249,148 @@ mod tests {
         let text = metrics.encode();
         assert!(text.contains("orders_messages_retried_total 1"), "{text}");
         assert!(text.contains("orders_messages_stored_total 1"), "{text}");
+    }
+
+    /// A repository whose saves each wait until another has started:
+    /// only batches stored at the same time get through. (mockall holds a
+    /// lock while a mocked method runs, so two calls cannot overlap there.)
+    struct Overlapping {
+        both_saving: tokio::sync::Barrier,
+        committed: Arc<AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl OrderRepository for Overlapping {
+        async fn save(
+            &self,
+            orders: &[orders_domain::Order],
+        ) -> Result<Vec<SaveOutcome>, RepositoryError> {
+            self.both_saving.wait().await;
+            self.committed.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![SaveOutcome::Stored; orders.len()])
+        }
+        async fn find(
+            &self,
+            _: &orders_domain::OrderUid,
+        ) -> Result<Option<orders_domain::Order>, RepositoryError> {
+            unreachable!("not looked up")
+        }
+        fn load_recent(&self, _: usize) -> orders_domain::OrderChunks {
+            unreachable!("not warmed")
+        }
+        async fn list_recent(
+            &self,
+            _: usize,
+            _: Option<orders_domain::OrderCursor>,
+        ) -> Result<Vec<orders_domain::OrderSummary>, RepositoryError> {
+            unreachable!("not listed")
+        }
+        async fn record_rejection(
+            &self,
+            _: &orders_domain::Rejection,
+        ) -> Result<(), RepositoryError> {
+            unreachable!("nothing rejected")
+        }
+        async fn ping(&self) -> Result<(), RepositoryError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn two_batches_are_stored_at_once_and_each_is_acked_after_its_own_commit() {
+        let committed = Arc::new(AtomicUsize::new(0));
+        let repo = Overlapping {
+            both_saving: tokio::sync::Barrier::new(2),
+            committed: Arc::clone(&committed),
+        };
+        let shutdown = CancellationToken::new();
+        let mut source = MockMessageSource::new();
+        let mut pulls = 0;
+        let stop = shutdown.clone();
+        source.expect_next_batch().returning(move |_, _| {
+            pulls += 1;
+            if pulls > 2 {
+                stop.cancel();
+                return Ok(Vec::new());
+            }
+            let mut acker = MockAcker::new();
+            let seen = Arc::clone(&committed);
+            acker.expect_ack().times(1).returning(move || {
+                assert!(seen.load(Ordering::SeqCst) >= 1, "acked before a commit");
+                Ok(())
+            });
+            Ok(vec![message(acker)])
+        });
+
+        let metrics = Arc::new(Metrics::new());
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            run_ingest(
+                Feed::Orders,
+                service(Arc::new(repo)),
+                Box::new(source),
+                Arc::new(Health::new()),
+                Arc::clone(&metrics),
+                SETTINGS,
+                shutdown,
+            ),
+        )
+        .await
+        .expect("both batches were stored at once");
+
+        assert!(
+            metrics.encode().contains("orders_messages_stored_total 2"),
+            "{}",
+            metrics.encode()
+        );
+    }
+
+    /// One batch, then nothing ever again.
+    struct OneBatch(Option<Vec<Message>>);
+
+    #[async_trait::async_trait]
+    impl MessageSource for OneBatch {
+        async fn next_batch(
+            &mut self,
+            _: usize,
+            _: Duration,
+        ) -> Result<Vec<Message>, orders_domain::SourceError> {
+            match self.0.take() {
+                Some(batch) => Ok(batch),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stored_batch_is_counted_while_the_loop_waits_for_the_next() {
+        let mut repo = MockOrderRepository::new();
+        repo.expect_save()
+            .returning(|_| Ok(vec![SaveOutcome::Stored]));
+        let mut acker = MockAcker::new();
+        acker.expect_ack().times(1).returning(|| Ok(()));
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(run_ingest(
+            Feed::Orders,
+            service(Arc::new(repo)),
+            Box::new(OneBatch(Some(vec![message(acker)]))),
+            Arc::new(Health::new()),
+            Arc::clone(&metrics),
+            SETTINGS,
+            shutdown.clone(),
+        ));
+
+        let counted = tokio::time::timeout(Duration::from_secs(5), async {
+            while !metrics.encode().contains("orders_messages_stored_total 1") {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+
+        shutdown.cancel();
+        running.await.expect("stops");
+        assert!(counted.is_ok(), "{}", metrics.encode());
     }
 
     #[tokio::test]

@@ -299,6 +299,7 @@ async fn prepare_then_ingest(
         IngestSettings {
             batch_size: config.ingest_batch_size,
             linger: config.ingest_linger,
+            in_flight: config.ingest_in_flight,
         },
         shutdown.clone(),
     );
@@ -311,6 +312,7 @@ async fn prepare_then_ingest(
         IngestSettings {
             batch_size: 100,
             linger: Duration::ZERO,
+            in_flight: 1,
         },
         shutdown,
     );

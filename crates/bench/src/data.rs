@@ -181,13 +181,14 @@ pub async fn repository_alone(
     orders: &[serde_json::Value],
     batch: usize,
     in_flight: usize,
+    method: orders_postgres::InsertMethod,
 ) -> anyhow::Result<(f64, String)> {
     use futures::StreamExt as _;
     use orders_domain::OrderRepository as _;
 
     let parsed = parse_all(orders)?;
     let pool = orders_postgres::connect_pool(&db.url, orders_postgres::PoolSettings::default())?;
-    let repository = orders_postgres::PgOrderRepository::new(pool);
+    let repository = orders_postgres::PgOrderRepository::with_insert(pool, method);
     repository.ping().await?;
     let cpu = crate::probe::Cpu::now();
     let started = Instant::now();

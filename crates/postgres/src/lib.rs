@@ -17,4 +17,4 @@ pub mod rows;
 pub mod schema;
 
 pub use connect::{ConnectError, PoolSettings, check_url, connect_pool, ensure_database, migrate};
-pub use repository::PgOrderRepository;
+pub use repository::{InsertMethod, PgOrderRepository};

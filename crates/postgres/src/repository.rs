@@ -65,6 +65,50 @@ static INSERT_ORDERS: LazyLock<String> = LazyLock::new(|| {
     sql
 });
 
+/// The staging tables binary COPY fills, one per table, private to the
+/// connection and emptied at each commit.
+static CREATE_STAGING: LazyLock<String> = LazyLock::new(|| {
+    TABLES
+        .iter()
+        .map(|t| {
+            format!(
+                "CREATE TEMP TABLE IF NOT EXISTS stage_{0} (LIKE {0} INCLUDING DEFAULTS) \
+                 ON COMMIT DELETE ROWS;",
+                t.name
+            )
+        })
+        .collect()
+});
+
+/// [`INSERT_ORDERS`] from the staging tables instead of arrays.
+static INSERT_STAGED: LazyLock<String> = LazyLock::new(|| {
+    let select = |t: &crate::schema::Table| {
+        t.columns
+            .iter()
+            .map(|c| format!("s.{}", c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let [info, parts @ ..] = TABLES;
+    let mut sql = format!(
+        "WITH info AS (INSERT INTO {0} ({1}) SELECT {2} FROM stage_{0} s \
+         ON CONFLICT (order_uid) DO NOTHING RETURNING order_uid)",
+        info.name,
+        info.column_list(),
+        select(info)
+    );
+    for (n, part) in parts.iter().enumerate() {
+        sql.push_str(&format!(
+            ", t{n} AS (INSERT INTO {0} ({1}) SELECT {2} FROM stage_{0} s JOIN info USING (order_uid))",
+            part.name,
+            part.column_list(),
+            select(part),
+        ));
+    }
+    sql.push_str(" SELECT order_uid FROM info");
+    sql
+});
+
 /// An order's own columns from `order_info`, `delivery` and `payment`,
 /// named like its fields, over the aliases `o`, `d` and `p`.
 static ORDER_FIELDS: LazyLock<String> = LazyLock::new(|| {
@@ -130,11 +174,24 @@ INSERT INTO rejected_messages (reason, detail, order_uid, subject, stream, strea
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT ON CONSTRAINT rejected_once DO NOTHING";
 
+/// How a batch's rows reach the tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InsertMethod {
+    /// One statement: every column as an array, `UNNEST`ed into the four
+    /// tables in data-modifying CTEs. One round trip.
+    #[default]
+    Unnest,
+    /// Binary COPY into staging tables, then one `INSERT ... SELECT ... ON
+    /// CONFLICT` from them, in one transaction.
+    CopyStaging,
+}
+
 /// [`OrderRepository`] over a deadpool-postgres pool. Statements are
 /// prepared once per connection and cached by the pool's client wrapper.
 #[derive(Clone)]
 pub struct PgOrderRepository {
     pool: Pool,
+    insert: InsertMethod,
 }
 
 impl std::fmt::Debug for PgOrderRepository {
@@ -147,7 +204,12 @@ impl std::fmt::Debug for PgOrderRepository {
 
 impl PgOrderRepository {
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self::with_insert(pool, InsertMethod::default())
+    }
+
+    /// Inserting batches by `insert` (the bench measures both).
+    pub fn with_insert(pool: Pool, insert: InsertMethod) -> Self {
+        Self { pool, insert }
     }
 
     pub fn pool(&self) -> &Pool {
@@ -178,21 +240,61 @@ async fn insert(
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
+/// Runs the batch insert for `orders` (distinct uids) by binary COPY into
+/// the staging tables, inside `tx`.
+async fn insert_copy(
+    tx: &deadpool_postgres::Transaction<'_>,
+    orders: &[&Order],
+) -> Result<HashSet<String>, tokio_postgres::Error> {
+    tx.batch_execute(&CREATE_STAGING).await?;
+    let data = crate::copy::CopyData::of(orders.iter().copied()).unwrap_or_else(|mismatch| {
+        // The order's shape and schema.rs disagree: a build that cannot
+        // have passed its tests.
+        panic!("{mismatch}")
+    });
+    for (table, _, bytes) in data.into_parts() {
+        let statement = format!(
+            "COPY stage_{} ({}) FROM STDIN (FORMAT binary)",
+            table.name,
+            table.column_list()
+        );
+        let sink = tx.copy_in(&statement).await?;
+        futures::pin_mut!(sink);
+        sink.send(bytes).await?;
+        sink.finish().await?;
+    }
+    let statement = tx.prepare_cached(&INSERT_STAGED).await?;
+    let rows = tx.query(&statement, &[]).await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Inserts `orders` by `method` inside `tx`.
+async fn insert_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    orders: &[&Order],
+    method: InsertMethod,
+) -> Result<HashSet<String>, tokio_postgres::Error> {
+    match method {
+        InsertMethod::Unnest => insert(tx, orders).await,
+        InsertMethod::CopyStaging => insert_copy(tx, orders).await,
+    }
+}
+
 /// Inserts what the database takes of `orders` inside `tx`, finding the
 /// orders it refuses by halves: each attempt runs under a savepoint, so a
 /// refused attempt leaves nothing behind, and a batch with one bad order
 /// costs about 2 log2(n) statements, the good orders still stored in large
-/// inserts. `offset` is the place of `orders[0]` in the whole batch.
+/// inserts.
 async fn insert_isolating(
     tx: &mut deadpool_postgres::Transaction<'_>,
     orders: &[&Order],
-    offset: usize,
+    method: InsertMethod,
     inserted: &mut Inserted,
 ) -> Result<(), RepositoryError> {
-    let mut pending = vec![(offset, orders)];
+    let mut pending = vec![(0, orders)];
     while let Some((at, part)) = pending.pop() {
         let savepoint = tx.savepoint("isolate").await.map_err(from_pg)?;
-        match insert(&savepoint, part).await.map_err(from_pg) {
+        match insert_in(&savepoint, part, method).await.map_err(from_pg) {
             Ok(stored) => {
                 savepoint.commit().await.map_err(from_pg)?;
                 inserted.stored.extend(stored);
@@ -294,10 +396,19 @@ impl OrderRepository for PgOrderRepository {
         }
 
         let mut client = self.client().await?;
-        // The common case in one statement (its own transaction); only if
-        // the database refuses some order, the batch again under savepoints
-        // to find which.
-        let inserted = match insert(&client, &firsts).await.map_err(from_pg) {
+        // The common case in one transaction; only if the database refuses
+        // some order, the batch again under savepoints to find which.
+        let first_try = match self.insert {
+            InsertMethod::Unnest => insert(&client, &firsts).await,
+            InsertMethod::CopyStaging => {
+                let tx = client.transaction().await.map_err(from_pg)?;
+                match insert_copy(&tx, &firsts).await {
+                    Ok(stored) => tx.commit().await.map(|()| stored),
+                    Err(err) => Err(err),
+                }
+            }
+        };
+        let inserted = match first_try.map_err(from_pg) {
             Ok(stored) => Inserted {
                 stored,
                 refused: HashMap::new(),
@@ -306,7 +417,7 @@ impl OrderRepository for PgOrderRepository {
                 tracing::warn!(%why, "the database refused an order of the batch; finding which");
                 let mut inserted = Inserted::default();
                 let mut tx = client.transaction().await.map_err(from_pg)?;
-                insert_isolating(&mut tx, &firsts, 0, &mut inserted).await?;
+                insert_isolating(&mut tx, &firsts, self.insert, &mut inserted).await?;
                 tx.commit().await.map_err(from_pg)?;
                 inserted
             }

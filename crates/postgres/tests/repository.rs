@@ -511,3 +511,57 @@ async fn warm_up_while_orders_are_committed_never_sees_an_order_without_its_item
     writer.await.expect("writer");
     assert!(loads > 1, "the writer finished before a second load");
 }
+
+#[tokio::test]
+async fn both_insert_methods_store_judge_and_refuse_alike() {
+    use orders_postgres::InsertMethod;
+
+    for method in [InsertMethod::Unnest, InsertMethod::CopyStaging] {
+        let db = TestDb::new().await;
+        migrate(&db.url).await.expect("migrations");
+        let pool = connect_pool(&db.url, PoolSettings::default()).expect("pool");
+        let repo = PgOrderRepository::with_insert(pool, method);
+        refuse_items_named(&db, "forbidden").await;
+        save_one(&repo, &numbered("a", 1)).await;
+        let mut refused = numbered("r", 7);
+        refused.items[0].name = "forbidden".into();
+        let mut two_items = numbered("two", 8);
+        two_items.items.push(two_items.items[0].clone());
+        let batch = [
+            numbered("b", 2),
+            numbered("a", 1),
+            numbered("a", 99),
+            refused,
+            two_items.clone(),
+            numbered("b", 2),
+        ];
+
+        let outcomes = repo.save(&batch).await.expect("batch");
+
+        use SaveOutcome::*;
+        assert_eq!(outcomes[..3], [Stored, Duplicate, Conflict], "{method:?}");
+        assert!(
+            matches!(outcomes[3], Refused(_)),
+            "{method:?}: {:?}",
+            outcomes[3]
+        );
+        assert_eq!(outcomes[4..], [Stored, Duplicate], "{method:?}");
+        assert_eq!(rows_per_table(&db, "r").await, [0, 0, 0, 0], "{method:?}");
+        assert_eq!(
+            repo.find(&two_items.order_uid).await.expect("find"),
+            Some(two_items),
+            "{method:?}"
+        );
+        // Staging rows do not outlive their transaction.
+        assert_eq!(
+            save_one(&repo, &numbered("c", 3)).await,
+            Stored,
+            "{method:?}"
+        );
+        assert_eq!(
+            db.count("SELECT count(*) FROM order_info").await,
+            4,
+            "{method:?}"
+        );
+    }
+}

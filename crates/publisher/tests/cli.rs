@@ -120,7 +120,15 @@ fn replay_refuses_to_choose_everything_and_names_the_reasons() {
     assert!(!bad_reason.status.success());
     assert!(String::from_utf8_lossy(&bad_reason.stderr).contains("undeliverable"));
     let help = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--id", "--reason", "--since", "--until", "--again", "--dry-run", "DATABASE_URL"] {
+    for flag in [
+        "--id",
+        "--reason",
+        "--since",
+        "--until",
+        "--again",
+        "--dry-run",
+        "DATABASE_URL",
+    ] {
         assert!(help.contains(flag), "replay --help lacks {flag}");
     }
 }
