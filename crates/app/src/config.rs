@@ -12,7 +12,11 @@ use clap::{Parser, ValueEnum};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "order-service", version, about, long_about = None)]
 pub struct Config {
-    /// PostgreSQL URL. The database is created if missing and migrated at start.
+    /// PostgreSQL URL of the primary. It may name several hosts
+    /// (postgres://u@h1:5432,h2:5432/orders): the service connects only to
+    /// the one that takes writes, so after a fail-over it finds the new
+    /// primary by itself. The database is created if missing and migrated
+    /// at start.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -261,6 +265,11 @@ mod tests {
                 "--database-url",
                 "postgres://x:y:z@",
                 "invalid PostgreSQL URL",
+            ),
+            (
+                "--database-url",
+                "postgres://u@h1,h2/orders?target_session_attrs=read-only",
+                "refuses writes",
             ),
             ("--cache-capacity", "0", "0"),
             ("--ingest-batch-size", "0", "0"),

@@ -1,0 +1,100 @@
+//! PgOrderRepository across servers: a URL naming several hosts, a primary
+//! that turns read-only under the pool, a standby. Each test runs
+//! throwaway clusters of its own (`PgServer`), so it may reconfigure them.
+
+use orders_domain::{Order, OrderRepository, SaveOutcome};
+use orders_postgres::{PgOrderRepository, PoolSettings, connect_pool, ensure_database, migrate};
+use orders_testkit::servers::PgServer;
+use orders_testkit::{SAMPLE, order_json};
+
+fn sample() -> Order {
+    Order::parse(SAMPLE).expect("sample is valid")
+}
+
+fn numbered(uid: &str, n: u64) -> Order {
+    Order::parse(&order_json(uid, n)).expect("valid")
+}
+
+/// `postgres://postgres@127.0.0.1:P1,127.0.0.1:P2/orders`: the hosts in
+/// this order, and nothing said about which may take writes.
+fn url_naming(servers: &[&PgServer]) -> String {
+    let hosts: Vec<String> = servers
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port()))
+        .collect();
+    format!("postgres://postgres@{}/orders", hosts.join(","))
+}
+
+async fn count_on(server: &PgServer, uid: &str) -> i64 {
+    let (client, connection) =
+        tokio_postgres::connect(&server.url("orders"), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    tokio::spawn(connection);
+    client
+        .query_one(
+            "SELECT count(*) FROM order_info WHERE order_uid = $1",
+            &[&uid],
+        )
+        .await
+        .expect("count")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_naming_the_standby_first_writes_to_the_primary() {
+    let primary = PgServer::start();
+    let standby = PgServer::standby_of(&primary, "standby1");
+    primary.wait_for_standby("standby1", false).await;
+    let url = url_naming(&[&standby, &primary]);
+
+    ensure_database(&url).await.expect("database created");
+    migrate(&url).await.expect("migrations");
+    let repo = PgOrderRepository::new(connect_pool(&url, PoolSettings::default()).expect("pool"));
+    let outcome = repo.save(&[sample()]).await.expect("save");
+
+    assert_eq!(outcome, vec![SaveOutcome::Stored]);
+    assert_eq!(count_on(&primary, "b563feb7b2b84b6test").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_turned_read_only_under_the_pool_is_left_for_the_writable_host() {
+    // Two primaries stand for the old and the new one of a fail-over.
+    let old = PgServer::start();
+    let new = PgServer::start();
+    for server in [&old, &new] {
+        ensure_database(&server.url("orders"))
+            .await
+            .expect("database");
+        migrate(&server.url("orders")).await.expect("migrations");
+    }
+    // One connection, so the second save must reuse or replace it.
+    let settings = PoolSettings {
+        max_size: 1,
+        ..PoolSettings::default()
+    };
+    let repo =
+        PgOrderRepository::new(connect_pool(&url_naming(&[&old, &new]), settings).expect("pool"));
+    let first = numbered("before_fencing", 1);
+    assert_eq!(
+        repo.save(std::slice::from_ref(&first)).await.expect("save"),
+        vec![SaveOutcome::Stored]
+    );
+    assert_eq!(count_on(&old, "before_fencing").await, 1);
+
+    // As pg_auto_failover fences a primary it is about to demote: the
+    // pooled connection stays open, and would now fail every write with
+    // SQLSTATE 25006.
+    old.set("default_transaction_read_only", "on").await;
+    let second = numbered("after_fencing", 2);
+    let outcome = repo.save(std::slice::from_ref(&second)).await;
+
+    assert_eq!(outcome.expect("save"), vec![SaveOutcome::Stored]);
+    assert_eq!(count_on(&new, "after_fencing").await, 1);
+    assert_eq!(count_on(&old, "after_fencing").await, 0);
+    let status = repo.pool().status();
+    assert_eq!(
+        status.size, 1,
+        "the connection to the fenced server was dropped, not kept beside the new one"
+    );
+}
