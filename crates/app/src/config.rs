@@ -25,6 +25,14 @@ pub struct Config {
     )]
     pub database_url: String,
 
+    /// Pause ingest (pull and ack nothing) and report not ready while
+    /// PostgreSQL has no synchronous standby (true or false): for operators
+    /// who prefer stalling to the risk that a primary lost with its disk
+    /// takes acked orders with it.
+    #[arg(long, env = "REQUIRE_SYNC_STANDBY", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub require_sync_standby: bool,
+
     /// NATS server(s), comma-separated; the client fails over between them.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", value_parser = nats_urls)]
     pub nats_url: String,
@@ -227,6 +235,7 @@ mod tests {
     fn defaults_are_the_documented_ones() {
         let c = Config::defaults();
         assert_eq!(c.database_url, "postgres://postgres@127.0.0.1:5432/orders");
+        assert!(!c.require_sync_standby);
         assert_eq!(c.nats_url, "nats://127.0.0.1:4222");
         assert_eq!(c.nats_subject, "orders");
         assert_eq!(c.nats_stream, "ORDERS");
@@ -274,6 +283,11 @@ mod tests {
             ("--cache-capacity", "0", "0"),
             ("--ingest-batch-size", "0", "0"),
             ("--nats-ack-wait", "500ms", "shorter than 1s"),
+            (
+                "--require-sync-standby",
+                "yes",
+                "possible values: true, false",
+            ),
         ] {
             let err = parse(&[flag, value]).expect_err(flag);
             assert!(err.contains(says), "{flag} {value}: {err}");
@@ -301,6 +315,7 @@ mod tests {
         let help = Config::command().render_long_help().to_string();
         for var in [
             "DATABASE_URL",
+            "REQUIRE_SYNC_STANDBY",
             "NATS_URL",
             "NATS_SUBJECT",
             "NATS_STREAM",

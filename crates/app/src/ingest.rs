@@ -1,11 +1,14 @@
-//! The ingest loop: pull a batch, hand it to the core, repeat; after a
-//! transient fault, stop pulling until the health watcher sees the database
-//! answer again.
+//! The ingest loop: pull a batch, hand it to the core, repeat; while the
+//! database cannot take writes (after a transient fault, until the health
+//! watcher sees it answer again; with `REQUIRE_SYNC_STANDBY`, while it has
+//! no synchronous standby), pull nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orders_domain::{IngestOutcome, MessageSource, OrderService, error_chain};
+use orders_domain::{
+    IngestOutcome, Ingested, Message, MessageSource, OrderService, error_chain, retry_delay,
+};
 use orders_metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +46,15 @@ pub async fn run_ingest(
     shutdown: CancellationToken,
 ) {
     loop {
+        if !health.is_writable() {
+            // The messages wait in the stream, not in a storm of naks, and
+            // nothing is acked that only the primary would hold.
+            health.writable(&shutdown).await;
+            if shutdown.is_cancelled() {
+                break;
+            }
+            tracing::info!("the database takes writes again; resuming ingest");
+        }
         let next = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
@@ -52,6 +64,11 @@ pub async fn run_ingest(
             Ok(batch) if batch.is_empty() => {
                 tracing::info!("message source closed");
                 break;
+            }
+            Ok(batch) if !health.is_writable() => {
+                // The watcher closed the gate while the pull waited (the
+                // standby left while the stream was idle, say).
+                give_back(batch, &metrics).await;
             }
             Ok(batch) => {
                 let started = Instant::now();
@@ -67,11 +84,8 @@ pub async fn run_ingest(
                     .iter()
                     .any(|i| matches!(i.outcome, IngestOutcome::Retry(_)))
                 {
+                    // The next turn waits for the watcher.
                     health.database_failed();
-                    health.database_up(&shutdown).await;
-                    if !shutdown.is_cancelled() {
-                        tracing::info!("the database answers again; resuming ingest");
-                    }
                 }
             }
             Err(err) => {
@@ -83,9 +97,32 @@ pub async fn run_ingest(
     tracing::info!(?feed, "ingest stopped");
 }
 
+/// Naks each message of a batch with its retry delay, storing nothing: the
+/// batch arrived after the database stopped taking writes.
+async fn give_back(batch: Vec<Message>, metrics: &Metrics) {
+    tracing::info!(
+        messages = batch.len(),
+        "the database does not take writes now; the batch goes back to the broker"
+    );
+    for message in batch {
+        let delay = retry_delay(message.meta.delivered);
+        if let Err(err) = message.acker.nak(delay).await {
+            tracing::warn!(error = %error_chain(&err), "nak failed; the broker redelivers after the ack wait");
+        }
+        let ingested = Ingested {
+            outcome: IngestOutcome::Retry(delay),
+            delivered: message.meta.delivered,
+            defaulted: Vec::new(),
+            unknown_fields: 0,
+        };
+        metrics.record_ingest(&ingested, Duration::ZERO);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::INTERVAL;
     use bytes::Bytes;
     use orders_domain::{
         Message, MessageMeta, MockAcker, MockMessageSource, MockOrderCache, MockOrderRepository,
@@ -137,9 +174,10 @@ mod tests {
                 _ => Ok(()),
             }
         });
+        repo.expect_has_sync_standby().returning(|| Ok(false));
         let repo: Arc<dyn OrderRepository> = Arc::new(repo);
         let shutdown = CancellationToken::new();
-        let health = Arc::new(Health::new());
+        let health = Arc::new(Health::new(false));
         {
             let health = Arc::clone(&health);
             let repo = Arc::clone(&repo);
@@ -208,7 +246,7 @@ mod tests {
             Feed::Orders,
             service(Arc::new(MockOrderRepository::new())),
             Box::new(source),
-            Arc::new(Health::new()),
+            Arc::new(Health::new(false)),
             Arc::new(Metrics::new()),
             SETTINGS,
             shutdown,
@@ -218,6 +256,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn source_errors_are_survived() {
+        let health = Arc::new(Health::new(false));
+        watched(&health, answering(&[true]), &CancellationToken::new());
         let mut source = MockMessageSource::new();
         let mut calls = 0;
         source.expect_next_batch().returning(move |_, _| {
@@ -233,11 +273,127 @@ mod tests {
             Feed::Orders,
             service(Arc::new(MockOrderRepository::new())),
             Box::new(source),
-            Arc::new(Health::new()),
+            health,
             Arc::new(Metrics::new()),
             SETTINGS,
             CancellationToken::new(),
         )
         .await;
+    }
+
+    /// A database that always answers, and whose `n`th answer about a
+    /// synchronous standby is `standby[n]` (the last one from then on),
+    /// counting the answers in `asked`.
+    fn answering_counted(standby: &'static [bool], asked: Arc<AtomicUsize>) -> MockOrderRepository {
+        let mut repo = MockOrderRepository::new();
+        repo.expect_ping().returning(|| Ok(()));
+        repo.expect_has_sync_standby().returning(move || {
+            let n = asked.fetch_add(1, Ordering::SeqCst);
+            Ok(standby[n.min(standby.len() - 1)])
+        });
+        repo
+    }
+
+    fn answering(standby: &'static [bool]) -> Arc<dyn OrderRepository> {
+        Arc::new(answering_counted(standby, Arc::default()))
+    }
+
+    /// The health watcher running on `db` until `shutdown`.
+    fn watched(health: &Arc<Health>, db: Arc<dyn OrderRepository>, shutdown: &CancellationToken) {
+        let health = Arc::clone(health);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { health.watch(db, || true, shutdown).await });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_a_sync_standby_required_nothing_is_pulled_until_one_attaches() {
+        // No synchronous standby at the first three looks (0, 1, 2 s).
+        let asked = Arc::new(AtomicUsize::new(0));
+        let mut repo = answering_counted(&[false, false, false, true], Arc::clone(&asked));
+        repo.expect_save()
+            .times(1)
+            .returning(|_| Ok(vec![SaveOutcome::Stored]));
+        let repo: Arc<dyn OrderRepository> = Arc::new(repo);
+        let shutdown = CancellationToken::new();
+        let health = Arc::new(Health::new(true));
+        watched(&health, Arc::clone(&repo), &shutdown);
+        let mut source = MockMessageSource::new();
+        let mut pulls = 0;
+        let stop = shutdown.clone();
+        let seen = Arc::clone(&asked);
+        source.expect_next_batch().returning(move |_, _| {
+            pulls += 1;
+            if pulls == 1 {
+                assert_eq!(seen.load(Ordering::SeqCst), 4, "pulled without a standby");
+                let mut acker = MockAcker::new();
+                acker.expect_ack().times(1).returning(|| Ok(()));
+                Ok(vec![message(acker)])
+            } else {
+                stop.cancel();
+                Ok(Vec::new())
+            }
+        });
+        let started = tokio::time::Instant::now();
+
+        run_ingest(
+            Feed::Orders,
+            service(repo),
+            Box::new(source),
+            health,
+            Arc::new(Metrics::new()),
+            SETTINGS,
+            shutdown,
+        )
+        .await;
+
+        assert!(started.elapsed() >= INTERVAL * 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_that_arrives_after_writes_stopped_goes_back_unstored() {
+        let mut repo = answering_counted(&[true], Arc::default());
+        repo.expect_save().never();
+        let repo: Arc<dyn OrderRepository> = Arc::new(repo);
+        let shutdown = CancellationToken::new();
+        let health = Arc::new(Health::new(false));
+        watched(&health, Arc::clone(&repo), &shutdown);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut source = MockMessageSource::new();
+        let mut pulls = 0;
+        let stop = shutdown.clone();
+        let gate = Arc::clone(&health);
+        source.expect_next_batch().returning(move |_, _| {
+            pulls += 1;
+            if pulls == 1 {
+                // While this pull waited, the database stopped taking writes.
+                gate.database_failed();
+                let mut acker = MockAcker::new();
+                acker
+                    .expect_nak()
+                    .times(1)
+                    .withf(|delay| *delay == retry_delay(1))
+                    .returning(|_| Ok(()));
+                acker.expect_ack().never();
+                Ok(vec![message(acker)])
+            } else {
+                stop.cancel();
+                Ok(Vec::new())
+            }
+        });
+        let metrics = Arc::new(Metrics::new());
+
+        run_ingest(
+            Feed::Orders,
+            service(repo),
+            Box::new(source),
+            health,
+            Arc::clone(&metrics),
+            SETTINGS,
+            shutdown,
+        )
+        .await;
+
+        let text = metrics.encode();
+        assert!(text.contains("orders_messages_retried_total 1"), "{text}");
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use orders_cache::MemoryCache;
-use orders_domain::{OrderRepository, OrderService};
+use orders_domain::{OrderRepository, OrderService, Readiness};
 use orders_http::{HttpSettings, Router};
 use orders_metrics::{Gauges, Metrics};
 use orders_nats::{
@@ -84,6 +84,7 @@ impl App {
             ..JetStreamSettings::new(stream, &config.nats_durable)
         };
 
+        let health = Arc::new(Health::new(config.require_sync_standby));
         let cache = Arc::new(MemoryCache::new(config.cache_capacity));
         let service = Arc::new(OrderService::new(
             Arc::clone(&repo) as Arc<dyn OrderRepository>,
@@ -98,7 +99,7 @@ impl App {
             repo,
             nats,
             jetstream,
-            health: Arc::new(Health::new()),
+            health,
             metrics: Arc::new(Metrics::new()),
             shutdown,
         })
@@ -192,6 +193,7 @@ impl App {
             let gauges = refresh_gauges(
                 Arc::clone(&service),
                 Arc::clone(&repo),
+                Arc::clone(health.readiness()),
                 nats.clone(),
                 jetstream.clone(),
                 Arc::clone(&metrics),
@@ -318,10 +320,12 @@ async fn prepare_then_ingest(
     Ok(())
 }
 
-/// Refreshes the gauges of `/metrics`: the cache, the pool, the consumer.
+/// Refreshes the gauges of `/metrics`: the cache, the pool, the
+/// synchronous standby (as the health watcher last saw it), the consumer.
 async fn refresh_gauges(
     service: Arc<OrderService>,
     repo: Arc<PgOrderRepository>,
+    readiness: Arc<Readiness>,
     nats: async_nats::Client,
     jetstream: JetStreamSettings,
     metrics: Arc<Metrics>,
@@ -347,6 +351,7 @@ async fn refresh_gauges(
             pool_size: pool.size,
             pool_available: pool.available,
             pool_waiting: pool.waiting,
+            sync_standby: readiness.report().sync_standby,
             consumer_pending: consumer.map(|c| c.num_pending),
             consumer_ack_pending: consumer.map(|c| c.num_ack_pending as u64),
         });

@@ -1,5 +1,6 @@
 use std::collections::{HashMap, HashSet};
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
@@ -125,6 +126,19 @@ WHERE $1::bigint IS NULL
 ORDER BY o.created_at DESC, o.order_uid DESC
 LIMIT $3";
 
+/// Whether our commits are confirmed by a synchronous standby: the primary
+/// names synchronous standbys, this session's commits wait for them
+/// (`synchronous_commit` from `remote_write` up), and at least one is
+/// streaming as `sync` (or `quorum`, for `ANY n (...)`). Standbys whose
+/// details the role may not see (without `pg_read_all_stats`) are
+/// counted apart.
+const SYNC_STANDBY: &str = "\
+SELECT current_setting('synchronous_standby_names') <> ''
+         AND current_setting('synchronous_commit') IN ('on', 'remote_write', 'remote_apply'),
+       count(*) FILTER (WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')),
+       count(*) FILTER (WHERE sync_state IS NULL)
+FROM pg_stat_replication";
+
 const INSERT_REJECTION: &str = "\
 INSERT INTO rejected_messages (reason, detail, order_uid, subject, stream, stream_sequence, headers, payload)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -135,6 +149,9 @@ ON CONFLICT ON CONSTRAINT rejected_once DO NOTHING";
 #[derive(Clone)]
 pub struct PgOrderRepository {
     pool: Pool,
+    /// Whether the warning that standbys are hidden from this role was
+    /// logged: once is enough, the health watcher asks every second.
+    hidden_standbys_logged: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PgOrderRepository {
@@ -147,7 +164,10 @@ impl std::fmt::Debug for PgOrderRepository {
 
 impl PgOrderRepository {
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            hidden_standbys_logged: Arc::default(),
+        }
     }
 
     pub fn pool(&self) -> &Pool {
@@ -440,6 +460,28 @@ impl OrderRepository for PgOrderRepository {
         let client = self.client().await?;
         client.simple_query("SELECT 1").await.map_err(from_pg)?;
         Ok(())
+    }
+
+    async fn has_sync_standby(&self) -> Result<bool, RepositoryError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(SYNC_STANDBY).await.map_err(from_pg)?;
+        let row = client.query_one(&statement, &[]).await.map_err(from_pg)?;
+        let read = |e| corrupt("pg_stat_replication row", e);
+        let commits_wait: bool = row.try_get(0).map_err(read)?;
+        let synchronous: i64 = row.try_get(1).map_err(read)?;
+        let hidden: i64 = row.try_get(2).map_err(read)?;
+        if commits_wait
+            && synchronous == 0
+            && hidden > 0
+            && !self.hidden_standbys_logged.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                standbys = hidden,
+                "cannot see whether the standbys are synchronous: the database role needs \
+                 pg_read_all_stats (GRANT pg_monitor TO ...); counted as no synchronous standby"
+            );
+        }
+        Ok(commits_wait && synchronous > 0)
     }
 }
 

@@ -98,3 +98,49 @@ async fn a_primary_turned_read_only_under_the_pool_is_left_for_the_writable_host
         "the connection to the fenced server was dropped, not kept beside the new one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_standby_is_reported_only_while_one_streams_and_commits_wait_for_it() {
+    let primary = PgServer::start();
+    let admin = primary.admin_url();
+    let repo = PgOrderRepository::new(connect_pool(&admin, PoolSettings::default()).expect("pool"));
+    let has = || async { repo.has_sync_standby().await.expect("the database answers") };
+    assert!(!has().await, "no standby at all");
+
+    let standby = PgServer::standby_of(&primary, "standby1");
+    primary.wait_for_standby("standby1", false).await;
+    assert!(
+        !has().await,
+        "an asynchronous standby holds no commit we wait for"
+    );
+
+    primary.set("synchronous_standby_names", "standby1").await;
+    primary.wait_for_standby("standby1", true).await;
+    assert!(has().await);
+
+    // A role without pg_read_all_stats sees no sync_state: it cannot
+    // know, so it counts no standby (and logs why).
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+        .batch_execute("CREATE ROLE plain LOGIN")
+        .await
+        .expect("a role");
+    let plain_url = admin.replace("postgres@", "plain@");
+    let plain =
+        PgOrderRepository::new(connect_pool(&plain_url, PoolSettings::default()).expect("pool"));
+    assert!(!plain.has_sync_standby().await.expect("answers"));
+
+    // Gone: commits would wait for it forever, and none is held by two.
+    standby.stop();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while has().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a stopped standby is still reported after 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
