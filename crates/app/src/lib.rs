@@ -35,6 +35,14 @@ pub use ingest::{Feed, IngestSettings, run_ingest};
 /// How often the gauges (pool, consumer, cache) are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The pool for `DATABASE_READ_URL`: a standby that does not hand out a
+/// connection within a second sends the read to the primary rather than
+/// keep a lookup waiting the primary pool's five.
+const READ_POOL: PoolSettings = PoolSettings {
+    max_size: 16,
+    timeout: Duration::from_secs(1),
+};
+
 /// The wired service, bound to its port and connected, not yet running.
 pub struct App {
     config: Config,
@@ -70,7 +78,13 @@ impl App {
 
         let pool = orders_postgres::connect_pool(&config.database_url, PoolSettings::default())
             .context("DATABASE_URL: building the connection pool")?;
-        let repo = Arc::new(PgOrderRepository::new(pool));
+        let mut repo = PgOrderRepository::new(pool);
+        if let Some(url) = config.database_read_url.get() {
+            let reads = orders_postgres::connect_read_pool(url, READ_POOL)
+                .context("DATABASE_READ_URL: building the connection pool")?;
+            repo = repo.with_reads(reads);
+        }
+        let repo = Arc::new(repo);
         let nats = orders_nats::connect_in_background(&config.nats_url, "order-service")
             .await
             .context("NATS_URL")?;
@@ -230,7 +244,7 @@ impl App {
             tracing::warn!(error = %err, "flushing NATS failed");
         }
         drop(nats);
-        repo.pool().close();
+        repo.close();
         tracing::info!("stopped");
         let failure = failure.lock().ok().and_then(|mut slot| slot.take());
         match failure {

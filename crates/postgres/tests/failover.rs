@@ -3,9 +3,39 @@
 //! throwaway clusters of its own (`PgServer`), so it may reconfigure them.
 
 use orders_domain::{Order, OrderRepository, SaveOutcome};
-use orders_postgres::{PgOrderRepository, PoolSettings, connect_pool, ensure_database, migrate};
+use orders_postgres::{
+    PgOrderRepository, PoolSettings, connect_pool, connect_read_pool, ensure_database, migrate,
+};
 use orders_testkit::servers::PgServer;
 use orders_testkit::{SAMPLE, order_json};
+
+/// Every order `load_recent` yields, in order.
+async fn load(repo: &PgOrderRepository, limit: usize) -> Vec<Order> {
+    use futures::TryStreamExt;
+    repo.load_recent(limit)
+        .try_concat()
+        .await
+        .expect("load_recent")
+}
+
+/// The uids of the first page of the list.
+async fn listed(repo: &PgOrderRepository) -> Vec<String> {
+    repo.list_recent(10, None)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.order_uid.as_str().to_owned())
+        .collect()
+}
+
+async fn client_of(server: &PgServer, database: &str) -> tokio_postgres::Client {
+    let (client, connection) =
+        tokio_postgres::connect(&server.url(database), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    tokio::spawn(connection);
+    client
+}
 
 fn sample() -> Order {
     Order::parse(SAMPLE).expect("sample is valid")
@@ -143,4 +173,63 @@ async fn a_sync_standby_is_reported_only_while_one_streams_and_commits_wait_for_
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_the_standby_and_what_it_lacks_is_found_on_the_primary() {
+    let primary = PgServer::start();
+    ensure_database(&primary.url("orders"))
+        .await
+        .expect("database");
+    migrate(&primary.url("orders")).await.expect("migrations");
+    let standby = PgServer::standby_of(&primary, "standby1");
+    primary.wait_for_standby("standby1", false).await;
+    let repo = PgOrderRepository::new(
+        connect_pool(&primary.url("orders"), PoolSettings::default()).expect("pool"),
+    )
+    .with_reads(connect_read_pool(&standby.url("orders"), PoolSettings::default()).expect("pool"));
+    let older = numbered("on_both", 1);
+    repo.save(std::slice::from_ref(&older)).await.expect("save");
+    while count_on(&standby, "on_both").await == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The standby stops replaying: from now on it lags behind the primary.
+    let on_standby = client_of(&standby, "orders").await;
+    on_standby
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .expect("pause");
+    while on_standby
+        .query_one("SELECT pg_get_wal_replay_pause_state()", &[])
+        .await
+        .expect("state")
+        .get::<_, String>(0)
+        != "paused"
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let newer = numbered("on_primary_only", 2);
+    repo.save(std::slice::from_ref(&newer)).await.expect("save");
+
+    // The listing and the warm-up come from the standby: no newest order.
+    assert_eq!(listed(&repo).await, ["on_both"]);
+    assert_eq!(load(&repo, 10).await, std::slice::from_ref(&older));
+    // A lookup the standby misses is answered by the primary.
+    let found = repo.find(&newer.order_uid).await.expect("find");
+    assert_eq!(found.as_ref(), Some(&newer));
+    assert_eq!(
+        repo.find(&older.order_uid).await.expect("find"),
+        Some(older.clone())
+    );
+    let unknown = orders_domain::OrderUid::try_from("nowhere".to_owned()).expect("uid");
+    assert_eq!(repo.find(&unknown).await.expect("find"), None);
+
+    // The standby gone, every read goes to the primary.
+    standby.stop();
+    assert_eq!(listed(&repo).await, ["on_primary_only", "on_both"]);
+    assert_eq!(load(&repo, 10).await, [newer.clone(), older.clone()]);
+    assert_eq!(
+        repo.find(&newer.order_uid).await.expect("find"),
+        Some(newer)
+    );
 }
