@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 
 use crate::{admin_client, unique_name};
 
+mod autofailover;
+
+pub use autofailover::AutoFailover;
+
 /// A port no one listens on now (the kernel's pick, released at once).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -140,6 +144,44 @@ fn signal(pid: u32, signal: &str) {
 }
 
 // ---------------------------------------------------------------- PostgreSQL
+
+/// `ALTER SYSTEM SET name = 'value'` on the server at `url`, then a reload,
+/// and waits until a new session sees the value: the postmaster has then
+/// reloaded and signalled every backend, so each applies it before its
+/// next command (for `synchronous_standby_names`, commits already waiting
+/// see it too).
+pub async fn alter_system(url: &str, name: &str, value: &str) {
+    let client = admin_client(url).await;
+    let quoted = value.replace('\'', "''");
+    // Two round trips: ALTER SYSTEM refuses to run in a transaction
+    // block, which a multi-statement query is.
+    for sql in [
+        format!("ALTER SYSTEM SET {name} = '{quoted}'"),
+        "SELECT pg_reload_conf()".to_owned(),
+    ] {
+        client
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql} on {url}: {e:?}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen: String = admin_client(url)
+            .await
+            .query_one("SELECT current_setting($1)", &[&name])
+            .await
+            .unwrap_or_else(|e| panic!("reading {name}: {e:?}"))
+            .get(0);
+        if seen == value {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} is still {seen:?} 10 s after setting it to {value:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 /// Where PostgreSQL's server programs are: `PG_BIN`, else the newest
 /// `/usr/lib/postgresql/*/bin` that has `initdb`, else `pg_config --bindir`.
@@ -375,41 +417,9 @@ impl PgServer {
     }
 
     /// `ALTER SYSTEM SET name = 'value'`, then a reload, and waits until a
-    /// new session sees the value: the postmaster has then reloaded and
-    /// signalled every backend, so each applies it before its next
-    /// command (for `synchronous_standby_names`, commits already waiting
-    /// see it too).
+    /// new session sees the value: see [`alter_system`].
     pub async fn set(&self, name: &str, value: &str) {
-        let client = admin_client(&self.admin_url()).await;
-        let quoted = value.replace('\'', "''");
-        // Two round trips: ALTER SYSTEM refuses to run in a transaction
-        // block, which a multi-statement query is.
-        for sql in [
-            format!("ALTER SYSTEM SET {name} = '{quoted}'"),
-            "SELECT pg_reload_conf()".to_owned(),
-        ] {
-            client
-                .batch_execute(&sql)
-                .await
-                .unwrap_or_else(|e| panic!("{sql} on port {}: {e:?}", self.port));
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let seen: String = admin_client(&self.admin_url())
-                .await
-                .query_one("SELECT current_setting($1)", &[&name])
-                .await
-                .unwrap_or_else(|e| panic!("reading {name}: {e:?}"))
-                .get(0);
-            if seen == value {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} is still {seen:?} 10 s after setting it to {value:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        alter_system(&self.admin_url(), name, value).await;
     }
 
     /// Waits until a standby connected as `name` streams from this server,
