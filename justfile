@@ -62,8 +62,12 @@ services:
 browser:
     @scripts/browser.sh
 
+# Make sure pg_auto_failover (for the primary-loss fault tests) is installed; apt-get it if not.
+failover:
+    @scripts/failover.sh
+
 # Run every test: unit tests with mocks, integration tests against real PostgreSQL and NATS, and browser tests.
-test: services browser
+test: services browser failover
     cargo test --workspace --all-targets --locked
     cargo test --workspace --doc --locked
 

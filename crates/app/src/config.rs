@@ -12,7 +12,11 @@ use clap::{Parser, ValueEnum};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "order-service", version, about, long_about = None)]
 pub struct Config {
-    /// PostgreSQL URL. The database is created if missing and migrated at start.
+    /// PostgreSQL URL of the primary. It may name several hosts
+    /// (postgres://u@h1:5432,h2:5432/orders): the service connects only to
+    /// the one that takes writes, so after a fail-over it finds the new
+    /// primary by itself. The database is created if missing and migrated
+    /// at start.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -20,6 +24,23 @@ pub struct Config {
         value_parser = postgres_url
     )]
     pub database_url: String,
+
+    /// PostgreSQL URL for reads: lookups that miss the cache, the listing
+    /// and the warm-up go there first (a standby, or several hosts). Unset
+    /// or empty: reads go to the primary. A standby may lag: an order it
+    /// does not have is looked for on the primary, and when it fails,
+    /// reads go to the primary.
+    #[arg(long, env = "DATABASE_READ_URL", default_value = "", hide_default_value = true,
+          value_parser = read_url)]
+    pub database_read_url: ReadUrl,
+
+    /// Pause ingest (pull and ack nothing) and report not ready while
+    /// PostgreSQL has no synchronous standby (true or false): for operators
+    /// who prefer stalling to the risk that a primary lost with its disk
+    /// takes acked orders with it.
+    #[arg(long, env = "REQUIRE_SYNC_STANDBY", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub require_sync_standby: bool,
 
     /// NATS server(s), comma-separated; the client fails over between them.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", value_parser = nats_urls)]
@@ -102,6 +123,17 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// `DATABASE_READ_URL`: where reads go first, if not to the primary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadUrl(Option<String>);
+
+impl ReadUrl {
+    /// The URL, unless reads go to the primary.
+    pub fn get(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -132,6 +164,17 @@ fn ack_wait(raw: &str) -> Result<Duration, String> {
 fn postgres_url(raw: &str) -> Result<String, String> {
     orders_postgres::check_url(raw)
         .map(|()| raw.to_owned())
+        .map_err(|e| format!("invalid PostgreSQL URL {raw:?}: {e}"))
+}
+
+/// A PostgreSQL URL, or nothing (empty: reads go to the primary, so a
+/// deployment template may leave it blank).
+fn read_url(raw: &str) -> Result<ReadUrl, String> {
+    if raw.trim().is_empty() {
+        return Ok(ReadUrl(None));
+    }
+    orders_postgres::check_read_url(raw)
+        .map(|()| ReadUrl(Some(raw.to_owned())))
         .map_err(|e| format!("invalid PostgreSQL URL {raw:?}: {e}"))
 }
 
@@ -229,6 +272,8 @@ mod tests {
     fn defaults_are_the_documented_ones() {
         let c = Config::defaults();
         assert_eq!(c.database_url, "postgres://postgres@127.0.0.1:5432/orders");
+        assert!(!c.require_sync_standby);
+        assert_eq!(c.database_read_url.get(), None);
         assert_eq!(c.nats_url, "nats://127.0.0.1:4222");
         assert_eq!(c.nats_subject, "orders");
         assert_eq!(c.nats_stream, "ORDERS");
@@ -269,13 +314,47 @@ mod tests {
                 "postgres://x:y:z@",
                 "invalid PostgreSQL URL",
             ),
+            (
+                "--database-url",
+                "postgres://u@h1,h2/orders?target_session_attrs=read-only",
+                "refuses writes",
+            ),
             ("--cache-capacity", "0", "0"),
             ("--ingest-batch-size", "0", "0"),
             ("--nats-ack-wait", "500ms", "shorter than 1s"),
+            (
+                "--require-sync-standby",
+                "yes",
+                "possible values: true, false",
+            ),
+            (
+                "--database-read-url",
+                "postgres://h:x/orders",
+                "invalid PostgreSQL URL",
+            ),
+            (
+                "--database-read-url",
+                "postgres://h1,h2",
+                "names no database",
+            ),
         ] {
             let err = parse(&[flag, value]).expect_err(flag);
             assert!(err.contains(says), "{flag} {value}: {err}");
         }
+    }
+
+    #[test]
+    fn a_blank_read_url_sends_reads_to_the_primary() {
+        for blank in ["", " "] {
+            let c = parse(&["--database-read-url", blank]).expect("blank is none");
+            assert_eq!(c.database_read_url.get(), None);
+        }
+        let c = parse(&["--database-read-url", "postgres://u@h1:5432,h2:5432/orders"])
+            .expect("several hosts");
+        assert_eq!(
+            c.database_read_url.get(),
+            Some("postgres://u@h1:5432,h2:5432/orders")
+        );
     }
 
     #[test]
@@ -299,6 +378,8 @@ mod tests {
         let help = Config::command().render_long_help().to_string();
         for var in [
             "DATABASE_URL",
+            "DATABASE_READ_URL",
+            "REQUIRE_SYNC_STANDBY",
             "NATS_URL",
             "NATS_SUBJECT",
             "NATS_STREAM",

@@ -1,12 +1,16 @@
 //! The ingest loop: pull a batch, hand it to the core, pull the next while
 //! it is being stored (a few batches in flight, each acked after its own
-//! commit); after a transient fault, stop pulling until the health watcher
-//! sees the database answer again.
+//! commit); while the database cannot take writes (after a transient fault,
+//! until the health watcher sees it answer again; with
+//! `REQUIRE_SYNC_STANDBY`, while it has no synchronous standby), pull
+//! nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orders_domain::{IngestOutcome, MessageSource, OrderService, error_chain};
+use orders_domain::{
+    IngestOutcome, Ingested, Message, MessageSource, OrderService, error_chain, retry_delay,
+};
 use orders_metrics::Metrics;
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -51,26 +55,27 @@ pub async fn run_ingest(
     settings: IngestSettings,
     shutdown: CancellationToken,
 ) {
-    // Each batch reports whether it met a transient fault; it has already
-    // counted itself in the metrics and told the health watcher.
-    let mut storing: JoinSet<bool> = JoinSet::new();
+    // Each batch counts itself in the metrics and reports a transient
+    // fault to the health watcher as soon as it is settled.
+    let mut storing: JoinSet<()> = JoinSet::new();
     loop {
-        let mut fault = false;
         while let Some(done) = storing.try_join_next() {
-            fault |= met_fault(done);
+            settled(done);
         }
         if storing.len() >= settings.in_flight.max(1)
             && let Some(done) = storing.join_next().await
         {
-            fault |= met_fault(done);
+            settled(done);
         }
-        if fault {
-            // The batches still in flight finish by themselves; no new one
-            // starts until the database answers (no storm of naks).
-            health.database_up(&shutdown).await;
-            if !shutdown.is_cancelled() {
-                tracing::info!("the database answers again; resuming ingest");
+        if !health.is_writable() {
+            // The messages wait in the stream, not in a storm of naks, and
+            // nothing is acked that only the primary would hold. Batches
+            // already in flight finish by themselves.
+            health.writable(&shutdown).await;
+            if shutdown.is_cancelled() {
+                break;
             }
+            tracing::info!("the database takes writes again; resuming ingest");
         }
         let next = tokio::select! {
             biased;
@@ -81,6 +86,11 @@ pub async fn run_ingest(
             Ok(batch) if batch.is_empty() => {
                 tracing::info!("message source closed");
                 break;
+            }
+            Ok(batch) if !health.is_writable() => {
+                // The watcher closed the gate while the pull waited (the
+                // standby left while the stream was idle, say).
+                give_back(batch, &metrics).await;
             }
             Ok(batch) => {
                 let (service, health, metrics) = (
@@ -99,13 +109,13 @@ pub async fn run_ingest(
                     for one in &ingested {
                         metrics.record_ingest(one, elapsed);
                     }
-                    let fault = ingested
+                    if ingested
                         .iter()
-                        .any(|i| matches!(i.outcome, IngestOutcome::Retry(_)));
-                    if fault {
+                        .any(|i| matches!(i.outcome, IngestOutcome::Retry(_)))
+                    {
+                        // The loop's next turn waits for the watcher.
                         health.database_failed();
                     }
-                    fault
                 });
             }
             Err(err) => {
@@ -115,24 +125,45 @@ pub async fn run_ingest(
         }
     }
     while let Some(done) = storing.join_next().await {
-        met_fault(done);
+        settled(done);
     }
     tracing::info!(?feed, "ingest stopped");
 }
 
-/// Whether a finished batch met a transient fault.
-fn met_fault(done: Result<bool, JoinError>) -> bool {
-    done.unwrap_or_else(|err| {
-        // A bug, not a fault of the database: the batch's messages are not
-        // settled and come back after the ack wait.
+/// Logs a batch that did not finish (a panic): its messages are not
+/// settled and come back after the ack wait.
+fn settled(done: Result<(), JoinError>) {
+    if let Err(err) = done {
         tracing::error!(error = %err, "storing a batch panicked");
-        false
-    })
+    }
+}
+
+/// Naks each message of a batch with its retry delay, storing nothing: the
+/// batch arrived after the database stopped taking writes.
+async fn give_back(batch: Vec<Message>, metrics: &Metrics) {
+    tracing::info!(
+        messages = batch.len(),
+        "the database does not take writes now; the batch goes back to the broker"
+    );
+    for message in batch {
+        let delay = retry_delay(message.meta.delivered);
+        if let Err(err) = message.acker.nak(delay).await {
+            tracing::warn!(error = %error_chain(&err), "nak failed; the broker redelivers after the ack wait");
+        }
+        let ingested = Ingested {
+            outcome: IngestOutcome::Retry(delay),
+            delivered: message.meta.delivered,
+            defaulted: Vec::new(),
+            unknown_fields: 0,
+        };
+        metrics.record_ingest(&ingested, Duration::ZERO);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::INTERVAL;
     use bytes::Bytes;
     use orders_domain::{
         Message, MessageMeta, MockAcker, MockMessageSource, MockOrderCache, MockOrderRepository,
@@ -185,9 +216,10 @@ mod tests {
                 _ => Ok(()),
             }
         });
+        repo.expect_has_sync_standby().returning(|| Ok(false));
         let repo: Arc<dyn OrderRepository> = Arc::new(repo);
         let shutdown = CancellationToken::new();
-        let health = Arc::new(Health::new());
+        let health = Arc::new(Health::new(false));
         {
             let health = Arc::clone(&health);
             let repo = Arc::clone(&repo);
@@ -291,6 +323,9 @@ mod tests {
         ) -> Result<(), RepositoryError> {
             unreachable!("nothing rejected")
         }
+        async fn has_sync_standby(&self) -> Result<bool, RepositoryError> {
+            Ok(false)
+        }
         async fn ping(&self) -> Result<(), RepositoryError> {
             Ok(())
         }
@@ -299,11 +334,13 @@ mod tests {
     #[tokio::test]
     async fn two_batches_are_stored_at_once_and_each_is_acked_after_its_own_commit() {
         let committed = Arc::new(AtomicUsize::new(0));
-        let repo = Overlapping {
+        let repo: Arc<dyn OrderRepository> = Arc::new(Overlapping {
             both_saving: tokio::sync::Barrier::new(2),
             committed: Arc::clone(&committed),
-        };
+        });
         let shutdown = CancellationToken::new();
+        let health = Arc::new(Health::new(false));
+        watched(&health, Arc::clone(&repo), &shutdown);
         let mut source = MockMessageSource::new();
         let mut pulls = 0;
         let stop = shutdown.clone();
@@ -327,9 +364,9 @@ mod tests {
             Duration::from_secs(10),
             run_ingest(
                 Feed::Orders,
-                service(Arc::new(repo)),
+                service(repo),
                 Box::new(source),
-                Arc::new(Health::new()),
+                health,
                 Arc::clone(&metrics),
                 SETTINGS,
                 shutdown,
@@ -367,15 +404,20 @@ mod tests {
         let mut repo = MockOrderRepository::new();
         repo.expect_save()
             .returning(|_| Ok(vec![SaveOutcome::Stored]));
+        repo.expect_ping().returning(|| Ok(()));
+        repo.expect_has_sync_standby().returning(|| Ok(false));
+        let repo: Arc<dyn OrderRepository> = Arc::new(repo);
         let mut acker = MockAcker::new();
         acker.expect_ack().times(1).returning(|| Ok(()));
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
+        let health = Arc::new(Health::new(false));
+        watched(&health, Arc::clone(&repo), &shutdown);
         let running = tokio::spawn(run_ingest(
             Feed::Orders,
-            service(Arc::new(repo)),
+            service(repo),
             Box::new(OneBatch(Some(vec![message(acker)]))),
-            Arc::new(Health::new()),
+            health,
             Arc::clone(&metrics),
             SETTINGS,
             shutdown.clone(),
@@ -404,7 +446,7 @@ mod tests {
             Feed::Orders,
             service(Arc::new(MockOrderRepository::new())),
             Box::new(source),
-            Arc::new(Health::new()),
+            Arc::new(Health::new(false)),
             Arc::new(Metrics::new()),
             SETTINGS,
             shutdown,
@@ -414,6 +456,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn source_errors_are_survived() {
+        let health = Arc::new(Health::new(false));
+        watched(&health, answering(&[true]), &CancellationToken::new());
         let mut source = MockMessageSource::new();
         let mut calls = 0;
         source.expect_next_batch().returning(move |_, _| {
@@ -429,11 +473,127 @@ mod tests {
             Feed::Orders,
             service(Arc::new(MockOrderRepository::new())),
             Box::new(source),
-            Arc::new(Health::new()),
+            health,
             Arc::new(Metrics::new()),
             SETTINGS,
             CancellationToken::new(),
         )
         .await;
+    }
+
+    /// A database that always answers, and whose `n`th answer about a
+    /// synchronous standby is `standby[n]` (the last one from then on),
+    /// counting the answers in `asked`.
+    fn answering_counted(standby: &'static [bool], asked: Arc<AtomicUsize>) -> MockOrderRepository {
+        let mut repo = MockOrderRepository::new();
+        repo.expect_ping().returning(|| Ok(()));
+        repo.expect_has_sync_standby().returning(move || {
+            let n = asked.fetch_add(1, Ordering::SeqCst);
+            Ok(standby[n.min(standby.len() - 1)])
+        });
+        repo
+    }
+
+    fn answering(standby: &'static [bool]) -> Arc<dyn OrderRepository> {
+        Arc::new(answering_counted(standby, Arc::default()))
+    }
+
+    /// The health watcher running on `db` until `shutdown`.
+    fn watched(health: &Arc<Health>, db: Arc<dyn OrderRepository>, shutdown: &CancellationToken) {
+        let health = Arc::clone(health);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { health.watch(db, || true, shutdown).await });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_a_sync_standby_required_nothing_is_pulled_until_one_attaches() {
+        // No synchronous standby at the first three looks (0, 1, 2 s).
+        let asked = Arc::new(AtomicUsize::new(0));
+        let mut repo = answering_counted(&[false, false, false, true], Arc::clone(&asked));
+        repo.expect_save()
+            .times(1)
+            .returning(|_| Ok(vec![SaveOutcome::Stored]));
+        let repo: Arc<dyn OrderRepository> = Arc::new(repo);
+        let shutdown = CancellationToken::new();
+        let health = Arc::new(Health::new(true));
+        watched(&health, Arc::clone(&repo), &shutdown);
+        let mut source = MockMessageSource::new();
+        let mut pulls = 0;
+        let stop = shutdown.clone();
+        let seen = Arc::clone(&asked);
+        source.expect_next_batch().returning(move |_, _| {
+            pulls += 1;
+            if pulls == 1 {
+                assert_eq!(seen.load(Ordering::SeqCst), 4, "pulled without a standby");
+                let mut acker = MockAcker::new();
+                acker.expect_ack().times(1).returning(|| Ok(()));
+                Ok(vec![message(acker)])
+            } else {
+                stop.cancel();
+                Ok(Vec::new())
+            }
+        });
+        let started = tokio::time::Instant::now();
+
+        run_ingest(
+            Feed::Orders,
+            service(repo),
+            Box::new(source),
+            health,
+            Arc::new(Metrics::new()),
+            SETTINGS,
+            shutdown,
+        )
+        .await;
+
+        assert!(started.elapsed() >= INTERVAL * 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_that_arrives_after_writes_stopped_goes_back_unstored() {
+        let mut repo = answering_counted(&[true], Arc::default());
+        repo.expect_save().never();
+        let repo: Arc<dyn OrderRepository> = Arc::new(repo);
+        let shutdown = CancellationToken::new();
+        let health = Arc::new(Health::new(false));
+        watched(&health, Arc::clone(&repo), &shutdown);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut source = MockMessageSource::new();
+        let mut pulls = 0;
+        let stop = shutdown.clone();
+        let gate = Arc::clone(&health);
+        source.expect_next_batch().returning(move |_, _| {
+            pulls += 1;
+            if pulls == 1 {
+                // While this pull waited, the database stopped taking writes.
+                gate.database_failed();
+                let mut acker = MockAcker::new();
+                acker
+                    .expect_nak()
+                    .times(1)
+                    .withf(|delay| *delay == retry_delay(1))
+                    .returning(|_| Ok(()));
+                acker.expect_ack().never();
+                Ok(vec![message(acker)])
+            } else {
+                stop.cancel();
+                Ok(Vec::new())
+            }
+        });
+        let metrics = Arc::new(Metrics::new());
+
+        run_ingest(
+            Feed::Orders,
+            service(repo),
+            Box::new(source),
+            health,
+            Arc::clone(&metrics),
+            SETTINGS,
+            shutdown,
+        )
+        .await;
+
+        let text = metrics.encode();
+        assert!(text.contains("orders_messages_retried_total 1"), "{text}");
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use orders_cache::MemoryCache;
-use orders_domain::{OrderRepository, OrderService};
+use orders_domain::{OrderRepository, OrderService, Readiness};
 use orders_http::{HttpSettings, Router};
 use orders_metrics::{Gauges, Metrics};
 use orders_nats::{
@@ -34,6 +34,14 @@ pub use ingest::{Feed, IngestSettings, run_ingest};
 
 /// How often the gauges (pool, consumer, cache) are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The pool for `DATABASE_READ_URL`: a standby that does not hand out a
+/// connection within a second sends the read to the primary rather than
+/// keep a lookup waiting the primary pool's five.
+const READ_POOL: PoolSettings = PoolSettings {
+    max_size: 16,
+    timeout: Duration::from_secs(1),
+};
 
 /// The wired service, bound to its port and connected, not yet running.
 pub struct App {
@@ -70,7 +78,13 @@ impl App {
 
         let pool = orders_postgres::connect_pool(&config.database_url, PoolSettings::default())
             .context("DATABASE_URL: building the connection pool")?;
-        let repo = Arc::new(PgOrderRepository::new(pool));
+        let mut repo = PgOrderRepository::new(pool);
+        if let Some(url) = config.database_read_url.get() {
+            let reads = orders_postgres::connect_read_pool(url, READ_POOL)
+                .context("DATABASE_READ_URL: building the connection pool")?;
+            repo = repo.with_reads(reads);
+        }
+        let repo = Arc::new(repo);
         let nats = orders_nats::connect_in_background(&config.nats_url, "order-service")
             .await
             .context("NATS_URL")?;
@@ -84,6 +98,7 @@ impl App {
             ..JetStreamSettings::new(stream, &config.nats_durable)
         };
 
+        let health = Arc::new(Health::new(config.require_sync_standby));
         let cache = Arc::new(MemoryCache::new(config.cache_capacity));
         let service = Arc::new(OrderService::new(
             Arc::clone(&repo) as Arc<dyn OrderRepository>,
@@ -98,7 +113,7 @@ impl App {
             repo,
             nats,
             jetstream,
-            health: Arc::new(Health::new()),
+            health,
             metrics: Arc::new(Metrics::new()),
             shutdown,
         })
@@ -192,6 +207,7 @@ impl App {
             let gauges = refresh_gauges(
                 Arc::clone(&service),
                 Arc::clone(&repo),
+                Arc::clone(health.readiness()),
                 nats.clone(),
                 jetstream.clone(),
                 Arc::clone(&metrics),
@@ -228,7 +244,7 @@ impl App {
             tracing::warn!(error = %err, "flushing NATS failed");
         }
         drop(nats);
-        repo.pool().close();
+        repo.close();
         tracing::info!("stopped");
         let failure = failure.lock().ok().and_then(|mut slot| slot.take());
         match failure {
@@ -320,10 +336,12 @@ async fn prepare_then_ingest(
     Ok(())
 }
 
-/// Refreshes the gauges of `/metrics`: the cache, the pool, the consumer.
+/// Refreshes the gauges of `/metrics`: the cache, the pool, the
+/// synchronous standby (as the health watcher last saw it), the consumer.
 async fn refresh_gauges(
     service: Arc<OrderService>,
     repo: Arc<PgOrderRepository>,
+    readiness: Arc<Readiness>,
     nats: async_nats::Client,
     jetstream: JetStreamSettings,
     metrics: Arc<Metrics>,
@@ -349,6 +367,7 @@ async fn refresh_gauges(
             pool_size: pool.size,
             pool_available: pool.available,
             pool_waiting: pool.waiting,
+            sync_standby: readiness.report().sync_standby,
             consumer_pending: consumer.map(|c| c.num_pending),
             consumer_ack_pending: consumer.map(|c| c.num_ack_pending as u64),
         });

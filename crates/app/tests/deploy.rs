@@ -1,5 +1,6 @@
 //! What can be checked of deploy/ without a Docker engine: the compose file
-//! parses and configures every variable the service reads, and the
+//! parses and configures every variable the service reads, its `standby`
+//! profile adds a streaming standby the service can fail over to, and the
 //! Dockerfile builds the workspace's binaries from every crate.
 
 use std::collections::BTreeSet;
@@ -12,6 +13,8 @@ const COMPOSE: &str = include_str!("../../../deploy/docker-compose.yml");
 const CLUSTER: &str = include_str!("../../../deploy/docker-compose.cluster.yml");
 const NGINX: &str = include_str!("../../../deploy/nginx.conf");
 const DOCKERFILE: &str = include_str!("../../../deploy/Dockerfile");
+const STANDBY_SCRIPT: &str = include_str!("../../../deploy/postgres-standby.sh");
+const REPLICATION_SCRIPT: &str = include_str!("../../../deploy/postgres-replication.sh");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 fn compose() -> Value {
@@ -65,6 +68,76 @@ fn compose_starts_the_service_only_once_its_dependencies_are_healthy() {
     );
     let volumes = compose["volumes"].as_object().expect("named volumes");
     assert!(volumes.contains_key("pgdata") && volumes.contains_key("natsdata"));
+}
+
+/// A service's `volumes`, as written.
+fn mounts(service: &Value) -> Vec<&str> {
+    service["volumes"]
+        .as_array()
+        .map(|v| v.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_standby_profile_adds_a_synchronous_standby_the_service_can_fail_over_to() {
+    let compose = compose();
+    let services = compose["services"].as_object().expect("services");
+    let standby = &services["postgres-standby"];
+
+    assert_eq!(standby["profiles"][0], "standby", "the standby is optional");
+    assert_eq!(
+        standby["depends_on"]["postgres"]["condition"],
+        "service_healthy"
+    );
+    assert!(standby["healthcheck"]["test"].is_array());
+    let entrypoint = standby["entrypoint"][0].as_str().expect("an entrypoint");
+    assert!(
+        mounts(standby).contains(&format!("./postgres-standby.sh:{entrypoint}:ro").as_str()),
+        "the entrypoint is deploy/postgres-standby.sh"
+    );
+    assert!(mounts(standby).iter().any(|m| m.starts_with("pgstandby:")));
+    for step in [
+        "pg_basebackup -h postgres",
+        "-R -X stream",
+        "application_name=standby",
+        "synchronous_standby_names = 'standby'",
+        "exec docker-entrypoint.sh postgres",
+    ] {
+        assert!(
+            STANDBY_SCRIPT.contains(step),
+            "postgres-standby.sh lacks {step:?}"
+        );
+    }
+    // The primary lets it replicate.
+    assert!(
+        mounts(&services["postgres"])
+            .iter()
+            .any(|m| m.starts_with("./postgres-replication.sh:/docker-entrypoint-initdb.d/")),
+        "the primary's pg_hba.conf does not allow replication"
+    );
+    assert!(REPLICATION_SCRIPT.contains("host replication all all scram-sha-256"));
+    assert!(
+        compose["volumes"]
+            .as_object()
+            .expect("volumes")
+            .contains_key("pgstandby")
+    );
+
+    // The service names both nodes and writes only where writes are taken;
+    // reads and the requirement are the operator's choice.
+    let env = &services["order-service"]["environment"];
+    let url = env["DATABASE_URL"].as_str().expect("DATABASE_URL");
+    assert!(
+        url.contains("@postgres:5432,postgres-standby:5432/orders")
+            && url.contains("target_session_attrs=read-write"),
+        "{url}"
+    );
+    orders_postgres::check_url(url).expect("a valid DATABASE_URL");
+    assert_eq!(env["DATABASE_READ_URL"], "${DATABASE_READ_URL:-}");
+    assert_eq!(
+        env["REQUIRE_SYNC_STANDBY"],
+        "${REQUIRE_SYNC_STANDBY:-false}"
+    );
 }
 
 #[test]

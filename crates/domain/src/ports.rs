@@ -104,6 +104,15 @@ pub trait OrderRepository: Send + Sync {
 
     /// MUST succeed only when the database answers a query.
     async fn ping(&self) -> Result<(), RepositoryError>;
+
+    /// MUST return whether a commit [`save`](Self::save) acknowledges now is
+    /// held by more than one server: `true` only while the database waits
+    /// for a synchronous standby to confirm each of our commits and at
+    /// least one such standby is attached and streaming; `false` while a
+    /// commit lives on the primary alone (no standby, or only asynchronous
+    /// ones), so that losing the primary may lose it. MUST return
+    /// [`RepositoryError::Unavailable`] when the database does not answer.
+    async fn has_sync_standby(&self) -> Result<bool, RepositoryError>;
 }
 
 /// Orders held in memory, as the JSON bytes an HTTP answer sends.

@@ -9,6 +9,8 @@ pub struct Readiness {
     cache_warm: AtomicBool,
     database: AtomicBool,
     broker: AtomicBool,
+    sync_standby: AtomicBool,
+    sync_standby_required: AtomicBool,
 }
 
 /// A snapshot of [`Readiness`].
@@ -17,11 +19,21 @@ pub struct ReadinessReport {
     pub cache_warm: bool,
     pub database: bool,
     pub broker: bool,
+    /// A commit is held by a synchronous standby too, so losing the
+    /// primary loses no acked order.
+    pub sync_standby: bool,
+    /// The operator prefers stalling to risking loss
+    /// (`REQUIRE_SYNC_STANDBY`): without a synchronous standby the service
+    /// is not ready, and ingest waits.
+    pub sync_standby_required: bool,
 }
 
 impl ReadinessReport {
     pub fn is_ready(&self) -> bool {
-        self.cache_warm && self.database && self.broker
+        self.cache_warm
+            && self.database
+            && self.broker
+            && (self.sync_standby || !self.sync_standby_required)
     }
 }
 
@@ -35,11 +47,20 @@ impl Readiness {
     pub fn set_broker(&self, up: bool) {
         self.broker.store(up, Ordering::Release);
     }
+    pub fn set_sync_standby(&self, attached: bool) {
+        self.sync_standby.store(attached, Ordering::Release);
+    }
+    pub fn set_sync_standby_required(&self, required: bool) {
+        self.sync_standby_required
+            .store(required, Ordering::Release);
+    }
     pub fn report(&self) -> ReadinessReport {
         ReadinessReport {
             cache_warm: self.cache_warm.load(Ordering::Acquire),
             database: self.database.load(Ordering::Acquire),
             broker: self.broker.load(Ordering::Acquire),
+            sync_standby: self.sync_standby.load(Ordering::Acquire),
+            sync_standby_required: self.sync_standby_required.load(Ordering::Acquire),
         }
     }
 }
@@ -63,8 +84,24 @@ mod tests {
             ReadinessReport {
                 cache_warm: true,
                 database: true,
-                broker: false
+                broker: false,
+                sync_standby: false,
+                sync_standby_required: false,
             }
         );
+    }
+
+    #[test]
+    fn a_missing_sync_standby_matters_only_when_required() {
+        let readiness = Readiness::default();
+        readiness.set_cache_warm(true);
+        readiness.set_database(true);
+        readiness.set_broker(true);
+        assert!(readiness.report().is_ready(), "not required: reported only");
+
+        readiness.set_sync_standby_required(true);
+        assert!(!readiness.report().is_ready());
+        readiness.set_sync_standby(true);
+        assert!(readiness.report().is_ready());
     }
 }

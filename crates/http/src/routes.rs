@@ -210,6 +210,8 @@ impl Router {
                 "cache_warm": report.cache_warm,
                 "database": report.database,
                 "broker": report.broker,
+                "sync_standby": report.sync_standby,
+                "sync_standby_required": report.sync_standby_required,
             }),
         )
     }
@@ -533,6 +535,21 @@ mod tests {
         assert!(body.contains("\"cache_warm\":false"), "{body}");
 
         readiness.set_cache_warm(true);
+        assert_eq!(
+            call(&router, Method::GET, "/readyz").await.0,
+            StatusCode::OK
+        );
+
+        // With REQUIRE_SYNC_STANDBY, no synchronous standby means not ready.
+        readiness.set_sync_standby_required(true);
+        let (status, body, _) = call(&router, Method::GET, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains("\"sync_standby\":false")
+                && body.contains("\"sync_standby_required\":true"),
+            "{body}"
+        );
+        readiness.set_sync_standby(true);
         assert_eq!(
             call(&router, Method::GET, "/readyz").await.0,
             StatusCode::OK

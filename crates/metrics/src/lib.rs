@@ -67,6 +67,7 @@ pub struct Metrics {
     pool_size: Gauge,
     pool_available: Gauge,
     pool_waiting: Gauge,
+    sync_standby: Gauge,
     consumer_pending: Gauge,
     consumer_ack_pending: Gauge,
 }
@@ -90,6 +91,8 @@ pub struct Gauges {
     pub pool_size: usize,
     pub pool_available: usize,
     pub pool_waiting: usize,
+    /// Whether a synchronous standby holds each commit.
+    pub sync_standby: bool,
     /// `None` when the broker could not be asked.
     pub consumer_pending: Option<u64>,
     pub consumer_ack_pending: Option<u64>,
@@ -120,6 +123,7 @@ impl Metrics {
             pool_size: Gauge::default(),
             pool_available: Gauge::default(),
             pool_waiting: Gauge::default(),
+            sync_standby: Gauge::default(),
             consumer_pending: Gauge::default(),
             consumer_ack_pending: Gauge::default(),
             registry: Registry::default(),
@@ -210,6 +214,11 @@ impl Metrics {
             m.pool_waiting.clone(),
         );
         registry.register(
+            "db_sync_standby",
+            "1 while PostgreSQL has a synchronous standby (a commit is held by two servers), else 0",
+            m.sync_standby.clone(),
+        );
+        registry.register(
             "consumer_pending",
             "Messages in the stream not yet delivered to the consumer",
             m.consumer_pending.clone(),
@@ -290,6 +299,7 @@ impl Metrics {
         self.pool_size.set(to_i64(g.pool_size));
         self.pool_available.set(to_i64(g.pool_available));
         self.pool_waiting.set(to_i64(g.pool_waiting));
+        self.sync_standby.set(i64::from(g.sync_standby));
         if let Some(pending) = g.consumer_pending {
             self.consumer_pending.set(to_i64(pending));
         }
@@ -349,6 +359,7 @@ mod tests {
         m.record_request("/order", 200, Duration::from_micros(300));
         m.set_gauges(Gauges {
             cache_entries: 7,
+            sync_standby: true,
             consumer_pending: Some(3),
             ..Gauges::default()
         });
@@ -369,6 +380,7 @@ mod tests {
             "orders_cache_misses_total 1",
             "orders_cache_entries 7",
             "orders_consumer_pending 3",
+            "orders_db_sync_standby 1",
             "orders_http_requests_total{route=\"/order\",status=\"200\"} 1",
             "orders_ingest_latency_seconds_count 4",
             "orders_http_request_duration_seconds_count{route=\"/order\"} 1",

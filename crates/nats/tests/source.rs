@@ -55,10 +55,10 @@ async fn open_creates_the_stream_and_the_durable_consumer() {
         info.config.durable_name.as_deref(),
         Some(t.durable.as_str())
     );
-    assert_eq!(
-        info.config.max_deliver, -1,
-        "a transient fault must never use up deliveries"
-    );
+    // Finite, so every message ends; redeliveries spaced by the backoff.
+    assert_eq!(info.config.max_deliver, 10);
+    assert_eq!(info.config.backoff.len(), 9);
+    assert_eq!(info.config.backoff[0], Duration::from_secs(30));
     assert_eq!(info.config.filter_subject, t.subject);
 }
 

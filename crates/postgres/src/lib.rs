@@ -16,5 +16,8 @@ mod repository;
 pub mod rows;
 pub mod schema;
 
-pub use connect::{ConnectError, PoolSettings, check_url, connect_pool, ensure_database, migrate};
+pub use connect::{
+    ConnectError, PoolSettings, check_read_url, check_url, connect_pool, connect_read_pool,
+    ensure_database, migrate,
+};
 pub use repository::{InsertMethod, PgOrderRepository};

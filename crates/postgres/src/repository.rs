@@ -1,5 +1,7 @@
 use std::collections::{HashMap, HashSet};
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
@@ -169,6 +171,19 @@ WHERE $1::bigint IS NULL
 ORDER BY o.created_at DESC, o.order_uid DESC
 LIMIT $3";
 
+/// Whether our commits are confirmed by a synchronous standby: the primary
+/// names synchronous standbys, this session's commits wait for them
+/// (`synchronous_commit` from `remote_write` up), and at least one is
+/// streaming as `sync` (or `quorum`, for `ANY n (...)`). Standbys whose
+/// details the role may not see (without `pg_read_all_stats`) are
+/// counted apart.
+const SYNC_STANDBY: &str = "\
+SELECT current_setting('synchronous_standby_names') <> ''
+         AND current_setting('synchronous_commit') IN ('on', 'remote_write', 'remote_apply'),
+       count(*) FILTER (WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')),
+       count(*) FILTER (WHERE sync_state IS NULL)
+FROM pg_stat_replication";
+
 const INSERT_REJECTION: &str = "\
 INSERT INTO rejected_messages (reason, detail, order_uid, subject, stream, stream_sequence, headers, payload)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -186,12 +201,66 @@ pub enum InsertMethod {
     CopyStaging,
 }
 
-/// [`OrderRepository`] over a deadpool-postgres pool. Statements are
+/// [`OrderRepository`] over deadpool-postgres pools: the primary's for
+/// writes and pings, and optionally another for reads (a standby). Statements are
 /// prepared once per connection and cached by the pool's client wrapper.
 #[derive(Clone)]
 pub struct PgOrderRepository {
     pool: Pool,
     insert: InsertMethod,
+    /// Where lookups, listings and the warm-up go first, if not to the
+    /// primary ([`PgOrderRepository::with_reads`]).
+    reads: Option<Reads>,
+    /// Whether the warning that standbys are hidden from this role was
+    /// logged: once is enough, the health watcher asks every second.
+    hidden_standbys_logged: Arc<AtomicBool>,
+}
+
+/// The pool for reads, and when it last failed: for a while after a
+/// failure reads go straight to the primary, so a standby that is down
+/// does not cost every lookup the pool's timeout.
+#[derive(Clone)]
+struct Reads {
+    pool: Pool,
+    failed_at: Arc<Mutex<Option<Instant>>>,
+}
+
+/// How long reads skip a read pool that failed.
+const READS_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Reads {
+    fn worth_trying(&self) -> bool {
+        self.failed_at
+            .lock()
+            .map(|at| at.is_none_or(|at| at.elapsed() >= READS_BACKOFF))
+            .unwrap_or(true)
+    }
+
+    fn failed(&self, err: &RepositoryError) {
+        if let Ok(mut at) = self.failed_at.lock() {
+            if at.is_none() {
+                tracing::warn!(
+                    error = %orders_domain::error_chain(err),
+                    "reads go to the primary: the read pool (DATABASE_READ_URL) failed"
+                );
+            }
+            *at = Some(Instant::now());
+        }
+    }
+
+    fn answered(&self) {
+        if let Ok(mut at) = self.failed_at.lock()
+            && at.take().is_some()
+        {
+            tracing::info!("the read pool (DATABASE_READ_URL) answers again");
+        }
+    }
+}
+
+/// A connection for reads, and whether it came from the read pool.
+struct ReadClient {
+    client: deadpool_postgres::Object,
+    from_reads: bool,
 }
 
 impl std::fmt::Debug for PgOrderRepository {
@@ -203,21 +272,77 @@ impl std::fmt::Debug for PgOrderRepository {
 }
 
 impl PgOrderRepository {
+    /// A repository on the primary's `pool` ([`connect_pool`](crate::connect_pool)).
     pub fn new(pool: Pool) -> Self {
         Self::with_insert(pool, InsertMethod::default())
     }
 
     /// Inserting batches by `insert` (the bench measures both).
     pub fn with_insert(pool: Pool, insert: InsertMethod) -> Self {
-        Self { pool, insert }
+        Self {
+            pool,
+            insert,
+            reads: None,
+            hidden_standbys_logged: Arc::default(),
+        }
     }
 
+    /// Sends `find`, `list_recent` and `load_recent` to `reads` first
+    /// ([`connect_read_pool`](crate::connect_read_pool): a standby). A
+    /// standby may lag, so an order it does not have is looked for on the
+    /// primary; when it fails, reads go to the primary (and skip it for
+    /// a few seconds). Writes, pings and the duplicate check of `save`
+    /// stay on the primary.
+    pub fn with_reads(mut self, reads: Pool) -> Self {
+        self.reads = Some(Reads {
+            pool: reads,
+            failed_at: Arc::default(),
+        });
+        self
+    }
+
+    /// The primary's pool.
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
+    /// Closes both pools: no new connection, idle ones dropped.
+    pub fn close(&self) {
+        self.pool.close();
+        if let Some(reads) = &self.reads {
+            reads.pool.close();
+        }
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, RepositoryError> {
         self.pool.get().await.map_err(from_pool)
+    }
+
+    /// A connection from the read pool while it answers, else the primary's.
+    async fn read_client(&self) -> Result<ReadClient, RepositoryError> {
+        if let Some(reads) = self.reads.as_ref().filter(|r| r.worth_trying()) {
+            match reads.pool.get().await.map_err(from_pool) {
+                Ok(client) => {
+                    reads.answered();
+                    return Ok(ReadClient {
+                        client,
+                        from_reads: true,
+                    });
+                }
+                Err(err) => reads.failed(&err),
+            }
+        }
+        Ok(ReadClient {
+            client: self.client().await?,
+            from_reads: false,
+        })
+    }
+
+    /// Notes that a read on the read pool failed (after it gave a connection).
+    fn read_failed(&self, err: &RepositoryError) {
+        if let Some(reads) = &self.reads {
+            reads.failed(err);
+        }
     }
 }
 
@@ -327,12 +452,11 @@ const LOAD_CHUNKS_AHEAD: usize = 4;
 /// the newest `limit` would not be the same set in both. Stops early,
 /// without an error, when the receiver is dropped.
 async fn stream_recent(
-    pool: &Pool,
+    mut client: deadpool_postgres::Object,
     limit: usize,
     sender: &mut futures::channel::mpsc::Sender<Result<Vec<Order>, RepositoryError>>,
 ) -> Result<(), RepositoryError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut client = pool.get().await.map_err(from_pool)?;
     let snapshot = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -449,7 +573,9 @@ impl OrderRepository for PgOrderRepository {
             } else {
                 if !before.contains_key(uid) {
                     // The uid was taken before: the same order again, or another?
-                    let Some(found) = self.find(&order.order_uid).await? else {
+                    // On the primary: a standby may not have it yet.
+                    let client = self.client().await?;
+                    let Some(found) = find_with(&client, &order.order_uid).await? else {
                         // Deleted between our insert and this read: rare; retry.
                         return Err(RepositoryError::Unavailable(
                             "order vanished while checking for a duplicate".into(),
@@ -469,35 +595,39 @@ impl OrderRepository for PgOrderRepository {
     }
 
     async fn find(&self, uid: &OrderUid) -> Result<Option<Order>, RepositoryError> {
-        let client = self.client().await?;
-        let (find_order, find_items) = tokio::try_join!(
-            client.prepare_cached(&FIND_ORDER),
-            client.prepare_cached(&FIND_ITEMS)
-        )
-        .map_err(from_pg)?;
-        // Both queries go out before either answer comes back (pipelined).
-        let uid = uid.as_str();
-        let params: [&(dyn ToSql + Sync); 1] = [&uid];
-        let (row, item_rows) = tokio::try_join!(
-            client.query_opt(&find_order, &params),
-            client.query(&find_items, &params)
-        )
-        .map_err(from_pg)?;
-        let Some(row) = row else { return Ok(None) };
-        let items = item_rows
-            .iter()
-            .map(read_item)
-            .collect::<Result<Vec<_>, _>>()?;
-        read_order(&row, items).map(Some)
+        let read = self.read_client().await?;
+        if read.from_reads {
+            match find_with(&read.client, uid).await {
+                Ok(Some(order)) => return Ok(Some(order)),
+                // A standby behind the primary may not have it yet.
+                Ok(None) => {}
+                Err(err) => self.read_failed(&err),
+            }
+            drop(read);
+            return find_with(&self.client().await?, uid).await;
+        }
+        find_with(&read.client, uid).await
     }
 
     /// Read by a task of its own, so the caller serializes one chunk while
     /// the next is read.
     fn load_recent(&self, limit: usize) -> OrderChunks {
-        let pool = self.pool.clone();
+        let repo = self.clone();
         let (mut sender, receiver) = futures::channel::mpsc::channel(LOAD_CHUNKS_AHEAD);
         tokio::spawn(async move {
-            if let Err(err) = stream_recent(&pool, limit, &mut sender).await {
+            let streamed = match repo.read_client().await {
+                Ok(read) => {
+                    let from_reads = read.from_reads;
+                    let streamed = stream_recent(read.client, limit, &mut sender).await;
+                    if let (true, Err(err)) = (from_reads, &streamed) {
+                        // The warm-up is retried; the next try reads the primary.
+                        repo.read_failed(err);
+                    }
+                    streamed
+                }
+                Err(err) => Err(err),
+            };
+            if let Err(err) = streamed {
                 let _ = sender.send(Err(err)).await;
             }
         });
@@ -509,16 +639,16 @@ impl OrderRepository for PgOrderRepository {
         limit: usize,
         before: Option<OrderCursor>,
     ) -> Result<Vec<OrderSummary>, RepositoryError> {
-        let client = self.client().await?;
-        let statement = client.prepare_cached(LIST_RECENT).await.map_err(from_pg)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let micros = before.as_ref().map(|c| c.created_micros);
-        let uid = before.as_ref().map(|c| c.order_uid.as_str());
-        let rows = client
-            .query(&statement, &[&micros, &uid, &limit])
-            .await
-            .map_err(from_pg)?;
-        rows.iter().map(summary_from_row).collect()
+        let read = self.read_client().await?;
+        if read.from_reads {
+            match list_with(&read.client, limit, before.as_ref()).await {
+                Ok(page) => return Ok(page),
+                Err(err) => self.read_failed(&err),
+            }
+            drop(read);
+            return list_with(&self.client().await?, limit, before.as_ref()).await;
+        }
+        list_with(&read.client, limit, before.as_ref()).await
     }
 
     async fn record_rejection(&self, r: &Rejection) -> Result<(), RepositoryError> {
@@ -552,6 +682,71 @@ impl OrderRepository for PgOrderRepository {
         client.simple_query("SELECT 1").await.map_err(from_pg)?;
         Ok(())
     }
+
+    async fn has_sync_standby(&self) -> Result<bool, RepositoryError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(SYNC_STANDBY).await.map_err(from_pg)?;
+        let row = client.query_one(&statement, &[]).await.map_err(from_pg)?;
+        let read = |e| corrupt("pg_stat_replication row", e);
+        let commits_wait: bool = row.try_get(0).map_err(read)?;
+        let synchronous: i64 = row.try_get(1).map_err(read)?;
+        let hidden: i64 = row.try_get(2).map_err(read)?;
+        if commits_wait
+            && synchronous == 0
+            && hidden > 0
+            && !self.hidden_standbys_logged.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                standbys = hidden,
+                "cannot see whether the standbys are synchronous: the database role needs \
+                 pg_read_all_stats (GRANT pg_monitor TO ...); counted as no synchronous standby"
+            );
+        }
+        Ok(commits_wait && synchronous > 0)
+    }
+}
+
+/// The order with this uid, read on `client`.
+async fn find_with(
+    client: &deadpool_postgres::Object,
+    uid: &OrderUid,
+) -> Result<Option<Order>, RepositoryError> {
+    let (find_order, find_items) = tokio::try_join!(
+        client.prepare_cached(&FIND_ORDER),
+        client.prepare_cached(&FIND_ITEMS)
+    )
+    .map_err(from_pg)?;
+    // Both queries go out before either answer comes back (pipelined).
+    let uid = uid.as_str();
+    let params: [&(dyn ToSql + Sync); 1] = [&uid];
+    let (row, item_rows) = tokio::try_join!(
+        client.query_opt(&find_order, &params),
+        client.query(&find_items, &params)
+    )
+    .map_err(from_pg)?;
+    let Some(row) = row else { return Ok(None) };
+    let items = item_rows
+        .iter()
+        .map(read_item)
+        .collect::<Result<Vec<_>, _>>()?;
+    read_order(&row, items).map(Some)
+}
+
+/// One page of the list, read on `client`.
+async fn list_with(
+    client: &deadpool_postgres::Object,
+    limit: usize,
+    before: Option<&OrderCursor>,
+) -> Result<Vec<OrderSummary>, RepositoryError> {
+    let statement = client.prepare_cached(LIST_RECENT).await.map_err(from_pg)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let micros = before.map(|c| c.created_micros);
+    let uid = before.map(|c| c.order_uid.as_str());
+    let rows = client
+        .query(&statement, &[&micros, &uid, &limit])
+        .await
+        .map_err(from_pg)?;
+    rows.iter().map(summary_from_row).collect()
 }
 
 /// A line of the list: uid, date_created, micros, amount, currency.

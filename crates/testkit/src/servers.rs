@@ -1,7 +1,8 @@
-//! Throwaway servers for fault tests: a PostgreSQL cluster, a JetStream
-//! `nats-server` and the `order-service` binary, each a child process on a
-//! free loopback port, each able to be stopped, killed (SIGKILL) and started
-//! again on the same port and data. The machine's shared servers are never
+//! Throwaway servers for fault tests: a PostgreSQL cluster (and streaming
+//! standbys of it, which can be promoted), a JetStream `nats-server` and
+//! the `order-service` binary, each a child process on a free loopback
+//! port, each able to be stopped, killed (SIGKILL) and started again on the
+//! same port and data. The machine's shared servers are never
 //! touched. Everything is torn down when the value is dropped, also when the
 //! test fails; a service's log is printed then, to say what it saw.
 //!
@@ -12,9 +13,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::unique_name;
+use crate::{admin_client, unique_name};
+
+mod autofailover;
+
+pub use autofailover::AutoFailover;
 
 /// A port no one listens on now (the kernel's pick, released at once).
 pub fn free_port() -> u16 {
@@ -70,6 +76,65 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// The parent of each process, from `/proc/PID/stat` (its fourth field,
+/// after the name in parentheses, which may hold spaces).
+fn parents() -> Vec<(u32, u32)> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
+            let after_name = &stat[stat.rfind(')')? + 1..];
+            let ppid = after_name.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect()
+}
+
+/// `root` and every process it started, directly or not.
+fn tree(root: u32) -> std::collections::BTreeSet<u32> {
+    let parents = parents();
+    let mut found = std::collections::BTreeSet::from([root]);
+    loop {
+        let more: Vec<u32> = parents
+            .iter()
+            .filter(|(pid, ppid)| found.contains(ppid) && !found.contains(pid))
+            .map(|(pid, _)| *pid)
+            .collect();
+        if more.is_empty() {
+            return found;
+        }
+        found.extend(more);
+    }
+}
+
+/// Stops `root` and everything it started (SIGSTOP, again until no new
+/// process appears, so none forks or writes past this instant), then
+/// SIGKILLs them all.
+fn kill_tree(root: u32) {
+    let mut frozen = std::collections::BTreeSet::new();
+    loop {
+        let new: Vec<u32> = tree(root).difference(&frozen).copied().collect();
+        if new.is_empty() {
+            break;
+        }
+        signal_all(&new, "STOP");
+        frozen.extend(new);
+    }
+    signal_all(&frozen.into_iter().collect::<Vec<_>>(), "KILL");
+}
+
+fn signal_all(pids: &[u32], signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .args(pids.iter().map(u32::to_string))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 fn signal(pid: u32, signal: &str) {
     let _ = Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
@@ -79,6 +144,44 @@ fn signal(pid: u32, signal: &str) {
 }
 
 // ---------------------------------------------------------------- PostgreSQL
+
+/// `ALTER SYSTEM SET name = 'value'` on the server at `url`, then a reload,
+/// and waits until a new session sees the value: the postmaster has then
+/// reloaded and signalled every backend, so each applies it before its
+/// next command (for `synchronous_standby_names`, commits already waiting
+/// see it too).
+pub async fn alter_system(url: &str, name: &str, value: &str) {
+    let client = admin_client(url).await;
+    let quoted = value.replace('\'', "''");
+    // Two round trips: ALTER SYSTEM refuses to run in a transaction
+    // block, which a multi-statement query is.
+    for sql in [
+        format!("ALTER SYSTEM SET {name} = '{quoted}'"),
+        "SELECT pg_reload_conf()".to_owned(),
+    ] {
+        client
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql} on {url}: {e:?}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen: String = admin_client(url)
+            .await
+            .query_one("SELECT current_setting($1)", &[&name])
+            .await
+            .unwrap_or_else(|e| panic!("reading {name}: {e:?}"))
+            .get(0);
+        if seen == value {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} is still {seen:?} 10 s after setting it to {value:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 /// Where PostgreSQL's server programs are: `PG_BIN`, else the newest
 /// `/usr/lib/postgresql/*/bin` that has `initdb`, else `pg_config --bindir`.
@@ -125,12 +228,67 @@ pub struct PgServer {
     data: PathBuf,
     bin: PathBuf,
     as_postgres: bool,
+    /// Whether the server was killed and not started since: its pid file
+    /// then names a dead process, which must not be signalled again.
+    killed: AtomicBool,
     dir: ScratchDir,
 }
 
 impl PgServer {
     /// Creates a cluster (`initdb`) and starts it on a free port.
     pub fn start() -> Self {
+        let server = Self::unstarted();
+        let out = server
+            .pg_command("initdb")
+            .arg("-D")
+            .arg(&server.data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .unwrap_or_else(|e| panic!("running initdb: {e}"));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server.start_again();
+        server
+    }
+
+    /// A streaming standby of `primary`, started on a free port: a copy
+    /// taken with `pg_basebackup -R` (which writes `standby.signal` and the
+    /// `primary_conninfo` to follow it), connecting as `application_name`
+    /// `name`, the name `synchronous_standby_names` can list. Asynchronous
+    /// until the primary lists it ([`PgServer::set`]); wait for it with
+    /// [`PgServer::wait_for_standby`] on the primary.
+    pub fn standby_of(primary: &PgServer, name: &str) -> Self {
+        let server = Self::unstarted();
+        let out = server
+            .pg_command("pg_basebackup")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .arg("-D")
+            .arg(&server.data)
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
+            .arg(format!("--dbname=application_name={name}"))
+            .output()
+            .unwrap_or_else(|e| panic!("running pg_basebackup: {e}"));
+        assert!(
+            out.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server.start_again();
+        server
+    }
+
+    /// A scratch directory the server's user owns, a free port, no data yet.
+    fn unstarted() -> Self {
         let bin = pg_bin_dir();
         let dir = ScratchDir::new("orders-pg");
         let as_postgres = is_root();
@@ -146,27 +304,14 @@ impl PgServer {
                 dir.0.display()
             );
         }
-        let server = Self {
+        Self {
             port: free_port(),
             data: dir.0.join("data"),
             bin,
             as_postgres,
+            killed: AtomicBool::new(false),
             dir,
-        };
-        let out = server
-            .pg_command("initdb")
-            .arg("-D")
-            .arg(&server.data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
-            .output()
-            .unwrap_or_else(|e| panic!("running initdb: {e}"));
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        server.start_again();
-        server
+        }
     }
 
     fn pg_command(&self, program: &str) -> Command {
@@ -219,6 +364,7 @@ impl PgServer {
             String::from_utf8_lossy(&out.stdout),
             self.log_tail()
         );
+        self.killed.store(false, Ordering::SeqCst);
         wait_until("PostgreSQL to listen", Duration::from_secs(10), || {
             listening(self.port)
         });
@@ -235,19 +381,82 @@ impl PgServer {
         );
     }
 
-    /// Kills the server as a crash would (SIGKILL to the postmaster).
+    /// Kills the server as the loss of its machine would: the postmaster
+    /// and every backend stopped at one instant (SIGSTOP), then SIGKILLed,
+    /// so no backend finishes a commit or sends WAL after the others died.
+    /// (Backends are session leaders of their own, so a process group
+    /// signal would not reach them.)
     pub fn kill(&self) {
         if let Some(pid) = self.postmaster_pid() {
-            signal(pid, "KILL");
+            kill_tree(pid);
         }
-        // The backends notice the postmaster is gone and exit; `immediate`
-        // cleans up any that linger.
-        self.pg_ctl_stop("immediate");
+        self.killed.store(true, Ordering::SeqCst);
         wait_until(
             "PostgreSQL to stop listening",
             Duration::from_secs(10),
             || !listening(self.port),
         );
+    }
+
+    /// Ends recovery on this standby (`pg_ctl promote`), as a fail-over
+    /// orchestrator would, and waits until it takes writes.
+    pub fn promote(&self) {
+        let out = self
+            .pg_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", "30", "promote"])
+            .output()
+            .unwrap_or_else(|e| panic!("running pg_ctl promote: {e}"));
+        assert!(
+            out.status.success(),
+            "pg_ctl promote failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
+    }
+
+    /// `ALTER SYSTEM SET name = 'value'`, then a reload, and waits until a
+    /// new session sees the value: see [`alter_system`].
+    pub async fn set(&self, name: &str, value: &str) {
+        alter_system(&self.admin_url(), name, value).await;
+    }
+
+    /// Waits until a standby connected as `name` streams from this server,
+    /// as a synchronous one when `synchronous`.
+    pub async fn wait_for_standby(&self, name: &str, synchronous: bool) {
+        let url = self.admin_url();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let state = async {
+                let client = admin_client(&url).await;
+                let row = client
+                    .query_opt(
+                        "SELECT sync_state FROM pg_stat_replication \
+                         WHERE application_name = $1 AND state = 'streaming'",
+                        &[&name],
+                    )
+                    .await
+                    .ok()??;
+                row.get::<_, Option<String>>(0)
+            }
+            .await;
+            let ready = match state.as_deref() {
+                Some("sync" | "quorum") => true,
+                Some(_) => !synchronous,
+                None => false,
+            };
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "standby {name} is not streaming from port {} after 60 s (sync_state {state:?})\n{}",
+                self.port,
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     fn pg_ctl_stop(&self, mode: &str) {
@@ -271,6 +480,19 @@ impl PgServer {
             .ok()
     }
 
+    /// The System V shared memory id in `postmaster.pid` (its 7th line is
+    /// the key and the id), while the file is there: after a kill.
+    fn shared_memory_id(&self) -> Option<u64> {
+        fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .nth(6)?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
     fn log_tail(&self) -> String {
         tail(&self.dir.0.join("server.log"), 20)
     }
@@ -278,7 +500,19 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
-        self.pg_ctl_stop("immediate");
+        if !self.killed.load(Ordering::SeqCst) {
+            self.pg_ctl_stop("immediate");
+            return;
+        }
+        // A killed server leaves its small System V segment behind (the
+        // next start on this data would remove it; there is none).
+        if let Some(id) = self.shared_memory_id() {
+            let _ = Command::new("ipcrm")
+                .args(["-m", &id.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! child process, generated orders published at a steady pace through
 //! broker faults, and the checks that every order was stored exactly once.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -75,6 +76,64 @@ pub async fn readyz(service: &ServiceProcess) -> Option<u16> {
     let addr = service.addr();
     tokio::net::TcpStream::connect(addr).await.ok()?;
     Some(get(addr, "/readyz").await.0)
+}
+
+/// `/readyz`'s body, while the service answers.
+pub async fn readyz_body(service: &ServiceProcess) -> Option<Value> {
+    let addr = service.addr();
+    tokio::net::TcpStream::connect(addr).await.ok()?;
+    serde_json::from_slice(&get(addr, "/readyz").await.1).ok()
+}
+
+/// A counter or gauge from `/metrics` (a `_total` suffix for counters).
+pub async fn metric(service: &ServiceProcess, name: &str) -> u64 {
+    let text = String::from_utf8(get(service.addr(), "/metrics").await.1).expect("UTF-8");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
+
+/// What `/readyz` answered, asked every 100 ms in the background until
+/// dropped.
+pub struct ReadyzLog {
+    seen: Arc<Mutex<Vec<(Instant, u16)>>>,
+    task: JoinHandle<()>,
+}
+
+impl ReadyzLog {
+    pub fn start(service: &ServiceProcess) -> Self {
+        let addr = service.addr();
+        let seen: Arc<Mutex<Vec<(Instant, u16)>>> = Arc::default();
+        let log = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            loop {
+                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                    let status = get(addr, "/readyz").await.0;
+                    log.lock().expect("lock").push((Instant::now(), status));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Self { seen, task }
+    }
+
+    /// Each status seen since `from` and when it began, one entry per change.
+    pub fn changes_since(&self, from: Instant) -> Vec<(Duration, u16)> {
+        let seen = self.seen.lock().expect("lock");
+        let mut changes: Vec<(Duration, u16)> = Vec::new();
+        for &(at, status) in seen.iter().filter(|(at, _)| *at >= from) {
+            if changes.last().is_none_or(|&(_, last)| last != status) {
+                changes.push((at - from, status));
+            }
+        }
+        changes
+    }
+}
+
+impl Drop for ReadyzLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A count from the database at `url`, or `None` while it cannot be reached.
@@ -209,9 +268,18 @@ pub async fn wait_all_stored(url: &str, total: usize, timeout: Duration) {
 /// Fails unless the consumer has nothing left: nothing pending delivery,
 /// nothing delivered and unacked.
 pub async fn assert_consumer_drained(js: &jetstream::Context, names: &TestStream) {
+    assert_consumer_drained_within(js, names, Duration::from_secs(30)).await;
+}
+
+/// The same, waiting up to `timeout`.
+pub async fn assert_consumer_drained_within(
+    js: &jetstream::Context,
+    names: &TestStream,
+    timeout: Duration,
+) {
     eventually(
         "the consumer to have nothing pending",
-        Duration::from_secs(30),
+        timeout,
         || async move {
             let Ok(stream) = js.get_stream(&names.stream).await else {
                 return false;
