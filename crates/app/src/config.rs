@@ -82,6 +82,44 @@ pub struct Config {
     #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080", value_parser = socket_addr)]
     pub http_addr: SocketAddr,
 
+    /// Address of a listener of its own for GET /metrics (an internal
+    /// port); then HTTP_ADDR does not serve it. Unset or empty: HTTP_ADDR
+    /// serves it.
+    #[arg(long, env = "METRICS_ADDR", default_value = "", hide_default_value = true,
+          value_parser = optional_addr)]
+    pub metrics_addr: MetricsAddr,
+
+    /// Most HTTP connections served at once. Lowered, with a warning, to
+    /// what the open-file limit carries (the soft limit is raised to the
+    /// hard one at start).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = count(1, 1_000_000))]
+    pub max_connections: usize,
+
+    /// A client that does not take a write of the answer within this time
+    /// is cut off (e.g. 30s).
+    #[arg(long, env = "HTTP_WRITE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub http_write_timeout: Duration,
+
+    /// A connection on which nothing is read or written for this long is
+    /// closed (e.g. 60s).
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub http_idle_timeout: Duration,
+
+    /// Requests per second each client address may make to the
+    /// order-bearing routes, with bursts of twice that; more get 429 with
+    /// Retry-After. 0 turns the limit off.
+    #[arg(long, env = "RATE_LIMIT", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32))]
+    pub rate_limit: u32,
+
+    /// Lookups that may read through to PostgreSQL at once (orders not in
+    /// memory); more get 503 with Retry-After at once. Keep it below the
+    /// connection pool (16), which ingest shares.
+    #[arg(long, env = "READ_THROUGH_LIMIT", default_value_t = orders_domain::DEFAULT_READ_THROUGH,
+          value_parser = count(1, 15))]
+    pub read_through_limit: usize,
+
     /// Most orders held in memory; the newest are loaded at start, the rest
     /// are read from PostgreSQL on demand. One million sample-sized orders
     /// take about 1 GiB.
@@ -132,6 +170,17 @@ impl ReadUrl {
     pub fn get(&self) -> Option<&str> {
         self.0.as_deref()
     }
+}
+
+/// `METRICS_ADDR`: a listener of its own for `/metrics`, if any.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+fn optional_addr(raw: &str) -> Result<MetricsAddr, String> {
+    if raw.trim().is_empty() {
+        return Ok(MetricsAddr(None));
+    }
+    socket_addr(raw).map(|a| MetricsAddr(Some(a)))
 }
 
 /// How log lines are written.
@@ -282,6 +331,12 @@ mod tests {
         assert_eq!(c.nats_ack_wait, Duration::from_secs(30));
         assert_eq!(c.nats_max_deliver, 10);
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.metrics_addr, MetricsAddr(None));
+        assert_eq!(c.max_connections, 10_000);
+        assert_eq!(c.http_write_timeout, Duration::from_secs(30));
+        assert_eq!(c.http_idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.rate_limit, 10_000);
+        assert_eq!(c.read_through_limit, 8);
         assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(c.max_order_bytes, 1024 * 1024);
         assert_eq!(c.ingest_batch_size, 500);
@@ -388,6 +443,12 @@ mod tests {
             "NATS_ACK_WAIT",
             "NATS_MAX_DELIVER",
             "HTTP_ADDR",
+            "METRICS_ADDR",
+            "MAX_CONNECTIONS",
+            "HTTP_WRITE_TIMEOUT",
+            "HTTP_IDLE_TIMEOUT",
+            "RATE_LIMIT",
+            "READ_THROUGH_LIMIT",
             "CACHE_CAPACITY",
             "SHUTDOWN_TIMEOUT",
             "MAX_ORDER_BYTES",

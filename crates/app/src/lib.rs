@@ -8,6 +8,7 @@
 pub mod config;
 mod health;
 mod ingest;
+mod limits;
 mod retry;
 pub mod telemetry;
 
@@ -18,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use orders_cache::MemoryCache;
 use orders_domain::{OrderRepository, OrderService, Readiness};
-use orders_http::{HttpSettings, Router};
+use orders_http::{HttpSettings, RateLimit, Router};
 use orders_metrics::{Gauges, Metrics};
 use orders_nats::{
     JetStreamSettings, JetStreamSource, NatsError, StreamSettings, UndeliverableSource,
@@ -48,6 +49,10 @@ pub struct App {
     config: Config,
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// `METRICS_ADDR`'s listener, if metrics have one of their own.
+    metrics_listener: Option<TcpListener>,
+    /// HTTP connections allowed: `MAX_CONNECTIONS` within the open-file limit.
+    max_connections: usize,
     service: Arc<OrderService>,
     repo: Arc<PgOrderRepository>,
     nats: async_nats::Client,
@@ -75,6 +80,20 @@ impl App {
             .await
             .with_context(|| format!("HTTP_ADDR: cannot listen on {}", config.http_addr))?;
         let local_addr = listener.local_addr().context("reading the bound address")?;
+        let metrics_listener = match config.metrics_addr.0 {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("METRICS_ADDR: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        let open_files = limits::raise_open_files();
+        let (max_connections, warning) =
+            limits::connections_allowed(config.max_connections, open_files);
+        if let Some(warning) = warning {
+            tracing::warn!("{warning}");
+        }
 
         let pool = orders_postgres::connect_pool(&config.database_url, PoolSettings::default())
             .context("DATABASE_URL: building the connection pool")?;
@@ -100,15 +119,20 @@ impl App {
 
         let health = Arc::new(Health::new(config.require_sync_standby));
         let cache = Arc::new(MemoryCache::new(config.cache_capacity));
-        let service = Arc::new(OrderService::new(
-            Arc::clone(&repo) as Arc<dyn OrderRepository>,
-            cache,
-            config.max_order_bytes,
-        ));
+        let service = Arc::new(
+            OrderService::new(
+                Arc::clone(&repo) as Arc<dyn OrderRepository>,
+                cache,
+                config.max_order_bytes,
+            )
+            .with_read_through_limit(config.read_through_limit),
+        );
         Ok(App {
             config,
             listener,
             local_addr,
+            metrics_listener,
+            max_connections,
             service,
             repo,
             nats,
@@ -122,6 +146,13 @@ impl App {
     /// Where the HTTP server listens (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `/metrics` has a listener of its own (`METRICS_ADDR`), if it has.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// Serves HTTP at once (`/healthz` answers, `/readyz` says what is not
@@ -139,6 +170,8 @@ impl App {
             config,
             listener,
             local_addr,
+            metrics_listener,
+            max_connections,
             service,
             repo,
             nats,
@@ -172,15 +205,38 @@ impl App {
             };
 
         let http_settings = HttpSettings {
+            max_connections,
+            write_timeout: config.http_write_timeout,
+            idle_timeout: config.http_idle_timeout,
             shutdown_timeout: config.shutdown_timeout,
             ..HttpSettings::default()
         };
-        spawn_critical("HTTP server", {
-            let router = Router::new(
-                Arc::clone(&service),
-                Arc::clone(health.readiness()),
-                Arc::clone(&metrics),
+        let router = Router::new(
+            Arc::clone(&service),
+            Arc::clone(health.readiness()),
+            Arc::clone(&metrics),
+        )
+        .with_rate_limit(RateLimit::per_second(config.rate_limit));
+        if let Some(metrics_listener) = metrics_listener {
+            let only_metrics = router.metrics_only();
+            let settings = HttpSettings {
+                max_connections: 64,
+                ..http_settings
+            };
+            let shutdown = shutdown.child_token();
+            spawn_critical(
+                "metrics server",
+                tokio::spawn(async move {
+                    orders_http::serve(metrics_listener, only_metrics, settings, shutdown).await;
+                    Ok(())
+                }),
             );
+        }
+        let router = match config.metrics_addr.0 {
+            Some(_) => router.without_metrics(),
+            None => router,
+        };
+        spawn_critical("HTTP server", {
             let shutdown = shutdown.child_token();
             tokio::spawn(async move {
                 orders_http::serve(listener, router, http_settings, shutdown).await;

@@ -7,9 +7,11 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use orders_app::Config;
 use orders_testkit::{SAMPLE, eventually, get, http};
+use orders_testkit::{TestDb, TestStream};
 use serde_json::{Value, json};
-use support::spawn_app;
+use support::spawn_with;
 
 const SPEC: &str = include_str!("../../../docs/openapi.yaml");
 
@@ -19,7 +21,13 @@ fn spec() -> Value {
 
 /// Checks one answer against the spec's response for (path, status).
 fn check(spec: &Value, path: &str, status: u16, head: &str, body: &[u8]) {
-    let response = &spec["paths"][path]["get"]["responses"][status.to_string()];
+    let mut response = &spec["paths"][path]["get"]["responses"][status.to_string()];
+    if let Some(reference) = response["$ref"].as_str() {
+        let name = reference
+            .strip_prefix("#/components/responses/")
+            .expect("a reference to a shared response");
+        response = &spec["components"]["responses"][name];
+    }
     assert!(
         response.is_object(),
         "GET {path} answered {status}, which is not documented"
@@ -57,7 +65,12 @@ fn check(spec: &Value, path: &str, status: u16, head: &str, body: &[u8]) {
 #[tokio::test]
 async fn every_documented_route_and_status_answers_as_documented() {
     let spec = spec();
-    let app = spawn_app().await;
+    // A low rate limit, so the last step can reach it.
+    let app = spawn_with(TestDb::not_yet_created(), TestStream::new(), |c| Config {
+        rate_limit: 20,
+        ..c
+    })
+    .await;
     app.publish(SAMPLE.to_vec(), None).await;
     app.wait_stored(1).await;
     let mut exercised = BTreeSet::new();
@@ -109,6 +122,18 @@ async fn every_documented_route_and_status_answers_as_documented() {
     exchange("/order", "?order_uid=not-cached", 503).await;
     exchange("/orders", "", 503).await;
     exchange("/order", "?order_uid=b563feb7b2b84b6test", 200).await;
+
+    // Over the client's rate: every order-bearing route refuses it.
+    for _ in 0..100 {
+        if get(addr, "/order?order_uid=b563feb7b2b84b6test").await.0 == 429 {
+            break;
+        }
+    }
+    let (status, head, _) = http(addr, "GET", "/order?order_uid=b563feb7b2b84b6test").await;
+    assert_eq!(status, 429);
+    assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+    exchange("/order", "?order_uid=b563feb7b2b84b6test", 429).await;
+    exchange("/orders", "", 429).await;
 
     let documented: BTreeSet<(String, u16)> = spec["paths"]
         .as_object()

@@ -42,6 +42,11 @@ fn compose_sets_every_variable_the_service_reads() {
     let unknown: Vec<_> = set.difference(&service_variables()).cloned().collect();
 
     assert!(missing.is_empty(), "compose does not set {missing:?}");
+    let nofile = &compose["services"]["order-service"]["ulimits"]["nofile"];
+    assert!(
+        nofile["hard"].as_u64().is_some_and(|n| n >= 10_000 + 128),
+        "the open-file limit carries MAX_CONNECTIONS: {nofile}"
+    );
     assert!(
         unknown.is_empty(),
         "compose sets variables the service does not read: {unknown:?}"

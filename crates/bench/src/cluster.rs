@@ -186,6 +186,8 @@ fn start_replicas(dir: &Path, service: &Path, n: u16) -> anyhow::Result<Vec<(u16
             .env("NATS_STREAM_REPLICAS", "3")
             .env("HTTP_ADDR", replica_addr(r).to_string())
             .env("RUST_LOG", "warn")
+            // The bench is one client on one address: no per-client limit.
+            .env("RATE_LIMIT", "0")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

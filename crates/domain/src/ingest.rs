@@ -184,6 +184,7 @@ impl OrderService {
         match result {
             SaveOutcome::Stored => {
                 m.span.in_scope(|| tracing::debug!("stored"));
+                self.misses.forget(&order.order_uid);
                 let json = Bytes::from(order.to_json());
                 self.cache.insert(order.order_uid, json);
                 IngestOutcome::Stored

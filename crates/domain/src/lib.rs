@@ -9,6 +9,7 @@ mod decode;
 mod ingest;
 mod listing;
 mod lookup;
+mod misses;
 mod newtype;
 mod order;
 mod ports;
@@ -21,6 +22,7 @@ pub use decode::Decoded;
 pub use ingest::{IngestOutcome, Ingested, retry_delay};
 pub use listing::{DEFAULT_PAGE, InvalidCursor, MAX_PAGE, OrderCursor, OrderPage, OrderSummary};
 pub use lookup::{Lookup, LookupError};
+pub use misses::MISS_TTL;
 pub use order::{
     DateCreated, Delivery, InvalidDate, InvalidPercent, Item, Order, Payment, Percent,
 };
@@ -29,7 +31,7 @@ pub use ports::{
     Rejection, RepositoryError, SaveOutcome, SourceError,
 };
 pub use readiness::{Readiness, ReadinessReport};
-pub use service::{OrderService, error_chain};
+pub use service::{DEFAULT_READ_THROUGH, OrderService, error_chain};
 pub use uid::{InvalidOrderUid, MAX_UID_LEN, OrderUid};
 pub use validation::{FieldProblem, FieldProblems, MAX_PROBLEMS, RejectReason, ValidationError};
 

@@ -26,10 +26,19 @@ pub struct OrderCursor {
 #[error("before: expected a cursor from a previous page's \"next\"")]
 pub struct InvalidCursor;
 
+/// The instants a stored order can have (`date_created` is in the years
+/// 0001 to 9999), in microseconds since the Unix epoch: a cursor outside
+/// them points at no order and would overflow the database's arithmetic.
+const FIRST_MICROS: i64 = -62_135_596_800_000_000;
+const LAST_MICROS: i64 = 253_402_300_799_999_999;
+
 impl OrderCursor {
     pub fn parse(raw: &str) -> Result<Self, InvalidCursor> {
         let (micros, uid) = raw.split_once('.').ok_or(InvalidCursor)?;
-        let created_micros = micros.parse().map_err(|_| InvalidCursor)?;
+        let created_micros: i64 = micros.parse().map_err(|_| InvalidCursor)?;
+        if !(FIRST_MICROS..=LAST_MICROS).contains(&created_micros) {
+            return Err(InvalidCursor);
+        }
         let order_uid = OrderUid::parse(uid).map_err(|_| InvalidCursor)?;
         Ok(Self {
             created_micros,
@@ -94,8 +103,26 @@ mod tests {
     }
 
     #[test]
+    fn cursors_at_the_ends_of_the_stored_years_are_taken() {
+        assert!(OrderCursor::parse("253402300799999999.last").is_ok());
+        assert!(OrderCursor::parse("-62135596800000000.first").is_ok());
+    }
+
+    #[test]
     fn malformed_cursors_are_refused() {
-        for bad in ["", "123", "x.abc", "12.", "12.a b", "-.x", "1.2.3"] {
+        for bad in [
+            "",
+            "123",
+            "x.abc",
+            "12.",
+            "12.a b",
+            "-.x",
+            "1.2.3",
+            "9223372036854775807.zzz",
+            "-9223372036854775808.zzz",
+            "253402300800000000.late",
+            "-62135596800000001.early",
+        ] {
             assert_eq!(OrderCursor::parse(bad), Err(InvalidCursor), "{bad:?}");
         }
     }

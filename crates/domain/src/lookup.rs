@@ -21,13 +21,19 @@ pub struct Lookup {
 pub enum LookupError {
     #[error("order not found")]
     NotFound,
+    /// As many lookups as allowed are reading through to the database; try
+    /// again in a moment.
+    #[error("too many lookups of orders not in memory")]
+    Busy,
     #[error(transparent)]
     Repository(#[from] RepositoryError),
 }
 
 impl OrderService {
     /// The order's JSON: from the cache, else read through to the database
-    /// (and then cached), else [`LookupError::NotFound`].
+    /// (and then cached), else [`LookupError::NotFound`]. A uid found
+    /// missing a moment ago is not found again without asking; when as
+    /// many lookups as allowed read through already, [`LookupError::Busy`].
     pub async fn lookup(&self, uid: &OrderUid) -> Result<Lookup, LookupError> {
         if let Some(json) = self.cache.get(uid) {
             return Ok(Lookup {
@@ -35,7 +41,16 @@ impl OrderService {
                 from_cache: true,
             });
         }
-        let order = self.repo.find(uid).await?.ok_or(LookupError::NotFound)?;
+        if self.misses.known(uid) {
+            return Err(LookupError::NotFound);
+        }
+        let Ok(_permit) = self.read_through.try_acquire() else {
+            return Err(LookupError::Busy);
+        };
+        let Some(order) = self.repo.find(uid).await? else {
+            self.misses.remember(uid);
+            return Err(LookupError::NotFound);
+        };
         let json = Bytes::from(order.to_json());
         self.cache.insert(order.order_uid, json.clone());
         Ok(Lookup {
@@ -155,6 +170,44 @@ mod tests {
             .await;
 
         assert!(matches!(result, Err(LookupError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn a_uid_found_missing_is_not_asked_for_again_at_once() {
+        let mut repo = MockOrderRepository::new();
+        repo.expect_find().times(1).returning(|_| Ok(None));
+        let mut cache = MockOrderCache::new();
+        cache.expect_get().returning(|_| None);
+        let svc = service(repo, cache);
+        let uid = OrderUid::parse("nope").expect("uid");
+
+        for _ in 0..100 {
+            assert!(matches!(svc.lookup(&uid).await, Err(LookupError::NotFound)));
+        }
+    }
+
+    #[tokio::test]
+    async fn lookups_past_the_read_through_limit_are_busy_at_once() {
+        let started = Arc::new(tokio::sync::Barrier::new(3));
+        let mut repo = MockOrderRepository::new();
+        repo.expect_find()
+            .times(2)
+            .returning(|_| Ok(Some(sample())));
+        let mut cache = MockOrderCache::new();
+        cache.expect_get().returning(|_| None);
+        cache.expect_insert().return_const(());
+        let svc = Arc::new(service(repo, cache).with_read_through_limit(2));
+        // Hold both permits, as two slow reads would.
+        let first = svc.read_through.try_acquire().expect("a permit");
+        let second = svc.read_through.try_acquire().expect("a permit");
+
+        let busy = svc.lookup(&sample().order_uid).await;
+
+        assert!(matches!(busy, Err(LookupError::Busy)), "{busy:?}");
+        drop((first, second));
+        drop(started);
+        assert!(svc.lookup(&sample().order_uid).await.is_ok());
+        assert!(svc.lookup(&sample().order_uid).await.is_ok());
     }
 
     #[tokio::test]

@@ -3,7 +3,13 @@
 
 use std::sync::Arc;
 
+use crate::misses::RecentMisses;
 use crate::ports::{OrderCache, OrderRepository};
+
+/// Lookups that may read through to the database at once, by default:
+/// half the connection pool, so misses never take the connections ingest
+/// needs.
+pub const DEFAULT_READ_THROUGH: usize = 8;
 
 /// The core. Inbound adapters (the ingest loop, HTTP) call it directly; it
 /// reaches the outside only through the ports it holds.
@@ -12,6 +18,11 @@ pub struct OrderService {
     pub(crate) cache: Arc<dyn OrderCache>,
     /// Messages larger than this are rejected without being parsed.
     pub(crate) max_order_bytes: usize,
+    /// Uids just found missing.
+    pub(crate) misses: RecentMisses,
+    /// Permits to read through to the database; a lookup that finds none
+    /// is answered "busy" at once rather than queued.
+    pub(crate) read_through: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for OrderService {
@@ -32,7 +43,16 @@ impl OrderService {
             repo,
             cache,
             max_order_bytes,
+            misses: RecentMisses::default(),
+            read_through: tokio::sync::Semaphore::new(DEFAULT_READ_THROUGH),
         }
+    }
+
+    /// At most `permits` lookups read through to the database at once
+    /// (`READ_THROUGH_LIMIT`); keep it below the pool size.
+    pub fn with_read_through_limit(mut self, permits: usize) -> Self {
+        self.read_through = tokio::sync::Semaphore::new(permits.max(1));
+        self
     }
 }
 

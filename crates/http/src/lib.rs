@@ -11,9 +11,11 @@
 //! | `GET /`, `/style.css`, `/app.js` | the embedded web page |
 //! | another method on a known path | 405 with `Allow: GET, HEAD` |
 
+mod limits;
 mod routes;
 mod server;
 mod statics;
 
+pub use limits::{ClientIp, RateLimit};
 pub use routes::Router;
 pub use server::{HttpSettings, serve};

@@ -1,5 +1,5 @@
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::Instrument as _;
 
@@ -9,10 +9,12 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use orders_domain::{
     DEFAULT_PAGE, LookupError, MAX_PAGE, OrderCursor, OrderService, OrderUid, Readiness,
+    RepositoryError,
 };
 use orders_metrics::Metrics;
 use serde_json::json;
 
+use crate::limits::{ClientIp, RateLimit};
 use crate::statics;
 
 /// The page may load only its own files and talk only to its own origin.
@@ -28,6 +30,13 @@ pub struct Router {
     service: Arc<OrderService>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
+    /// Per client address on the order-bearing routes (`RATE_LIMIT`).
+    rate_limit: Option<Arc<RateLimit>>,
+    /// Whether `/metrics` is served here (not when `METRICS_ADDR` puts it
+    /// on a listener of its own).
+    serves_metrics: bool,
+    /// Whether only `/metrics` is served here (the `METRICS_ADDR` listener).
+    only_metrics: bool,
 }
 
 /// What a path names.
@@ -50,6 +59,12 @@ impl Route {
             "/metrics" => Route::Metrics,
             _ => Route::Static(statics::lookup(path)?),
         })
+    }
+
+    /// Whether the route gives out orders (personal data): rate-limited,
+    /// and (with tokens) behind sign-in.
+    fn bears_orders(&self) -> bool {
+        matches!(self, Route::Order | Route::Orders)
     }
 
     /// The metrics label: a fixed set, so a client cannot create label
@@ -77,7 +92,31 @@ impl Router {
             service,
             readiness,
             metrics,
+            rate_limit: None,
+            serves_metrics: true,
+            only_metrics: false,
         }
+    }
+
+    /// This router, serving `/metrics` alone (for `METRICS_ADDR`).
+    pub fn metrics_only(&self) -> Self {
+        Self {
+            serves_metrics: true,
+            only_metrics: true,
+            ..self.clone()
+        }
+    }
+
+    /// Limits each client address on the order-bearing routes.
+    pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit.map(Arc::new);
+        self
+    }
+
+    /// Leaves `/metrics` to another listener (`METRICS_ADDR`).
+    pub fn without_metrics(mut self) -> Self {
+        self.serves_metrics = false;
+        self
     }
 
     /// Answers one request. Never fails: every error is an HTTP answer.
@@ -101,6 +140,12 @@ impl Router {
     }
 
     async fn route<B>(&self, req: &Request<B>, route: Option<Route>) -> Response<Body> {
+        let route = match route {
+            Some(Route::Metrics) if !self.serves_metrics => None,
+            Some(Route::Metrics) => Some(Route::Metrics),
+            _ if self.only_metrics => None,
+            route => route,
+        };
         let Some(route) = route else {
             return error(StatusCode::NOT_FOUND, "no such page");
         };
@@ -110,6 +155,17 @@ impl Router {
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return response;
+        }
+        if route.bears_orders()
+            && let Some(limit) = &self.rate_limit
+            && let Some(ClientIp(Some(client))) = req.extensions().get::<ClientIp>()
+            && let Err(wait) = limit.check(*client)
+        {
+            return retry_after(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests from this address; slow down",
+                wait,
+            );
         }
         match route {
             Route::Order => self.order(req.uri().query()).await,
@@ -162,13 +218,14 @@ impl Router {
                     &json!({"error": "order not found", "order_uid": uid.as_str()}),
                 )
             }
+            Err(LookupError::Busy) => retry_after(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many lookups of orders not in memory right now; try again",
+                Duration::from_secs(1),
+            ),
             Err(LookupError::Repository(err)) => {
                 self.metrics.record_lookup(false);
-                tracing::warn!(error = %err, order_uid = %uid, "lookup failed");
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database unavailable, try again",
-                )
+                repository_error(&err, "lookup failed")
             }
         }
     }
@@ -186,13 +243,7 @@ impl Router {
                     error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
                 }
             },
-            Err(err) => {
-                tracing::warn!(error = %err, "listing orders failed");
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database unavailable, try again",
-                )
-            }
+            Err(err) => repository_error(&err, "listing orders failed"),
         }
     }
 
@@ -267,6 +318,39 @@ fn json_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
     json_bytes(status, Bytes::from(body.to_string()))
+}
+
+/// A database error as an answer: the request's own data refused by the
+/// database (a data exception, SQLSTATE class 22, say) is the client's
+/// fault, 400, and never looks like an outage; anything else is 503.
+fn repository_error(err: &RepositoryError, what: &str) -> Response<Body> {
+    match err {
+        RepositoryError::Refused(why) => {
+            tracing::info!(%why, "{what}: the database refused the request's values");
+            error(
+                StatusCode::BAD_REQUEST,
+                "the request's values are out of range",
+            )
+        }
+        RepositoryError::Unavailable(_) => {
+            tracing::warn!(error = %orders_domain::error_chain(err), "{what}");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database unavailable, try again",
+            )
+        }
+    }
+}
+
+/// An error answer that says when to try again (`Retry-After`, whole
+/// seconds, at least 1).
+fn retry_after(status: StatusCode, message: &str, wait: Duration) -> Response<Body> {
+    let mut response = error(status, message);
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Body> {

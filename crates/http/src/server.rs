@@ -1,22 +1,31 @@
 use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::limits::ClientIp;
 use crate::routes::Router;
 
 /// Limits that keep one client from taking the server down.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpSettings {
     /// Most connections served at once; further clients wait in the
-    /// kernel's accept queue. Each costs a task and two small buffers.
+    /// kernel's accept queue. Each costs a task, two small buffers and a
+    /// file descriptor (`MAX_CONNECTIONS`, checked against the descriptor
+    /// limit at start).
     pub max_connections: usize,
     /// A client must send its whole request head within this time, or it is
     /// cut off (slow-header attacks).
@@ -24,6 +33,14 @@ pub struct HttpSettings {
     /// Largest request head (request line and headers) accepted; a larger
     /// one is refused with 431. hyper's smallest allowed value is 8 KiB.
     pub max_head_bytes: usize,
+    /// A write the client does not take within this time ends the
+    /// connection: a client that asks for a large order and never reads
+    /// the answer does not hold it forever (`HTTP_WRITE_TIMEOUT`).
+    pub write_timeout: Duration,
+    /// A connection on which nothing is read or written for this long is
+    /// closed (`HTTP_IDLE_TIMEOUT`). An event stream writes a comment more
+    /// often than this, so it stays open.
+    pub idle_timeout: Duration,
     /// Longest wait for requests in flight once shutdown starts.
     pub shutdown_timeout: Duration,
 }
@@ -34,22 +51,26 @@ impl Default for HttpSettings {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
             max_head_bytes: 16 * 1024,
+            write_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
         }
     }
 }
 
 /// Serves HTTP/1.1 on `listener` until `shutdown` is cancelled, then stops
-/// accepting, lets requests in flight finish (at most
-/// `settings.shutdown_timeout`) and returns.
+/// accepting, closes the connections that have no request in flight at
+/// once (a half-sent request or an idle keep-alive holds nothing up), lets
+/// the requests in flight finish (at most `settings.shutdown_timeout`) and
+/// returns.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     settings: HttpSettings,
     shutdown: CancellationToken,
 ) {
-    let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let connections = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     let mut accept_errors = 0u32;
     loop {
         let permit = tokio::select! {
@@ -77,29 +98,216 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok().map(|a| a.ip());
         let router = router.clone();
-        let service = service_fn(move |req| {
+        // Requests of this connection being answered: at shutdown a
+        // connection with none is closed at once.
+        let busy = Arc::new(AtomicUsize::new(0));
+        let in_service = Arc::clone(&busy);
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let router = router.clone();
-            async move { Ok::<_, Infallible>(router.handle(req).await) }
+            let busy = Arc::clone(&in_service);
+            busy.fetch_add(1, Ordering::SeqCst);
+            req.extensions_mut().insert(ClientIp(peer));
+            async move {
+                let response = router.handle(req).await;
+                busy.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, Infallible>(response)
+            }
         });
+        let io = TimedIo::new(stream, settings.write_timeout, settings.idle_timeout);
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(settings.header_read_timeout)
             .max_buf_size(settings.max_head_bytes.max(8192))
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            .serve_connection(TokioIo::new(io), service);
+        let stop = shutdown.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stop.cancelled() => {
+                    if busy.load(Ordering::SeqCst) == 0 {
+                        // Nothing in flight: close now.
+                        Ok(())
+                    } else {
+                        // Finish the request in flight, then close.
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                }
+            };
+            if let Err(err) = ended {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
             drop(permit);
         });
     }
     drop(listener);
+    connections.close();
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("HTTP connections closed"),
+        () = connections.wait() => tracing::info!("HTTP connections closed"),
         () = tokio::time::sleep(settings.shutdown_timeout) => {
             tracing::warn!("HTTP requests still running at the shutdown timeout; closing anyway");
         }
+    }
+}
+
+/// A TCP stream whose writes must make progress within `write_timeout`
+/// and which ends after `idle_timeout` without any read or write.
+struct TimedIo {
+    inner: TcpStream,
+    write_timeout: Duration,
+    idle_timeout: Duration,
+    /// When the connection was last used.
+    last_used: Instant,
+    /// Armed while a write waits for the client, or while a read waits.
+    write_deadline: Option<Pin<Box<Sleep>>>,
+    idle_deadline: Pin<Box<Sleep>>,
+}
+
+impl TimedIo {
+    fn new(inner: TcpStream, write_timeout: Duration, idle_timeout: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            inner,
+            write_timeout,
+            idle_timeout,
+            last_used: now,
+            write_deadline: None,
+            idle_deadline: Box::pin(tokio::time::sleep_until(now + idle_timeout)),
+        }
+    }
+
+    fn used(&mut self) {
+        self.last_used = Instant::now();
+    }
+
+    /// Whether the connection has been idle too long (and arms the timer
+    /// to wake the task when it will have been).
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.last_used + self.idle_timeout;
+        if self.idle_deadline.deadline() != deadline {
+            self.idle_deadline.as_mut().reset(deadline);
+        }
+        self.idle_deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what.to_owned())
+}
+
+impl AsyncRead for TimedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    self.used();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending if self.idle_expired(cx) => {
+                Poll::Ready(Err(timed_out("connection idle too long")))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for TimedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, data) {
+            Poll::Ready(result) => {
+                self.write_deadline = None;
+                self.used();
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let timeout = self.write_timeout;
+                let deadline = self
+                    .write_deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(deadline.as_mut().poll(cx));
+                Poll::Ready(Err(timed_out("the client does not read the answer")))
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (client.expect("connect"), server.expect("accept").0)
+    }
+
+    #[tokio::test]
+    async fn a_write_the_client_never_takes_times_out() {
+        let (_client, server) = pair().await;
+        let mut io = TimedIo::new(server, Duration::from_millis(300), Duration::from_secs(60));
+        let chunk = vec![0u8; 1 << 20];
+
+        let started = std::time::Instant::now();
+        let err = loop {
+            if let Err(err) = io.write_all(&chunk).await {
+                break err;
+            }
+        };
+
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
+        let (mut client, server) = pair().await;
+        let mut io = TimedIo::new(server, Duration::from_secs(30), Duration::from_millis(400));
+
+        // Bytes every 100 ms keep it open past the idle timeout.
+        let talk = async {
+            for _ in 0..8 {
+                client.write_all(b"x").await.expect("write");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            client
+        };
+        let listen = async {
+            let mut got = 0;
+            let mut buf = [0u8; 16];
+            while got < 8 {
+                got += io.read(&mut buf).await.expect("still open");
+            }
+        };
+        let (_client, ()) = tokio::join!(talk, listen);
+
+        let mut buf = [0u8; 16];
+        let idle = io.read(&mut buf).await;
+        assert_eq!(
+            idle.expect_err("closed when idle").kind(),
+            io::ErrorKind::TimedOut
+        );
     }
 }

@@ -22,12 +22,27 @@ mod autofailover;
 
 pub use autofailover::AutoFailover;
 
-/// A port no one listens on now (the kernel's pick, released at once).
+/// A port no one listens on now, from 20000-29999: below the kernel's
+/// ephemeral range (32768 and up here), so a port a test frees while it
+/// restarts a server on it is not handed to some other process's outgoing
+/// connection or `bind(0)` meanwhile (seen: PostgreSQL could not bind its
+/// own port again after a 5 s stop).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id()).wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
+    for _ in 0..1_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(7_001)) % 10_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-29999")
 }
 
 /// Whether something accepts TCP connections on the loopback `port`.
