@@ -33,6 +33,11 @@ pub use config::Config;
 pub use health::Health;
 pub use ingest::{Feed, IngestSettings, run_ingest};
 
+/// The newest orders loaded before the service says it is ready; the rest
+/// of `CACHE_CAPACITY` is loaded in the background meanwhile, and a lookup
+/// of an order not yet loaded reads through to the database.
+const READY_WITH_NEWEST: usize = 10_000;
+
 /// How often the gauges (pool, consumer, cache) are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -349,10 +354,13 @@ async fn prepare_then_ingest(
             || UndeliverableSource::open(nats.clone(), &jetstream),
         )
         .await?;
+        // Ready once the newest orders are in memory: a lookup of any other
+        // reads through to the database until the rest arrive.
         let started = std::time::Instant::now();
+        let newest = capacity.min(READY_WITH_NEWEST);
         let loaded =
-            retry::until_ok("warm the cache", &shutdown, || service.warm_up(capacity)).await?;
-        tracing::info!(loaded, elapsed = ?started.elapsed(), "cache warm");
+            retry::until_ok("warm the cache", &shutdown, || service.warm_up(newest)).await?;
+        tracing::info!(loaded, elapsed = ?started.elapsed(), "the newest orders are in memory: ready");
         health.readiness().set_cache_warm(true);
         anyhow::Ok((source, undeliverable))
     };
@@ -361,6 +369,21 @@ async fn prepare_then_ingest(
         // Stopped while preparing: not a failure.
         Err(_) if shutdown.is_cancelled() => return Ok(()),
         Err(err) => return Err(err),
+    };
+    let (warming, stop_warming) = (Arc::clone(&service), shutdown.clone());
+    let rest = async move {
+        let (service, shutdown) = (warming, stop_warming);
+        if capacity <= READY_WITH_NEWEST {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let warmed = retry::until_ok("warm the rest of the cache", &shutdown, || {
+            service.warm_up(capacity)
+        })
+        .await;
+        if let Ok(loaded) = warmed {
+            tracing::info!(loaded, elapsed = ?started.elapsed(), "cache warm");
+        }
     };
     let orders = run_ingest(
         Feed::Orders,
@@ -388,7 +411,7 @@ async fn prepare_then_ingest(
         },
         shutdown,
     );
-    tokio::join!(orders, given_up);
+    tokio::join!(orders, given_up, rest);
     Ok(())
 }
 

@@ -418,3 +418,50 @@ async fn replay_publishes_chosen_rejections_again_and_marks_them_never_deleting(
         "a duplicate, not a copy"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_is_ready_with_the_newest_and_answers_every_stored_order_meanwhile() {
+    use orders_domain::OrderRepository as _;
+
+    // More orders than the service loads before it says ready (10,000).
+    let db = TestDb::new().await;
+    orders_postgres::migrate(&db.url).await.expect("migrate");
+    let pool = orders_postgres::connect_pool(&db.url, orders_postgres::PoolSettings::default())
+        .expect("pool");
+    let repo = orders_postgres::PgOrderRepository::new(pool);
+    let total = 25_000u64;
+    for chunk in (0..total).collect::<Vec<_>>().chunks(1_000) {
+        let orders: Vec<orders_domain::Order> = chunk
+            .iter()
+            .map(|n| {
+                orders_domain::Order::parse(&order_json(&format!("r-{n}"), *n)).expect("valid")
+            })
+            .collect();
+        repo.save(&orders).await.expect("stored");
+    }
+
+    let app = spawn_with(db, TestStream::new(), |c| c).await;
+
+    // Ready: the oldest orders (outside the newest 10,000) may not be in
+    // memory yet, and are answered all the same, by reading through.
+    for n in (0..total).step_by(997) {
+        let (status, body) = get(app.addr, &format!("/order?order_uid=r-{n}")).await;
+        assert_eq!(status, 200, "r-{n}");
+        assert_eq!(json(&body), json(&order_json(&format!("r-{n}"), n)));
+    }
+    let addr = app.addr;
+    eventually(
+        "every order in memory",
+        Duration::from_secs(60),
+        || async move {
+            let metrics = String::from_utf8(get(addr, "/metrics").await.1).unwrap_or_default();
+            metrics.lines().any(|l| {
+                l.strip_prefix("orders_cache_entries ")
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v >= total as f64 * 0.95)
+            })
+        },
+    )
+    .await;
+    app.stop().await.2.expect("clean stop");
+}

@@ -84,10 +84,10 @@ pub trait OrderRepository: Send + Sync {
     /// MUST return the stored order with this uid, or `None`.
     async fn find(&self, uid: &OrderUid) -> Result<Option<Order>, RepositoryError>;
 
-    /// MUST yield at most `limit` orders in all, the newest (`date_created`)
-    /// first, in chunks as they are read, each order whole (all its items),
-    /// all from one consistent snapshot, reading each table once rather than
-    /// once per order.
+    /// MUST yield the newest `limit` orders (by `date_created`; all of them
+    /// if there are fewer), in any order, in chunks as they are read, each
+    /// order whole (all its items, in their order), all from one consistent
+    /// snapshot, reading each table once rather than once per order.
     fn load_recent(&self, limit: usize) -> OrderChunks;
 
     /// MUST return at most `limit` orders, newest (`date_created`, then uid)

@@ -142,20 +142,24 @@ static FIND_ITEMS: LazyLock<String> = LazyLock::new(|| {
 /// The newest orders, by the index `order_info_newest`.
 const NEWEST: &str = "SELECT * FROM order_info ORDER BY created_at DESC, order_uid DESC LIMIT $1";
 
-static RECENT_ORDERS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {} FROM ({NEWEST}) o {ORDER_JOINS} ORDER BY o.created_at DESC, o.order_uid DESC",
-        *ORDER_FIELDS
-    )
-});
+/// The newest orders, in no particular order: which orders is decided by
+/// [`NEWEST`]; sorting a million joined rows again would only cost time.
+static RECENT_ORDERS: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {} FROM ({NEWEST}) o {ORDER_JOINS}", *ORDER_FIELDS));
 
+/// Their items, each with its position (sorted per order in memory, which
+/// is cheaper than a sort of every item by the database).
 static RECENT_ITEMS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT i.order_uid, {} FROM ({NEWEST}) o JOIN items i USING (order_uid) \
-         ORDER BY i.order_uid, i.position",
+        "SELECT i.order_uid, i.position, {} FROM ({NEWEST}) o JOIN items i USING (order_uid)",
         ITEMS.field_select()
     )
 });
+
+/// The memory a warm-up query may use for its hash joins: with the default
+/// (4 MB) a million orders' joins spill to disk and take twice as long.
+/// For the warm-up's two transactions only.
+const WARM_UP_WORK_MEM: &str = "SET LOCAL work_mem = '256MB'";
 
 /// One page of the list, newest first, strictly older than the cursor when
 /// one is given ($1 micros, $2 uid; both NULL for the first page). The row
@@ -446,46 +450,86 @@ const LOAD_CHUNK: usize = 4_096;
 /// Chunks read ahead of the consumer: bounds the memory a slow consumer costs.
 const LOAD_CHUNKS_AHEAD: usize = 4;
 
-/// Sends the newest `limit` orders to `sender` in chunks. Both queries read
-/// ONE snapshot (a read-only repeatable-read transaction): an order
-/// committed between them would otherwise be read without its items, and
-/// the newest `limit` would not be the same set in both. Stops early,
+/// Sends the newest `limit` orders to `sender` in chunks. The items and
+/// the orders are read at the same time on two connections, from ONE
+/// snapshot (the second transaction takes the first's exported snapshot):
+/// an order committed meanwhile would otherwise be read without its items,
+/// and the newest `limit` would not be the same set in both. Stops early,
 /// without an error, when the receiver is dropped.
 async fn stream_recent(
-    mut client: deadpool_postgres::Object,
+    mut first: deadpool_postgres::Object,
+    mut second: deadpool_postgres::Object,
     limit: usize,
     sender: &mut futures::channel::mpsc::Sender<Result<Vec<Order>, RepositoryError>>,
 ) -> Result<(), RepositoryError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let snapshot = client
+    let orders_tx = first
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .await
         .map_err(from_pg)?;
-
-    let mut items: HashMap<String, Vec<Item>> = HashMap::new();
-    let rows = snapshot
-        .query_raw(RECENT_ITEMS.as_str(), [&limit])
+    orders_tx
+        .batch_execute(WARM_UP_WORK_MEM)
         .await
         .map_err(from_pg)?;
-    pin_mut!(rows);
-    while let Some(row) = rows.try_next().await.map_err(from_pg)? {
-        let uid: String = row.try_get(0).map_err(|e| corrupt("item row", e))?;
-        items.entry(uid).or_default().push(read_item(&row)?);
-    }
-
-    let rows = snapshot
-        .query_raw(RECENT_ORDERS.as_str(), [&limit])
+    let snapshot: String = orders_tx
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .map_err(from_pg)?
+        .get(0);
+    let items_tx = second
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
         .await
         .map_err(from_pg)?;
+    // A snapshot name is the server's own token (hex and dashes): safe to quote.
+    items_tx
+        .batch_execute(&format!(
+            "SET TRANSACTION SNAPSHOT '{snapshot}'; {WARM_UP_WORK_MEM}"
+        ))
+        .await
+        .map_err(from_pg)?;
+
+    let read_items = async {
+        let mut items: HashMap<String, Vec<(i32, Item)>> = HashMap::new();
+        let rows = items_tx
+            .query_raw(RECENT_ITEMS.as_str(), [&limit])
+            .await
+            .map_err(from_pg)?;
+        pin_mut!(rows);
+        while let Some(row) = rows.try_next().await.map_err(from_pg)? {
+            let uid: String = row.try_get(0).map_err(|e| corrupt("item row", e))?;
+            let position: i32 = row.try_get(1).map_err(|e| corrupt("item row", e))?;
+            items
+                .entry(uid)
+                .or_default()
+                .push((position, read_item(&row)?));
+        }
+        Ok::<_, RepositoryError>(items)
+    };
+    // The orders' query starts at once: the database joins while the items
+    // arrive; its rows wait on the socket until they are read.
+    let (items, rows) = tokio::try_join!(read_items, async {
+        orders_tx
+            .query_raw(RECENT_ORDERS.as_str(), [&limit])
+            .await
+            .map_err(from_pg)
+    })?;
+    let mut items = items;
     pin_mut!(rows);
     let mut chunk = Vec::with_capacity(LOAD_CHUNK);
     while let Some(row) = rows.try_next().await.map_err(from_pg)? {
         let uid: &str = row.try_get(0).map_err(|e| corrupt("order row", e))?;
-        let own = items.remove(uid).unwrap_or_default();
-        chunk.push(read_order(&row, own)?);
+        let mut own = items.remove(uid).unwrap_or_default();
+        own.sort_unstable_by_key(|(position, _)| *position);
+        chunk.push(read_order(
+            &row,
+            own.into_iter().map(|(_, item)| item).collect(),
+        )?);
         if chunk.len() == LOAD_CHUNK {
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
             if sender.send(Ok(full)).await.is_err() {
@@ -493,7 +537,8 @@ async fn stream_recent(
             }
         }
     }
-    snapshot.commit().await.map_err(from_pg)?;
+    orders_tx.commit().await.map_err(from_pg)?;
+    items_tx.commit().await.map_err(from_pg)?;
     if !chunk.is_empty() {
         let _ = sender.send(Ok(chunk)).await;
     }
@@ -618,7 +663,19 @@ impl OrderRepository for PgOrderRepository {
             let streamed = match repo.read_client().await {
                 Ok(read) => {
                     let from_reads = read.from_reads;
-                    let streamed = stream_recent(read.client, limit, &mut sender).await;
+                    // The second connection from the same server as the first.
+                    let second = if from_reads {
+                        repo.reads
+                            .as_ref()
+                            .map(|r| r.pool.clone())
+                            .unwrap_or_else(|| repo.pool.clone())
+                    } else {
+                        repo.pool.clone()
+                    };
+                    let streamed = match second.get().await.map_err(from_pool) {
+                        Ok(second) => stream_recent(read.client, second, limit, &mut sender).await,
+                        Err(err) => Err(err),
+                    };
                     if let (true, Err(err)) = (from_reads, &streamed) {
                         // The warm-up is retried; the next try reads the primary.
                         repo.read_failed(err);

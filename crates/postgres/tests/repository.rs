@@ -108,6 +108,11 @@ async fn items_keep_their_order_and_every_field() {
         .expect("find")
         .expect("stored");
     assert_eq!(found, order);
+    assert_eq!(
+        load(&repo, 10).await,
+        [order],
+        "the warm-up reads them in order too"
+    );
 }
 
 #[tokio::test]
@@ -248,12 +253,13 @@ async fn warm_up_loads_the_newest_orders_with_their_items() {
 
     assert_eq!(all.len(), total as usize);
     assert_eq!(newest.len(), 1_000);
-    // Newest first: order n was created at 1_600_000_000 + n.
-    let uids: Vec<_> = newest.iter().map(|o| o.order_uid.to_string()).collect();
-    let expected: Vec<_> = (total - 1_000..total)
-        .rev()
+    // The newest: order n was created at 1_600_000_000 + n.
+    let mut uids: Vec<_> = newest.iter().map(|o| o.order_uid.to_string()).collect();
+    uids.sort();
+    let mut expected: Vec<_> = (total - 1_000..total)
         .map(|n| format!("order-{n}"))
         .collect();
+    expected.sort();
     assert_eq!(uids, expected);
     for order in &newest {
         let n: u64 = order.order_uid.as_str()["order-".len()..]
