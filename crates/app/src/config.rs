@@ -102,7 +102,7 @@ pub struct Config {
     pub http_write_timeout: Duration,
 
     /// A connection on which nothing is read or written for this long is
-    /// closed (e.g. 60s).
+    /// closed (e.g. 60s; checked once per period, so after one to two).
     #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub http_idle_timeout: Duration,
 

@@ -155,42 +155,47 @@ pub async fn serve(
 
 /// A TCP stream whose writes must make progress within `write_timeout`
 /// and which ends after `idle_timeout` without any read or write.
+///
+/// Cheap on the hot path: a read or write only sets a flag; the clock is
+/// read when the idle timer fires (once per idle period) or when a write
+/// has to wait for the client.
 struct TimedIo {
     inner: TcpStream,
     write_timeout: Duration,
     idle_timeout: Duration,
-    /// When the connection was last used.
-    last_used: Instant,
-    /// Armed while a write waits for the client, or while a read waits.
+    /// Whether anything was read or written since the idle timer was set.
+    used: bool,
+    /// Armed while a write waits for the client.
     write_deadline: Option<Pin<Box<Sleep>>>,
     idle_deadline: Pin<Box<Sleep>>,
 }
 
 impl TimedIo {
     fn new(inner: TcpStream, write_timeout: Duration, idle_timeout: Duration) -> Self {
-        let now = Instant::now();
         Self {
             inner,
             write_timeout,
             idle_timeout,
-            last_used: now,
+            used: false,
             write_deadline: None,
-            idle_deadline: Box::pin(tokio::time::sleep_until(now + idle_timeout)),
+            idle_deadline: Box::pin(tokio::time::sleep(idle_timeout)),
         }
     }
 
-    fn used(&mut self) {
-        self.last_used = Instant::now();
-    }
-
-    /// Whether the connection has been idle too long (and arms the timer
-    /// to wake the task when it will have been).
+    /// Whether the connection has been idle for a whole `idle_timeout`;
+    /// otherwise the timer is armed to wake the task when it may have been.
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = self.last_used + self.idle_timeout;
-        if self.idle_deadline.deadline() != deadline {
-            self.idle_deadline.as_mut().reset(deadline);
+        loop {
+            if self.idle_deadline.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if !std::mem::take(&mut self.used) {
+                return true;
+            }
+            // Used since the timer was set: a new period starts now.
+            let next = Instant::now() + self.idle_timeout;
+            self.idle_deadline.as_mut().reset(next);
         }
-        self.idle_deadline.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -208,7 +213,7 @@ impl AsyncRead for TimedIo {
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
-                    self.used();
+                    self.used = true;
                 }
                 Poll::Ready(result)
             }
@@ -229,7 +234,7 @@ impl AsyncWrite for TimedIo {
         match Pin::new(&mut self.inner).poll_write(cx, data) {
             Poll::Ready(result) => {
                 self.write_deadline = None;
-                self.used();
+                self.used = true;
                 Poll::Ready(result)
             }
             Poll::Pending => {

@@ -13,7 +13,7 @@ async fn repository() -> (TestDb, PgOrderRepository) {
     (db, PgOrderRepository::new(pool))
 }
 
-/// Every order `load_recent` yields, in order.
+/// Every order `load_recent` yields, as it yields them.
 async fn load(repo: &PgOrderRepository, limit: usize) -> Vec<Order> {
     use futures::TryStreamExt;
     repo.load_recent(limit)
