@@ -140,8 +140,8 @@
   // ---- the status line -----------------------------------------------------
 
   /**
-   * Shows one state: idle, loading, found, not-found, invalid, unavailable,
-   * unreachable or error. `onRetry`, when given, adds a "Try again" button.
+   * Shows one state: idle, loading, found, not-found, invalid, signed-out,
+   * unavailable, unreachable or error. `onRetry`, when given, adds a "Try again" button.
    */
   function setState(state, message, onRetry) {
     statusBox.dataset.state = state;
@@ -242,6 +242,98 @@
     markCurrent(order.order_uid);
   }
 
+  // ---- signing in -----------------------------------------------------------
+  //
+  // With API_TOKENS_FILE set, the API answers 401 until the page sends a
+  // token. The token lives in this tab's sessionStorage only: never a cookie
+  // (no other site can make the browser send it), never the address (no
+  // history, logs or Referer carry it), gone when the tab closes.
+
+  const TOKEN_KEY = "orders-api-token";
+  const signInBox = $("sign-in");
+  const signInForm = $("sign-in-form");
+  const tokenInput = $("token");
+  const signInText = $("sign-in-text");
+  const signOut = $("sign-out");
+
+  function storedToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY);
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function forgetToken() {
+    try {
+      sessionStorage.removeItem(TOKEN_KEY);
+    } catch (_) {
+      // Storage disabled: nothing was kept.
+    }
+  }
+
+  /** GETs `path` from the API with the held token, if any; a 401 asks for one. */
+  async function api(path, options) {
+    const headers = Object.assign({ Accept: "application/json" }, (options && options.headers) || {});
+    const token = storedToken();
+    if (token) headers.Authorization = "Bearer " + token;
+    const response = await fetch(path, Object.assign({}, options, { headers }));
+    if (response.status === 401) askToSignIn(response, token);
+    return response;
+  }
+
+  /** Shows the sign-in form: the token sent was rejected, or none was sent. */
+  function askToSignIn(response, sent) {
+    const challenge = response.headers.get("WWW-Authenticate") || "";
+    const rejected = Boolean(sent) && /error="invalid_token"/.test(challenge);
+    if (rejected) forgetToken();
+    if (!storedToken()) signOut.hidden = true;
+    if (!signInBox.hidden && signInBox.dataset.state === "rejected" && !rejected) return;
+    signInBox.dataset.state = rejected ? "rejected" : "needed";
+    signInText.textContent = rejected
+      ? "Token rejected: the service does not know it. Check it and sign in again."
+      : "This service asks for a token before it shows orders. Ask its operator for one.";
+    signInBox.hidden = false;
+  }
+
+  /** Draws what the address and the recent list show, with the token now held. */
+  function reloadAll() {
+    showAddress();
+    loadRecent(false);
+  }
+
+  signInForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = tokenInput.value.trim();
+    if (token === "") {
+      signInText.textContent = "Paste a token first.";
+      tokenInput.focus();
+      return;
+    }
+    try {
+      sessionStorage.setItem(TOKEN_KEY, token);
+    } catch (_) {
+      signInText.textContent = "This browser keeps no session storage, so the page cannot sign in.";
+      return;
+    }
+    tokenInput.value = "";
+    signInBox.hidden = true;
+    signOut.hidden = false;
+    reloadAll();
+  });
+
+  signOut.addEventListener("click", () => {
+    forgetToken();
+    signOut.hidden = true;
+    // Nothing read with the token stays on the screen.
+    orderBox.hidden = true;
+    $("raw-json").textContent = "";
+    recentList.replaceChildren();
+    more.hidden = true;
+    next = null;
+    reloadAll();
+  });
+
   // ---- looking an order up -------------------------------------------------
 
   let inFlight = null;
@@ -258,9 +350,8 @@
     let response;
     let text;
     try {
-      response = await fetch("/order?order_uid=" + encodeURIComponent(uid), {
+      response = await api("/order?order_uid=" + encodeURIComponent(uid), {
         signal: controller.signal,
-        headers: { Accept: "application/json" },
       });
       text = await response.text();
     } catch (err) {
@@ -285,6 +376,8 @@
       drawOrder(body, text);
       setState("found", "Showing order " + uid + ".");
       if (focusOrder) $("order-title").focus();
+    } else if (response.status === 401) {
+      setState("signed-out", "Sign in to see order " + uid + ".");
     } else if (response.status === 404) {
       setState("not-found", "No order with uid " + uid + ".");
     } else if (response.status === 400) {
@@ -407,7 +500,13 @@
     recentStatus.textContent = "Loading recent orders…";
     let body;
     try {
-      const response = await fetch(url, { headers: { Accept: "application/json" } });
+      const response = await api(url);
+      if (response.status === 401) {
+        recentList.replaceChildren();
+        more.hidden = true;
+        recentStatus.textContent = "Sign in to see the recent orders.";
+        return;
+      }
       body = parseJson(await response.text());
       if (!response.ok || !Array.isArray(body.orders)) {
         throw new Error((body && body.error) || "HTTP " + response.status);
@@ -440,7 +539,7 @@
 
   // ---- start ---------------------------------------------------------------
 
-  showAddress();
-  loadRecent(false);
+  signOut.hidden = !storedToken();
+  reloadAll();
   input.focus();
 })();

@@ -3,6 +3,7 @@
 //! the variable.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -88,6 +89,23 @@ pub struct Config {
     #[arg(long, env = "METRICS_ADDR", default_value = "", hide_default_value = true,
           value_parser = optional_addr)]
     pub metrics_addr: MetricsAddr,
+
+    /// File of bearer tokens for the routes that give out orders (/order,
+    /// /orders, /rejected, ...): one caller a line, name:token or
+    /// name:sha256:HEX (the token's SHA-256, so the file need not hold the
+    /// secret). Re-read on SIGHUP. Unset or empty: no tokens, which only a
+    /// loopback HTTP_ADDR allows, unless ALLOW_ANONYMOUS=true.
+    #[arg(long, env = "API_TOKENS_FILE", default_value = "", hide_default_value = true,
+          value_parser = optional_path)]
+    pub api_tokens_file: TokensFile,
+
+    /// Serve orders without tokens on an address other than loopback (true
+    /// or false): for a listener that only a trusted network reaches, or a
+    /// port that the host publishes on loopback only (as the compose files
+    /// do). Anyone who reaches it reads every order's personal data.
+    #[arg(long, env = "ALLOW_ANONYMOUS", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub allow_anonymous: bool,
 
     /// Most HTTP connections served at once. Lowered, with a warning, to
     /// what the open-file limit carries (the soft limit is raised to the
@@ -181,6 +199,16 @@ fn optional_addr(raw: &str) -> Result<MetricsAddr, String> {
         return Ok(MetricsAddr(None));
     }
     socket_addr(raw).map(|a| MetricsAddr(Some(a)))
+}
+
+/// `API_TOKENS_FILE`: where the bearer tokens are, if anywhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokensFile(pub Option<PathBuf>);
+
+fn optional_path(raw: &str) -> Result<TokensFile, String> {
+    Ok(TokensFile(
+        (!raw.trim().is_empty()).then(|| PathBuf::from(raw)),
+    ))
 }
 
 /// How log lines are written.

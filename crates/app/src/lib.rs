@@ -5,6 +5,7 @@
 //! the shutdown token is cancelled. Tests start the real app the same way
 //! `main` does, on port 0.
 
+mod access;
 pub mod config;
 mod health;
 mod ingest;
@@ -19,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use orders_cache::MemoryCache;
 use orders_domain::{OrderRepository, OrderService, Readiness};
-use orders_http::{HttpSettings, RateLimit, Router};
+use orders_http::{Access, HttpSettings, RateLimit, Router};
 use orders_metrics::{Gauges, Metrics};
 use orders_nats::{
     JetStreamSettings, JetStreamSource, NatsError, StreamSettings, UndeliverableSource,
@@ -64,6 +65,8 @@ pub struct App {
     jetstream: JetStreamSettings,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    /// The bearer tokens in force and the file they come from, if any.
+    access: Option<(Arc<Access>, std::path::PathBuf)>,
     shutdown: CancellationToken,
 }
 
@@ -81,6 +84,14 @@ impl App {
     /// background. Fails only on what retrying cannot fix (the port is taken,
     /// a URL is malformed).
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<App> {
+        let access = match &config.api_tokens_file.0 {
+            Some(path) => Some((
+                Arc::new(Access::new(access::read_tokens(path)?)),
+                path.clone(),
+            )),
+            None => None,
+        };
+        access::check_exposure(config.http_addr, access.is_some(), config.allow_anonymous)?;
         let listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("HTTP_ADDR: cannot listen on {}", config.http_addr))?;
@@ -144,6 +155,7 @@ impl App {
             jetstream,
             health,
             metrics: Arc::new(Metrics::new()),
+            access,
             shutdown,
         })
     }
@@ -183,6 +195,7 @@ impl App {
             jetstream,
             health,
             metrics,
+            access,
             shutdown,
         } = self;
         tracing::info!(%local_addr, "serving HTTP");
@@ -221,7 +234,15 @@ impl App {
             Arc::clone(health.readiness()),
             Arc::clone(&metrics),
         )
-        .with_rate_limit(RateLimit::per_second(config.rate_limit));
+        .with_rate_limit(RateLimit::per_second(config.rate_limit))
+        .with_access(access.as_ref().map(|(access, _)| Arc::clone(access)));
+        if let Some((access, path)) = access {
+            tasks.spawn(access::reload_on_hangup(
+                access,
+                path,
+                shutdown.child_token(),
+            ));
+        }
         if let Some(metrics_listener) = metrics_listener {
             let only_metrics = router.metrics_only();
             let settings = HttpSettings {

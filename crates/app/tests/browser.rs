@@ -163,16 +163,21 @@ impl Browser {
 
     /// Types into the search box (replacing what is there) and presses Enter.
     async fn search(&self, uid: &str) {
+        self.type_and_enter("order_uid", uid).await;
+    }
+
+    /// Types into the input with this id (replacing what is there) and presses Enter.
+    async fn type_and_enter(&self, id: &str, text: &str) {
         let input = self
             .client
-            .find(Locator::Id("order_uid"))
+            .find(Locator::Id(id))
             .await
-            .expect("the search box");
-        input.clear().await.expect("clear the search box");
+            .unwrap_or_else(|e| panic!("no #{id}: {e}"));
+        input.clear().await.expect("clear the input");
         input
-            .send_keys(&format!("{uid}{}", char::from(Key::Enter)))
+            .send_keys(&format!("{text}{}", char::from(Key::Enter)))
             .await
-            .expect("type into the search box");
+            .expect("type into the input");
     }
 
     /// Waits until the status line is in `state`, and returns its text.
@@ -763,6 +768,118 @@ async fn sample_order_page_is_drawn_and_screenshotted() {
     assert!(
         copied == "Copied." || copied == "Selected: press Ctrl+C to copy.",
         "{copied}"
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn with_tokens_the_page_signs_in_says_when_a_token_is_rejected_and_signs_out() {
+    // setup: a service that asks for tokens, with one order
+    const TOKEN: &str = "desk-0123456789abcdef";
+    let tokens = support::TokensOnDisk::new(&format!("desk:{TOKEN}\n"));
+    let path = tokens.0.clone();
+    let app = support::spawn_with(
+        orders_testkit::TestDb::not_yet_created(),
+        orders_testkit::TestStream::new(),
+        move |c| orders_app::Config {
+            api_tokens_file: orders_app::config::TokensFile(Some(path)),
+            ..c
+        },
+    )
+    .await;
+    publish(&app, &order_value("signed_in", 1)).await;
+    app.wait_stored(1).await;
+    let browser = Browser::start(1280, 900).await;
+    let sign_in_state = "const box = document.getElementById('sign-in');
+        return box.hidden ? 'hidden' : box.dataset.state;";
+    let recent = "return [...document.querySelectorAll('#recent-list a')].map(a => a.dataset.uid);";
+
+    // exec: a deep link, without a token
+    browser.open(&app, "/?order_uid=signed_in").await;
+
+    // check: the page asks for a token, and shows no order
+    browser
+        .wait_for("the sign-in form", sign_in_state, |v| v == "needed")
+        .await;
+    let text = browser.wait_state("signed-out").await;
+    assert!(text.contains("Sign in"), "{text}");
+    assert_eq!(
+        browser.text("#recent-status").await,
+        "Sign in to see the recent orders."
+    );
+
+    // exec: a wrong token
+    browser
+        .type_and_enter("token", "desk-0123456789abcdeX")
+        .await;
+
+    // check: said to be rejected, and not kept
+    browser
+        .wait_for("the token rejected", sign_in_state, |v| v == "rejected")
+        .await;
+    assert!(
+        browser
+            .text("#sign-in-text")
+            .await
+            .contains("Token rejected")
+    );
+    assert_eq!(
+        browser
+            .js("return sessionStorage.getItem('orders-api-token');", vec![])
+            .await,
+        Value::Null
+    );
+
+    // exec: the right token
+    browser.type_and_enter("token", TOKEN).await;
+
+    // check: the order and the list, the token in this tab's storage only
+    browser.wait_state("found").await;
+    browser
+        .wait_for("the recent list", recent, |v| v == &json!(["signed_in"]))
+        .await;
+    assert_eq!(
+        browser
+            .js(
+                "return [sessionStorage.getItem('orders-api-token'), document.cookie,
+                         localStorage.length, location.href.includes('desk')];",
+                vec![]
+            )
+            .await,
+        json!([TOKEN, "", 0, false])
+    );
+    assert_eq!(
+        browser
+            .js("return document.getElementById('sign-in').hidden;", vec![])
+            .await,
+        json!(true)
+    );
+
+    // exec: sign out
+    browser
+        .client
+        .find(Locator::Id("sign-out"))
+        .await
+        .expect("a Sign out button")
+        .click()
+        .await
+        .expect("click Sign out");
+
+    // check: the token is gone, so is every order on the screen
+    browser
+        .wait_for("the sign-in form again", sign_in_state, |v| v == "needed")
+        .await;
+    assert_eq!(
+        browser
+            .js(
+                "return [sessionStorage.getItem('orders-api-token'),
+                         document.getElementById('order').hidden,
+                         document.querySelectorAll('#recent-list li').length,
+                         document.getElementById('sign-out').hidden];",
+                vec![]
+            )
+            .await,
+        json!([null, true, 0, true])
     );
     browser.close().await;
 }

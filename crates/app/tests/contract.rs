@@ -11,7 +11,7 @@ use orders_app::Config;
 use orders_testkit::{SAMPLE, eventually, get, http};
 use orders_testkit::{TestDb, TestStream};
 use serde_json::{Value, json};
-use support::spawn_with;
+use support::{TokensOnDisk, spawn_with};
 
 const SPEC: &str = include_str!("../../../docs/openapi.yaml");
 
@@ -73,13 +73,29 @@ async fn every_documented_route_and_status_answers_as_documented() {
     .await;
     app.publish(SAMPLE.to_vec(), None).await;
     app.wait_stored(1).await;
+    // The same app with API_TOKENS_FILE: the order-bearing routes ask for a token.
+    let tokens = TokensOnDisk::new("desk:desk-0123456789abcdef\n");
+    let tokens_path = tokens.0.clone();
+    let signed = spawn_with(TestDb::not_yet_created(), TestStream::new(), move |c| {
+        Config {
+            api_tokens_file: orders_app::config::TokensFile(Some(tokens_path)),
+            ..c
+        }
+    })
+    .await;
     let mut exercised = BTreeSet::new();
-    let mut exchange = async |path: &str, query: &str, status: u16| {
-        let (got, head, body) = http(app.addr, "GET", &format!("{path}{query}")).await;
+    let mut exchange_at = async |at, path: &str, query: &str, status: u16| {
+        let (got, head, body) = http(at, "GET", &format!("{path}{query}")).await;
         assert_eq!(got, status, "GET {path}{query}");
         check(&spec, path, status, &head, &body);
         exercised.insert((path.to_owned(), status));
         body
+    };
+    exchange_at(signed.addr, "/order", "?order_uid=b563feb7b2b84b6test", 401).await;
+    exchange_at(signed.addr, "/orders", "", 401).await;
+    signed.shutdown.cancel();
+    let mut exchange = async |path: &str, query: &str, status: u16| {
+        exchange_at(app.addr, path, query, status).await
     };
 
     let body = exchange("/order", "?order_uid=b563feb7b2b84b6test", 200).await;

@@ -21,6 +21,14 @@ fn compose() -> Value {
     serde_yaml_ng::from_str(COMPOSE).expect("deploy/docker-compose.yml parses")
 }
 
+/// The cluster stack, its YAML merge keys (`<<: *service-env`) resolved.
+fn cluster() -> Value {
+    let mut cluster: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(CLUSTER).expect("deploy/docker-compose.cluster.yml parses");
+    cluster.apply_merge().expect("merge keys resolve");
+    serde_json::to_value(cluster).expect("JSON-like")
+}
+
 /// Every environment variable `order-service` reads, from its own --help.
 fn service_variables() -> BTreeSet<String> {
     Config::command()
@@ -147,10 +155,7 @@ fn the_standby_profile_adds_a_synchronous_standby_the_service_can_fail_over_to()
 
 #[test]
 fn the_cluster_stack_has_three_routed_nodes_and_two_replicas_behind_nginx() {
-    let mut cluster: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(CLUSTER).expect("deploy/docker-compose.cluster.yml parses");
-    cluster.apply_merge().expect("merge keys resolve");
-    let cluster: Value = serde_json::to_value(cluster).expect("JSON-like");
+    let cluster = cluster();
     let services = cluster["services"].as_object().expect("services");
 
     let nodes = ["nats1", "nats2", "nats3"];
@@ -208,6 +213,36 @@ fn the_cluster_stack_has_three_routed_nodes_and_two_replicas_behind_nginx() {
         services["lb"]["ports"][0], "127.0.0.1:8080:8080",
         "the load balancer is the stack's one HTTP port"
     );
+}
+
+/// A stack that serves orders without tokens publishes them on the host's
+/// loopback only: the service's own start check cannot see past the
+/// container, so this test holds the compose files to it.
+#[test]
+fn without_tokens_the_stacks_publish_their_port_on_loopback_only() {
+    for (file, stack) in [("docker-compose.yml", compose()), ("cluster", cluster())] {
+        let services = stack["services"].as_object().expect("services");
+        for (name, service) in services {
+            let anonymous = service["environment"]["ALLOW_ANONYMOUS"]
+                .as_str()
+                .is_some_and(|v| v.contains("true"));
+            if anonymous {
+                assert_eq!(
+                    service["environment"]["API_TOKENS_FILE"], "${API_TOKENS_FILE:-}",
+                    "{file}: {name}"
+                );
+            }
+            let Some(ports) = service["ports"].as_array() else {
+                continue;
+            };
+            for port in ports.iter().filter_map(Value::as_str) {
+                assert!(
+                    port.starts_with("127.0.0.1:"),
+                    "{file}: {name} publishes {port} beyond the host's loopback"
+                );
+            }
+        }
+    }
 }
 
 #[test]

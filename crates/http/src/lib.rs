@@ -10,12 +10,17 @@
 //! | `GET /orders?limit=N&before=CURSOR` | the newest orders, keyset-paginated |
 //! | `GET /`, `/style.css`, `/app.js` | the embedded web page |
 //! | another method on a known path | 405 with `Allow: GET, HEAD` |
+//!
+//! With bearer tokens set ([`Access`]), the routes that give out orders
+//! answer 401 to a request without a listed token.
 
+mod auth;
 mod limits;
 mod routes;
 mod server;
 mod statics;
 
+pub use auth::{Access, Tokens, TokensError};
 pub use limits::{ClientIp, RateLimit};
 pub use routes::Router;
 pub use server::{HttpSettings, serve};

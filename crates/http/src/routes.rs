@@ -14,6 +14,7 @@ use orders_domain::{
 use orders_metrics::Metrics;
 use serde_json::json;
 
+use crate::auth::{Access, Denied};
 use crate::limits::{ClientIp, RateLimit};
 use crate::statics;
 
@@ -32,6 +33,9 @@ pub struct Router {
     metrics: Arc<Metrics>,
     /// Per client address on the order-bearing routes (`RATE_LIMIT`).
     rate_limit: Option<Arc<RateLimit>>,
+    /// The bearer tokens the order-bearing routes need (`API_TOKENS_FILE`);
+    /// `None` lets everyone in.
+    access: Option<Arc<Access>>,
     /// Whether `/metrics` is served here (not when `METRICS_ADDR` puts it
     /// on a listener of its own).
     serves_metrics: bool,
@@ -93,6 +97,7 @@ impl Router {
             readiness,
             metrics,
             rate_limit: None,
+            access: None,
             serves_metrics: true,
             only_metrics: false,
         }
@@ -113,6 +118,13 @@ impl Router {
         self
     }
 
+    /// Lets only holders of a listed bearer token reach the order-bearing
+    /// routes.
+    pub fn with_access(mut self, access: Option<Arc<Access>>) -> Self {
+        self.access = access;
+        self
+    }
+
     /// Leaves `/metrics` to another listener (`METRICS_ADDR`).
     pub fn without_metrics(mut self) -> Self {
         self.serves_metrics = false;
@@ -125,13 +137,17 @@ impl Router {
         let route = Route::of(req.uri().path());
         let label = Route::label(route.as_ref());
         let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path());
-        let response = self.route(&req, route).instrument(span).await;
+        let (response, caller) = self.route(&req, route).instrument(span).await;
         let elapsed = started.elapsed();
         self.metrics
             .record_request(label, response.status().as_u16(), elapsed);
+        if let Some(caller) = &caller {
+            self.metrics.record_caller(caller);
+        }
         tracing::debug!(
             method = %req.method(),
             path = req.uri().path(),
+            token = caller.as_deref().unwrap_or("-"),
             status = response.status().as_u16(),
             micros = elapsed.as_micros() as u64,
             "request"
@@ -139,7 +155,12 @@ impl Router {
         response
     }
 
-    async fn route<B>(&self, req: &Request<B>, route: Option<Route>) -> Response<Body> {
+    /// The answer, and the name of the token that let the request in.
+    async fn route<B>(
+        &self,
+        req: &Request<B>,
+        route: Option<Route>,
+    ) -> (Response<Body>, Option<Arc<str>>) {
         let route = match route {
             Some(Route::Metrics) if !self.serves_metrics => None,
             Some(Route::Metrics) => Some(Route::Metrics),
@@ -147,27 +168,39 @@ impl Router {
             route => route,
         };
         let Some(route) = route else {
-            return error(StatusCode::NOT_FOUND, "no such page");
+            return (error(StatusCode::NOT_FOUND, "no such page"), None);
         };
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return response;
+            return (response, None);
         }
         if route.bears_orders()
             && let Some(limit) = &self.rate_limit
             && let Some(ClientIp(Some(client))) = req.extensions().get::<ClientIp>()
             && let Err(wait) = limit.check(*client)
         {
-            return retry_after(
+            let response = retry_after(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many requests from this address; slow down",
                 wait,
             );
+            return (response, None);
         }
-        match route {
+        // After the rate limit, so guessing tokens is as slow as any request.
+        let caller = match &self.access {
+            Some(access) if route.bears_orders() => match access.authorize(req.headers()) {
+                Ok(caller) => Some(caller),
+                Err(denied) => {
+                    self.metrics.record_denied(denied.label());
+                    return (unauthorized(denied), None);
+                }
+            },
+            _ => None,
+        };
+        let response = match route {
             Route::Order => self.order(req.uri().query()).await,
             Route::Orders => self.orders(req.uri().query()).await,
             Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
@@ -198,7 +231,8 @@ impl Router {
                 );
                 response
             }
-        }
+        };
+        (response, caller)
     }
 
     async fn order(&self, query: Option<&str>) -> Response<Body> {
@@ -303,6 +337,36 @@ fn page_from_query(query: &str) -> Result<(usize, Option<OrderCursor>), String> 
         }
     }
     Ok((limit.unwrap_or(DEFAULT_PAGE), before))
+}
+
+/// RFC 6750's answers to a request the tokens do not let in: without
+/// credentials, a bare challenge (the client has to sign in); with a token
+/// not in the file, `invalid_token`; with a malformed header,
+/// `invalid_request`.
+fn unauthorized(denied: Denied) -> Response<Body> {
+    let (status, challenge, message) = match denied {
+        Denied::Missing => (
+            StatusCode::UNAUTHORIZED,
+            r#"Bearer realm="orders""#,
+            "sign in: send Authorization: Bearer <token>",
+        ),
+        Denied::Unknown => (
+            StatusCode::UNAUTHORIZED,
+            r#"Bearer realm="orders", error="invalid_token", error_description="the token is not known""#,
+            "token rejected",
+        ),
+        Denied::Malformed => (
+            StatusCode::BAD_REQUEST,
+            r#"Bearer realm="orders", error="invalid_request", error_description="expected one Authorization: Bearer <token> header""#,
+            "expected one Authorization: Bearer <token> header",
+        ),
+    };
+    let mut response = error(status, message);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    response
 }
 
 /// An answer whose body is JSON already.
@@ -642,5 +706,86 @@ mod tests {
             call(&router, Method::GET, "/healthz").await.0,
             StatusCode::OK
         );
+    }
+
+    const TOKEN: &str = "desk-token-0123456789";
+
+    /// A router whose order routes need the token `desk:TOKEN`.
+    fn signed_router() -> (Router, Arc<Metrics>) {
+        let mut cache = MockOrderCache::new();
+        cache
+            .expect_get()
+            .returning(|_| Some(Bytes::from_static(SAMPLE)));
+        cache.expect_len().return_const(1usize);
+        let metrics = Arc::new(Metrics::new());
+        let tokens = crate::Tokens::parse(&format!("desk:{TOKEN}")).expect("tokens");
+        let router = Router::new(
+            Arc::new(OrderService::new(
+                Arc::new(MockOrderRepository::new()),
+                Arc::new(cache),
+                1 << 20,
+            )),
+            Arc::new(Readiness::default()),
+            Arc::clone(&metrics),
+        )
+        .with_access(Some(Arc::new(Access::new(tokens))));
+        (router, metrics)
+    }
+
+    async fn call_as(router: &Router, uri: &str, authorization: Option<&str>) -> Response<Body> {
+        let mut req = Request::builder().uri(uri);
+        if let Some(value) = authorization {
+            req = req.header(header::AUTHORIZATION, value);
+        }
+        router.handle(req.body(()).expect("request")).await
+    }
+
+    #[tokio::test]
+    async fn with_tokens_orders_need_a_listed_bearer_token() {
+        let (router, metrics) = signed_router();
+        let uri = "/order?order_uid=b563feb7b2b84b6test";
+
+        let none = call_as(&router, uri, None).await;
+        assert_eq!(none.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            none.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer realm="orders""#
+        );
+        let listing = call_as(&router, "/orders", None).await;
+        assert_eq!(listing.status(), StatusCode::UNAUTHORIZED);
+
+        let wrong = call_as(&router, uri, Some("Bearer desk-token-0123456780")).await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+        let challenge = wrong.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .expect("ascii");
+        assert!(
+            challenge.starts_with(r#"Bearer realm="orders", error="invalid_token""#),
+            "{challenge}"
+        );
+        let malformed = call_as(&router, uri, Some("Bearer two words")).await;
+        assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+
+        let right = call_as(&router, uri, Some(&format!("Bearer {TOKEN}"))).await;
+        assert_eq!(right.status(), StatusCode::OK);
+
+        let text = metrics.encode();
+        for line in [
+            r#"orders_http_token_requests_total{token="desk"} 1"#,
+            r#"orders_http_auth_denied_total{reason="missing"} 2"#,
+            r#"orders_http_auth_denied_total{reason="invalid_token"} 1"#,
+            r#"orders_http_auth_denied_total{reason="invalid_request"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn with_tokens_health_metrics_and_the_page_stay_open() {
+        let (router, _) = signed_router();
+        for uri in ["/healthz", "/readyz", "/metrics", "/", "/app.js"] {
+            let status = call_as(&router, uri, None).await.status();
+            assert_ne!(status, StatusCode::UNAUTHORIZED, "{uri}");
+        }
     }
 }

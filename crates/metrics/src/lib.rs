@@ -32,6 +32,12 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallerLabel {
+    /// A name from `API_TOKENS_FILE`, never from a request.
+    token: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
     route: &'static str,
 }
@@ -61,6 +67,8 @@ pub struct Metrics {
     ingest_latency: Histogram,
     requests: Family<RequestLabels, Counter>,
     request_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    callers: Family<CallerLabel, Counter>,
+    denied: Family<ReasonLabel, Counter>,
     cache_entries: Gauge,
     cache_hits: Counter,
     cache_misses: Counter,
@@ -117,6 +125,8 @@ impl Metrics {
             ingest_latency: latency_histogram(),
             requests: Family::default(),
             request_latency: Family::new_with_constructor(latency_histogram),
+            callers: Family::default(),
+            denied: Family::default(),
             cache_entries: Gauge::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
@@ -182,6 +192,16 @@ impl Metrics {
             "http_request_duration_seconds",
             "HTTP request latency by route",
             m.request_latency.clone(),
+        );
+        registry.register(
+            "http_token_requests",
+            "Requests let in by a bearer token, by the token's name in API_TOKENS_FILE",
+            m.callers.clone(),
+        );
+        registry.register(
+            "http_auth_denied",
+            "Requests for orders turned away: missing, invalid_request or invalid_token",
+            m.denied.clone(),
         );
         registry.register(
             "cache_entries",
@@ -286,6 +306,20 @@ impl Metrics {
         self.request_latency
             .get_or_create(&RouteLabel { route })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// One request let in by the token named `token` in the tokens file.
+    pub fn record_caller(&self, token: &str) {
+        self.callers
+            .get_or_create(&CallerLabel {
+                token: token.to_owned(),
+            })
+            .inc();
+    }
+
+    /// One request for orders turned away, and why (a fixed label).
+    pub fn record_denied(&self, reason: &'static str) {
+        self.denied.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// How many orders the cache holds, set when `/metrics` is read.

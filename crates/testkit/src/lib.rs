@@ -338,16 +338,39 @@ impl Drop for TestStream {
 ///
 /// Fails the test if the server has not answered within 10 s.
 pub async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String, Vec<u8>) {
-    tokio::time::timeout(Duration::from_secs(10), exchange(addr, method, path))
-        .await
-        .unwrap_or_else(|_| panic!("{method} {path} on {addr}: no answer within 10 s"))
+    http_with(addr, method, path, &[]).await
 }
 
-async fn exchange(addr: SocketAddr, method: &str, path: &str) -> (u16, String, Vec<u8>) {
+/// [`http`] with more request headers (`("Authorization", "Bearer ...")`).
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, Vec<u8>) {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        exchange(addr, method, path, headers),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{method} {path} on {addr}: no answer within 10 s"))
+}
+
+async fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, Vec<u8>) {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n");
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.expect("read");

@@ -6,6 +6,7 @@
 pub mod fleet;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use orders_app::{App, Config};
@@ -98,5 +99,26 @@ impl TestApp {
             || async move { db.count("SELECT count(*) FROM order_info").await >= count },
         )
         .await;
+    }
+}
+
+/// A tokens file of this test's own, removed when the value is dropped.
+pub struct TokensOnDisk(pub PathBuf);
+
+impl TokensOnDisk {
+    pub fn new(text: &str) -> Self {
+        let path = std::env::temp_dir().join(orders_testkit::unique_name("tokens"));
+        std::fs::write(&path, text).expect("write the tokens file");
+        Self(path)
+    }
+
+    pub fn write(&self, text: &str) {
+        std::fs::write(&self.0, text).expect("rewrite the tokens file");
+    }
+}
+
+impl Drop for TokensOnDisk {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.0).ok();
     }
 }
