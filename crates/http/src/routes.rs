@@ -235,7 +235,11 @@ impl Router {
             Ok(page) => page,
             Err(message) => return error(StatusCode::BAD_REQUEST, &message),
         };
-        match self.service.recent(limit, before).await {
+        match self
+            .service
+            .recent(&orders_domain::OrderQuery::all(), limit, before)
+            .await
+        {
             Ok(page) => match serde_json::to_vec(&page) {
                 Ok(body) => json_bytes(StatusCode::OK, Bytes::from(body)),
                 Err(err) => {
@@ -543,11 +547,11 @@ mod tests {
     async fn orders_lists_a_page_and_refuses_bad_parameters() {
         let mut repo = MockOrderRepository::new();
         repo.expect_list_recent()
-            .withf(|limit, before| {
+            .withf(|_, limit, before| {
                 *limit == 2 && before.as_ref().map(|c| c.to_string()).as_deref() == Some("5.abc")
             })
             .times(1)
-            .returning(|_, _| Ok(Vec::new()));
+            .returning(|_, _, _| Ok(Vec::new()));
         let router = router(repo, MockOrderCache::new());
 
         let (status, body, _) = call(&router, Method::GET, "/orders?limit=2&before=5.abc").await;
