@@ -91,11 +91,18 @@ impl TestApp {
     }
 
     pub async fn wait_stored(&self, count: i64) {
+        self.wait_rows("order_info", count).await;
+    }
+
+    /// Waits until `table` holds at least `count` rows.
+    pub async fn wait_rows(&self, table: &str, count: i64) {
         let db = &self.db;
+        let sql = format!("SELECT count(*) FROM {table}");
+        let sql = sql.as_str();
         eventually(
-            &format!("{count} orders stored"),
+            &format!("{count} rows in {table}"),
             Duration::from_secs(30),
-            || async move { db.count("SELECT count(*) FROM order_info").await >= count },
+            || async move { db.count(sql).await >= count },
         )
         .await;
     }
