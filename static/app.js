@@ -1,5 +1,7 @@
-// The order page: looks an order up by its uid and draws it, and lists the
-// newest orders. No framework, no build step, nothing loaded from elsewhere.
+// The order page: finds orders by what was typed (a uid, a track number, a
+// phone, an email, ...) and draws them, lists the newest orders, and shows
+// the rejected messages. No framework, no build step, nothing loaded from
+// elsewhere. Every request to the API goes through api().
 //
 // Safety: every value that comes from an order is put into the page with
 // textContent or as an attribute value, never parsed as HTML.
@@ -19,6 +21,54 @@
   const recentList = $("recent-list");
   const recentStatus = $("recent-status");
   const more = $("more");
+  const kind = $("search-kind");
+  const results = $("results");
+  const resultsList = $("results-list");
+  const resultsMore = $("results-more");
+  const rejectedView = $("rejected-view");
+  const rejectedList = $("rejected-list");
+  const rejectedMore = $("rejected-more");
+  const rejectedReason = $("rejected-reason");
+  const rejectedMessage = $("rejected-message");
+
+  /** The search keys GET /orders takes, with how the page names them. */
+  const KEYS = {
+    track_number: "track number",
+    customer_id: "customer",
+    transaction: "transaction",
+    phone: "phone",
+    email: "email",
+  };
+
+  // ---- the API ---------------------------------------------------------------
+
+  /**
+   * GETs `path` from the API: the one place requests are made, with the
+   * token held (see "signing in") as a bearer token. Resolves to { response, text, body }
+   * with `body` the parsed JSON or null; rejects when the server cannot be
+   * reached or `signal` aborts.
+   */
+  async function api(path, signal) {
+    const headers = { Accept: "application/json" };
+    const token = storedToken();
+    if (token) headers.Authorization = "Bearer " + token;
+    const response = await fetch(path, { signal, headers });
+    // Without a token, or with one the service does not know: ask for one.
+    if (response.status === 401) askToSignIn(response, token);
+    const text = await response.text();
+    let body = null;
+    try {
+      body = parseJson(text);
+    } catch (_) {
+      body = null;
+    }
+    return { response, text, body };
+  }
+
+  /** The API's error message in a body, if it has one. */
+  function reasonOf(body) {
+    return body && typeof body.error === "string" ? body.error : null;
+  }
 
   // ---- small helpers -------------------------------------------------------
 
@@ -237,7 +287,7 @@
     $("raw-json").textContent = prettyJson(rawText);
     setText("copy-status", "");
 
-    orderBox.hidden = false;
+    showView(orderBox);
     document.title = order.order_uid + " · Order lookup";
     markCurrent(order.order_uid);
   }
@@ -270,16 +320,6 @@
     } catch (_) {
       // Storage disabled: nothing was kept.
     }
-  }
-
-  /** GETs `path` from the API with the held token, if any; a 401 asks for one. */
-  async function api(path, options) {
-    const headers = Object.assign({ Accept: "application/json" }, (options && options.headers) || {});
-    const token = storedToken();
-    if (token) headers.Authorization = "Bearer " + token;
-    const response = await fetch(path, Object.assign({}, options, { headers }));
-    if (response.status === 401) askToSignIn(response, token);
-    return response;
   }
 
   /** Shows the sign-in form: the token sent was rejected, or none was sent. */
@@ -326,7 +366,7 @@
     forgetToken();
     signOut.hidden = true;
     // Nothing read with the token stays on the screen.
-    orderBox.hidden = true;
+    showView(null);
     $("raw-json").textContent = "";
     recentList.replaceChildren();
     more.hidden = true;
@@ -338,40 +378,65 @@
 
   let inFlight = null;
 
-  /** Looks `uid` up and draws the answer; `focusOrder` moves focus to it. */
-  async function lookup(uid, focusOrder) {
+  /**
+   * GETs `path` for the main view, aborting the request in flight. Resolves
+   * to the answer, or to null when there is nothing to show: another
+   * request overtook this one, or the server cannot be reached (then the
+   * status says so, with `onRetry`).
+   */
+  async function request(path, onRetry) {
     if (inFlight) inFlight.abort();
     const controller = new AbortController();
     inFlight = controller;
-    orderBox.hidden = true;
+    try {
+      const answer = await api(path, controller.signal);
+      if (controller.signal.aborted) return null;
+      inFlight = null;
+      return answer;
+    } catch (_) {
+      if (!controller.signal.aborted) {
+        setState("unreachable",
+          "The server cannot be reached. Check that the service runs and try again.", onRetry);
+      }
+      return null;
+    }
+  }
+
+  /**
+   * Says what went wrong with an answer that is no success. A 400's reason
+   * names the parameter (`phone: no digits`); the page says it after
+   * `invalidWhat` instead.
+   */
+  function failed(response, body, parameter, invalidWhat, onRetry) {
+    const reason = reasonOf(body);
+    if (response.status === 401) {
+      setState("signed-out", "Sign in to see orders.");
+    } else if (response.status === 400) {
+      const rule = (reason || "bad request").replace(parameter + ": ", "");
+      setState("invalid", invalidWhat + ": " + rule + ".");
+    } else if (response.status === 503) {
+      setState("unavailable", "The order store is unavailable right now (" + (reason || "503") + ").", onRetry);
+    } else {
+      setState("error",
+        "Unexpected answer from the server: HTTP " + response.status + (reason ? " (" + reason + ")" : "") + ".",
+        onRetry);
+    }
+  }
+
+  /** Shows one of the main views (or none), hiding the others. */
+  function showView(which) {
+    for (const box of [orderBox, results, rejectedView, rejectedMessage]) box.hidden = box !== which;
+  }
+
+  /** Looks `uid` up and draws the answer; `focusOrder` moves focus to it. */
+  async function lookup(uid, focusOrder) {
+    showView(null);
     markCurrent(uid);
     setState("loading", "Looking up " + uid + "…");
-
-    let response;
-    let text;
-    try {
-      response = await api("/order?order_uid=" + encodeURIComponent(uid), {
-        signal: controller.signal,
-      });
-      text = await response.text();
-    } catch (err) {
-      if (controller.signal.aborted) return;
-      setState("unreachable",
-        "The server cannot be reached. Check that the service runs and try again.",
-        () => lookup(uid, focusOrder));
-      return;
-    }
-    if (controller.signal.aborted) return;
-    inFlight = null;
-
-    let body = null;
-    try {
-      body = parseJson(text);
-    } catch (_) {
-      body = null;
-    }
-    const reason = body && typeof body.error === "string" ? body.error : null;
-
+    const retry = () => lookup(uid, focusOrder);
+    const answer = await request("/order?order_uid=" + encodeURIComponent(uid), retry);
+    if (!answer) return;
+    const { response, text, body } = answer;
     if (response.ok && body && typeof body === "object") {
       drawOrder(body, text);
       setState("found", "Showing order " + uid + ".");
@@ -380,18 +445,8 @@
       setState("signed-out", "Sign in to see order " + uid + ".");
     } else if (response.status === 404) {
       setState("not-found", "No order with uid " + uid + ".");
-    } else if (response.status === 400) {
-      // The API names the parameter ("order_uid: empty"); the page says it in words.
-      const rule = (reason || "bad request").replace(/^order_uid: /, "");
-      setState("invalid", "That is not a valid order UID: " + rule + ".");
-    } else if (response.status === 503) {
-      setState("unavailable",
-        "The order store is unavailable right now (" + (reason || "503") + ").",
-        () => lookup(uid, focusOrder));
     } else {
-      setState("error",
-        "Unexpected answer from the server: HTTP " + response.status + (reason ? " (" + reason + ")" : "") + ".",
-        () => lookup(uid, focusOrder));
+      failed(response, body, "order_uid", "That is not a valid order UID", retry);
     }
   }
 
@@ -399,11 +454,15 @@
     return new URLSearchParams(location.search).get("order_uid");
   }
 
-  /** Puts `uid` in the address (a new history entry unless it is there already). */
+  /** Goes to `url` (a new history entry unless it is the address already). */
+  function go(url) {
+    if (location.pathname + location.search === url) history.replaceState(null, "", url);
+    else history.pushState(null, "", url);
+  }
+
+  /** Puts `uid` in the address. */
   function remember(uid) {
-    const url = "/?order_uid=" + encodeURIComponent(uid);
-    if (uidFromAddress() === uid) history.replaceState({ uid }, "", url);
-    else history.pushState({ uid }, "", url);
+    go("/?order_uid=" + encodeURIComponent(uid));
   }
 
   function open(uid, focusOrder) {
@@ -412,39 +471,124 @@
     lookup(uid, focusOrder);
   }
 
+  /**
+   * What was typed, guessed: an email has an @, a track number starts with
+   * WB, a phone is a + or digits (with spaces, dots, dashes, brackets);
+   * anything else is a uid. The selector overrides the guess.
+   */
+  function guess(text) {
+    if (text.includes("@")) return "email";
+    if (/^WB/.test(text)) return "track_number";
+    if (/^\+?[0-9 ().-]+$/.test(text) && /[0-9]{3}/.test(text.replace(/[^0-9]/g, ""))) return "phone";
+    return "order_uid";
+  }
+
+  /** The search key and value in the address, if it holds one. */
+  function searchFromAddress() {
+    const params = new URLSearchParams(location.search);
+    for (const key of Object.keys(KEYS)) {
+      if (params.has(key)) return { key, value: params.get(key) };
+    }
+    return null;
+  }
+
+  /** Runs the search `key`=`value` and shows its answer (`append`: the next page). */
+  async function search(key, value, append) {
+    const what = KEYS[key] + " " + value;
+    if (!append) {
+      showView(null);
+      setState("loading", "Searching for the " + what + "…");
+    }
+    let url = "/orders?" + key + "=" + encodeURIComponent(value) + "&limit=" + PAGE_SIZE;
+    if (append && searchNext) url += "&before=" + encodeURIComponent(searchNext);
+    resultsMore.disabled = true;
+    const retry = () => search(key, value, append);
+    const answer = await request(url, retry);
+    resultsMore.disabled = false;
+    if (!answer) return;
+    const { response, body } = answer;
+    if (!response.ok || !body || !Array.isArray(body.orders)) {
+      failed(response, body, key, "That is not a valid " + KEYS[key], retry);
+      return;
+    }
+    searchNext = body.next || null;
+    if (!append && body.orders.length === 1 && !searchNext) {
+      // One order: open it, the search staying in the address.
+      lookup(String(body.orders[0].order_uid), false);
+      return;
+    }
+    if (!append && body.orders.length === 0) {
+      setState("not-found", "No orders with the " + what + ".");
+      return;
+    }
+    if (!append) resultsList.replaceChildren();
+    for (const summary of body.orders) resultsList.append(recentItem(summary));
+    resultsMore.hidden = searchNext === null;
+    const count = resultsList.children.length;
+    setText("results-title", "Orders with the " + what);
+    showView(results);
+    setState("listed", count + (count === 1 ? " order" : " orders") + " with the " + what + " shown" +
+      (searchNext ? "; more are available." : "."));
+    markCurrent(null);
+  }
+
+  let searchNext = null;
+
   function showAddress() {
+    const params = new URLSearchParams(location.search);
     const uid = uidFromAddress();
-    if (uid !== null) {
+    const found = searchFromAddress();
+    if (params.get("view") === "rejected") {
+      showRejected(params.get("reason") || "", params.get("id"));
+    } else if (uid !== null) {
       input.value = uid;
+      kind.value = "auto";
       lookup(uid, false);
+    } else if (found) {
+      input.value = found.value;
+      kind.value = guess(found.value) === found.key ? "auto" : found.key;
+      search(found.key, found.value, false);
     } else {
       if (inFlight) inFlight.abort();
       input.value = "";
-      orderBox.hidden = true;
+      showView(null);
       document.title = "Order lookup";
       markCurrent(null);
-      setState("idle", "Enter an order UID above, or pick one of the recent orders.");
+      kind.value = "auto";
+      setState("idle", "Enter what you have (an order UID, a track number, a phone or an email), or pick one of the recent orders.");
     }
   }
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    const uid = input.value.trim();
-    if (uid === "") {
-      setState("invalid", "Type an order UID first.");
+    const text = input.value.trim();
+    if (text === "") {
+      setState("invalid", "Type what to search for first.");
       input.focus();
       return;
     }
-    open(uid, false);
+    const key = kind.value === "auto" ? guess(text) : kind.value;
+    if (key === "order_uid") {
+      open(text, false);
+    } else {
+      go("/?" + key + "=" + encodeURIComponent(text));
+      search(key, text, false);
+    }
+  });
+
+  resultsMore.addEventListener("click", () => {
+    const found = searchFromAddress();
+    if (found) search(found.key, found.value, true);
   });
 
   window.addEventListener("popstate", showAddress);
 
   // ---- raw JSON and copying ------------------------------------------------
 
-  $("copy").addEventListener("click", async () => {
-    const text = $("raw-json").textContent;
-    const done = (message) => setText("copy-status", message);
+  /** Copies the text of `preId`, saying how in `statusId`. */
+  async function copyText(preId, statusId) {
+    const text = $(preId).textContent;
+    const done = (message) => setText(statusId, message);
     try {
       if (!navigator.clipboard) throw new Error("no clipboard");
       await navigator.clipboard.writeText(text);
@@ -453,13 +597,16 @@
       // Without the clipboard API (a page on plain http off localhost), select
       // the text so Ctrl+C copies it.
       const range = document.createRange();
-      range.selectNodeContents($("raw-json"));
+      range.selectNodeContents($(preId));
       const selection = window.getSelection();
       selection.removeAllRanges();
       selection.addRange(range);
       done("Selected: press Ctrl+C to copy.");
     }
-  });
+  }
+
+  $("copy").addEventListener("click", () => copyText("raw-json", "copy-status"));
+  $("copy-message").addEventListener("click", () => copyText("rejected-payload", "copy-message-status"));
 
   // ---- the recent orders ---------------------------------------------------
 
@@ -500,16 +647,16 @@
     recentStatus.textContent = "Loading recent orders…";
     let body;
     try {
-      const response = await api(url);
+      let response;
+      ({ response, body } = await api(url));
       if (response.status === 401) {
         recentList.replaceChildren();
         more.hidden = true;
         recentStatus.textContent = "Sign in to see the recent orders.";
         return;
       }
-      body = parseJson(await response.text());
-      if (!response.ok || !Array.isArray(body.orders)) {
-        throw new Error((body && body.error) || "HTTP " + response.status);
+      if (!response.ok || !body || !Array.isArray(body.orders)) {
+        throw new Error(reasonOf(body) || "HTTP " + response.status);
       }
     } catch (err) {
       recentStatus.textContent = err instanceof TypeError
@@ -536,6 +683,129 @@
 
   more.addEventListener("click", () => loadRecent(true));
   $("refresh").addEventListener("click", () => loadRecent(false));
+
+  // ---- rejected messages ---------------------------------------------------
+
+  let rejectedNext = null;
+
+  /** The rejected view: the list of `reason` (all when empty), or message `id`. */
+  function showRejected(reason, id) {
+    rejectedReason.value = reason;
+    document.title = "Rejected messages · Order lookup";
+    markCurrent(null);
+    if (id !== null) loadRejectedMessage(id);
+    else loadRejected(reason, false);
+  }
+
+  function rejectedUrl(reason, id) {
+    let url = "/?view=rejected";
+    if (reason) url += "&reason=" + encodeURIComponent(reason);
+    if (id !== null && id !== undefined) url += "&id=" + encodeURIComponent(id);
+    return url;
+  }
+
+  function rejectedItem(row) {
+    const link = el("a", "recent-link");
+    link.href = rejectedUrl(rejectedReason.value, row.id);
+    link.dataset.id = String(row.id);
+    const head = el("span", "recent-uid mono", "#" + row.id + " " + row.reason);
+    if (row.replayed_at) head.append(" ", el("span", "badge", "replayed"));
+    link.append(head);
+    link.append(el("span", "rejected-detail", row.detail));
+    const meta = el("span", "recent-meta");
+    meta.append(timeElement(new Date(row.received_at), row.received_at, shortDateFormat));
+    meta.append(el("span", "recent-amount", (row.order_uid ? row.order_uid + " · " : "") + row.size + " bytes"));
+    link.append(meta);
+    link.addEventListener("click", (event) => {
+      if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+      event.preventDefault();
+      go(link.getAttribute("href"));
+      loadRejectedMessage(String(row.id));
+    });
+    const item = el("li");
+    item.append(link);
+    return item;
+  }
+
+  /** Loads a page of rejected messages: the first (replacing the list) or the next. */
+  async function loadRejected(reason, append) {
+    let url = "/rejected?limit=" + PAGE_SIZE;
+    if (reason) url += "&reason=" + encodeURIComponent(reason);
+    if (append && rejectedNext !== null) url += "&before=" + encodeURIComponent(rejectedNext);
+    if (!append) {
+      showView(null);
+      setState("loading", "Loading the rejected messages…");
+    }
+    rejectedMore.disabled = true;
+    const retry = () => loadRejected(reason, append);
+    const answer = await request(url, retry);
+    rejectedMore.disabled = false;
+    if (!answer) return;
+    const { response, body } = answer;
+    if (!response.ok || !body || !Array.isArray(body.rejected)) {
+      failed(response, body, "reason", "Not a valid reason", retry);
+      return;
+    }
+    if (!append) rejectedList.replaceChildren();
+    for (const row of body.rejected) rejectedList.append(rejectedItem(row));
+    rejectedNext = body.next === null || body.next === undefined ? null : body.next;
+    rejectedMore.hidden = rejectedNext === null;
+    const count = rejectedList.children.length;
+    showView(rejectedView);
+    setState("listed", count === 0
+      ? "No rejected messages" + (reason ? " for " + reason : "") + "."
+      : count + (count === 1 ? " rejected message" : " rejected messages") + " shown" + (rejectedNext === null ? "." : "; more are available."));
+  }
+
+  /** Shows rejected message `id` whole, its bytes ready to copy. */
+  async function loadRejectedMessage(id) {
+    showView(null);
+    setState("loading", "Loading rejected message " + id + "…");
+    const retry = () => loadRejectedMessage(id);
+    const answer = await request("/rejected/" + encodeURIComponent(id), retry);
+    if (!answer) return;
+    const { response, body } = answer;
+    if (response.status === 404) {
+      setState("not-found", "No rejected message " + id + ".");
+      return;
+    }
+    if (!response.ok || !body || typeof body !== "object") {
+      failed(response, body, "id", "Not a rejected message id", retry);
+      return;
+    }
+    setText("rejected-message-title", "#" + body.id + " " + body.reason);
+    const replayed = body.replayed_at
+      ? timeElement(new Date(body.replayed_at), body.replayed_at)
+      : "not replayed";
+    pairs($("rejected-facts"), [
+      ["Reason", body.reason, "mono"],
+      ["Detail", body.detail],
+      ["Received", timeElement(new Date(body.received_at), body.received_at)],
+      ["Replayed", replayed],
+      ["Order UID (hint)", body.order_uid, "mono"],
+      ["Subject", body.subject, "mono"],
+      ["Stream", body.stream_sequence === null ? body.stream : body.stream + " #" + body.stream_sequence, "mono"],
+      ["Headers", body.headers, "mono"],
+      ["Size", body.size + " bytes" + (body.payload_encoding === "base64" ? " (not UTF-8: shown in base64)" : "")],
+    ]);
+    $("rejected-payload").textContent = body.payload;
+    setText("copy-message-status", "");
+    showView(rejectedMessage);
+    setState("found", "Showing rejected message " + body.id + ".");
+    $("rejected-message-title").focus();
+  }
+
+  rejectedMore.addEventListener("click", () => loadRejected(rejectedReason.value, true));
+  rejectedReason.addEventListener("change", () => {
+    go(rejectedUrl(rejectedReason.value, null));
+    loadRejected(rejectedReason.value, false);
+  });
+  $("rejected-link").addEventListener("click", (event) => {
+    if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    go(rejectedUrl("", null));
+    showRejected("", null);
+  });
 
   // ---- start ---------------------------------------------------------------
 

@@ -312,10 +312,25 @@ mod tests {
         }
         async fn list_recent(
             &self,
+            _: &orders_domain::OrderQuery,
             _: usize,
             _: Option<orders_domain::OrderCursor>,
         ) -> Result<Vec<orders_domain::OrderSummary>, RepositoryError> {
             unreachable!("not listed")
+        }
+        async fn list_rejected(
+            &self,
+            _: Option<orders_domain::RejectReason>,
+            _: usize,
+            _: Option<orders_domain::RejectedId>,
+        ) -> Result<Vec<orders_domain::RejectedSummary>, RepositoryError> {
+            unreachable!("not listed")
+        }
+        async fn find_rejected(
+            &self,
+            _: orders_domain::RejectedId,
+        ) -> Result<Option<orders_domain::RejectedMessage>, RepositoryError> {
+            unreachable!("not looked up")
         }
         async fn record_rejection(
             &self,

@@ -250,6 +250,45 @@ impl Browser {
         serde_json::from_value(rows).expect("rows of strings")
     }
 
+    /// Clicks the element with this CSS selector.
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    }
+
+    /// Picks the option of this value in the `<select>` with this id.
+    async fn pick(&self, select: &str, value: &str) {
+        self.client
+            .find(Locator::Id(select))
+            .await
+            .unwrap_or_else(|e| panic!("no select #{select}: {e}"))
+            .select_by_value(value)
+            .await
+            .unwrap_or_else(|e| panic!("picking {value} in #{select}: {e}"));
+    }
+
+    /// Clicks the copy button `button` and checks that `status` confirms
+    /// the copy (or, without a clipboard, the selection).
+    async fn copy_and_confirm(&self, button: &str, status: &str) {
+        self.click(&format!("#{button}")).await;
+        let copied = self
+            .wait_for(
+                "the copy to be confirmed",
+                &format!("return document.getElementById('{status}').textContent;"),
+                |v| v.as_str().is_some_and(|s| !s.is_empty()),
+            )
+            .await;
+        assert!(
+            copied == "Copied." || copied == "Selected: press Ctrl+C to copy.",
+            "{copied}"
+        );
+    }
+
     /// Ends the session (Chromium quits), then chromedriver (on drop).
     async fn close(self) {
         self.client.clone().close().await.expect("the session ends");
@@ -749,25 +788,148 @@ async fn sample_order_page_is_drawn_and_screenshotted() {
         serde_json::from_slice::<Value>(&answer).expect("JSON")
     );
 
-    // exec: copy
+    // exec and check: copy
+    browser.copy_and_confirm("copy", "copy-status").await;
+    browser.close().await;
+}
+
+/// The uids of a list of orders (`#results-list` or `#recent-list`).
+const RESULT_UIDS: &str =
+    "return [...document.querySelectorAll('#results-list a')].map(a => a.dataset.uid);";
+
+#[tokio::test]
+async fn the_search_box_guesses_what_was_typed_and_the_selector_overrides_it() {
+    // setup: Ann has two orders, Bob one
+    let app = spawn_app().await;
+    for (uid, n, customer, phone, email, track) in [
+        (
+            "ann_first",
+            1,
+            "ann",
+            "+7 (900) 111-22-33",
+            "Ann@Example.com",
+            "WBANN1",
+        ),
+        (
+            "ann_second",
+            2,
+            "ann",
+            "+79001112233",
+            "ann@example.com",
+            "WBANN2",
+        ),
+        (
+            "bob_only",
+            3,
+            "bob",
+            "+7 900 444 55 66",
+            "bob@example.com",
+            "WBBOB1",
+        ),
+    ] {
+        let mut order = order_value(uid, n);
+        order["customer_id"] = json!(customer);
+        order["delivery"]["phone"] = json!(phone);
+        order["delivery"]["email"] = json!(email);
+        order["track_number"] = json!(track);
+        publish(&app, &order).await;
+    }
+    app.wait_stored(3).await;
+    let browser = Browser::start(1280, 900).await;
+    browser.open(&app, "/").await;
+
+    // a phone, written another way: both of Ann's orders, newest first
+    browser.search("+7 900 111 22 33").await;
+    let text = browser.wait_state("listed").await;
+    assert_eq!(text, "2 orders with the phone +7 900 111 22 33 shown.");
+    assert_eq!(
+        browser.js(RESULT_UIDS, vec![]).await,
+        json!(["ann_second", "ann_first"])
+    );
+    assert!(
+        browser
+            .address()
+            .await
+            .ends_with("/?phone=%2B7%20900%20111%2022%2033"),
+        "the search is in the address: {}",
+        browser.address().await
+    );
+
+    // one of them opens; back returns to the list
+    browser.click("#results-list a[data-uid='ann_first']").await;
+    browser.wait_state("found").await;
+    assert_eq!(browser.text("#order-uid").await, "ann_first");
+    browser.client.back().await.expect("back");
+    browser.wait_state("listed").await;
+    assert_eq!(
+        browser.js(RESULT_UIDS, vec![]).await,
+        json!(["ann_second", "ann_first"])
+    );
+
+    // a track number: one order, opened at once
+    browser.search("WBBOB1").await;
     browser
-        .client
-        .find(Locator::Id("copy"))
-        .await
-        .expect("a copy button")
-        .click()
-        .await
-        .expect("click copy");
-    let copied = browser
         .wait_for(
-            "the copy to be confirmed",
-            "return document.getElementById('copy-status').textContent;",
-            |v| v.as_str().is_some_and(|s| !s.is_empty()),
+            "Bob's order",
+            "return document.getElementById('order-uid').textContent;",
+            |v| v == "bob_only",
         )
         .await;
-    assert!(
-        copied == "Copied." || copied == "Selected: press Ctrl+C to copy.",
-        "{copied}"
+    browser.wait_state("found").await;
+    assert!(browser.address().await.ends_with("/?track_number=WBBOB1"));
+
+    // an email, whatever its case
+    browser.search("ANN@example.COM").await;
+    browser.wait_state("listed").await;
+    assert_eq!(
+        browser.js(RESULT_UIDS, vec![]).await,
+        json!(["ann_second", "ann_first"])
+    );
+
+    // "bob" looks like a uid; the selector says it is a customer
+    browser.search("bob").await;
+    assert_eq!(
+        browser.wait_state("not-found").await,
+        "No order with uid bob."
+    );
+    browser.pick("search-kind", "customer_id").await;
+    browser.search("bob").await;
+    browser
+        .wait_for(
+            "Bob's order by customer",
+            "return [document.getElementById('status').dataset.state,
+                     document.getElementById('order-uid').textContent];",
+            |v| v == &json!(["found", "bob_only"]),
+        )
+        .await;
+    assert!(browser.address().await.ends_with("/?customer_id=bob"));
+
+    // nothing found, and a bad value, each said in words
+    browser.search("WBNOPE").await;
+    // (the selector still says customer: the value is searched as one)
+    assert_eq!(
+        browser.wait_state("not-found").await,
+        "No orders with the customer WBNOPE."
+    );
+    browser.pick("search-kind", "phone").await;
+    browser.search("call me").await;
+    assert_eq!(
+        browser.wait_state("invalid").await,
+        "That is not a valid phone: no digits."
+    );
+
+    // a shared link to a search
+    browser.open(&app, "/?email=ann%40example.com").await;
+    browser.wait_state("listed").await;
+    assert_eq!(
+        browser.js(RESULT_UIDS, vec![]).await,
+        json!(["ann_second", "ann_first"])
+    );
+    assert_eq!(
+        browser
+            .js("return document.getElementById('order_uid').value;", vec![])
+            .await,
+        "ann@example.com"
     );
     browser.close().await;
 }
@@ -881,5 +1043,149 @@ async fn with_tokens_the_page_signs_in_says_when_a_token_is_rejected_and_signs_o
             .await,
         json!([null, true, 0, true])
     );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn the_rejected_view_shows_each_reason_and_detail_and_copies_the_raw_message() {
+    // setup: markup that is not JSON, bytes that are not UTF-8, a conflict;
+    // the first one replayed
+    let app = spawn_app().await;
+    app.publish_rejections(b"<img src=x onerror=window.__pwned=1>")
+        .await;
+    let browser = Browser::start(1280, 900).await;
+    browser.open(&app, "/").await;
+
+    // exec: open the view from the page
+    browser.click("#rejected-link").await;
+
+    // check: newest first, each with its reason and detail; the replayed one marked
+    let text = browser.wait_state("listed").await;
+    assert_eq!(text, "3 rejected messages shown.");
+    assert!(browser.address().await.ends_with("/?view=rejected"));
+    let rows = browser
+        .js(
+            "return [...document.querySelectorAll('#rejected-list a')].map(a =>
+               [a.querySelector('.recent-uid').textContent,
+                a.querySelector('.rejected-detail').textContent]);",
+            vec![],
+        )
+        .await;
+    let rows: Vec<(String, String)> = serde_json::from_value(rows).expect("pairs of strings");
+    assert!(rows[0].0.ends_with(" conflict"), "{rows:?}");
+    assert!(
+        rows[0].1.contains("taken"),
+        "the detail names the uid: {rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .filter(|(head, _)| head.ends_with("invalid_json"))
+            .count()
+            == 1
+            && rows
+                .iter()
+                .filter(|(head, _)| head.ends_with("invalid_json replayed"))
+                .count()
+                == 1,
+        "one invalid_json replayed, one not: {rows:?}"
+    );
+
+    // exec: open the replayed one
+    let replayed = browser
+        .js(
+            "return [...document.querySelectorAll('#rejected-list a')]
+               .find(a => a.querySelector('.badge')).dataset.id;",
+            vec![],
+        )
+        .await;
+    let replayed = replayed.as_str().expect("an id").to_owned();
+    browser
+        .client
+        .find(Locator::Css(&format!(
+            "#rejected-list a[data-id='{replayed}']"
+        )))
+        .await
+        .expect("the replayed row")
+        .click()
+        .await
+        .expect("open it");
+
+    // check: the bytes as text, never as markup, with the reason and detail
+    browser.wait_state("found").await;
+    assert_eq!(
+        browser.text("#rejected-payload").await,
+        "<img src=x onerror=window.__pwned=1>"
+    );
+    let facts = browser.text("#rejected-facts").await;
+    for part in ["invalid_json", "invalid JSON", "Replayed"] {
+        assert!(facts.contains(part), "{part} missing in {facts:?}");
+    }
+    assert!(!facts.contains("not replayed"), "{facts}");
+    assert!(
+        browser
+            .address()
+            .await
+            .ends_with(&format!("/?view=rejected&id={replayed}"))
+    );
+    let (made, pwned) = (
+        browser
+            .js(
+                "return document.querySelectorAll('main img').length;",
+                vec![],
+            )
+            .await,
+        browser
+            .js(
+                "return window.__pwned === undefined ? null : window.__pwned;",
+                vec![],
+            )
+            .await,
+    );
+    assert_eq!(
+        (made, pwned),
+        (json!(0), Value::Null),
+        "markup in a message ran"
+    );
+
+    // exec and check: copy it
+    browser
+        .copy_and_confirm("copy-message", "copy-message-status")
+        .await;
+
+    // back to the list, then only the conflicts
+    browser.client.back().await.expect("back");
+    browser.wait_state("listed").await;
+    browser.pick("rejected-reason", "conflict").await;
+    assert_eq!(
+        browser
+            .wait_for(
+                "only the conflict",
+                "return document.getElementById('status-text').textContent;",
+                |v| v == "1 rejected message shown.",
+            )
+            .await,
+        "1 rejected message shown."
+    );
+    assert!(
+        browser
+            .address()
+            .await
+            .ends_with("/?view=rejected&reason=conflict")
+    );
+
+    // the message that is not UTF-8: base64, and said so
+    let binary = browser
+        .js(
+            "return fetch('/rejected').then(r => r.json())
+               .then(b => b.rejected.find(r => r.size === 8).id);",
+            vec![],
+        )
+        .await;
+    browser
+        .open(&app, &format!("/?view=rejected&id={binary}"))
+        .await;
+    browser.wait_state("found").await;
+    assert_eq!(browser.text("#rejected-payload").await, "//5iaW5hcnk=");
+    assert!(browser.text("#rejected-facts").await.contains("not UTF-8"));
     browser.close().await;
 }

@@ -72,7 +72,9 @@ async fn every_documented_route_and_status_answers_as_documented() {
     })
     .await;
     app.publish(SAMPLE.to_vec(), None).await;
+    app.publish(b"{not json".to_vec(), None).await;
     app.wait_stored(1).await;
+    app.wait_rows("rejected_messages", 1).await;
     // The same app with API_TOKENS_FILE: the order-bearing routes ask for a token.
     let tokens = TokensOnDisk::new("desk:desk-0123456789abcdef\n");
     let tokens_path = tokens.0.clone();
@@ -84,19 +86,26 @@ async fn every_documented_route_and_status_answers_as_documented() {
     })
     .await;
     let mut exercised = BTreeSet::new();
-    let mut exchange_at = async |at, path: &str, query: &str, status: u16| {
-        let (got, head, body) = http(at, "GET", &format!("{path}{query}")).await;
-        assert_eq!(got, status, "GET {path}{query}");
+    // `rest` is the query string, or for a path with `{id}`, the id.
+    let mut exchange_at = async |at, path: &str, rest: &str, status: u16| {
+        let target = if path.contains("{id}") {
+            path.replace("{id}", rest)
+        } else {
+            format!("{path}{rest}")
+        };
+        let (got, head, body) = http(at, "GET", &target).await;
+        assert_eq!(got, status, "GET {target}");
         check(&spec, path, status, &head, &body);
         exercised.insert((path.to_owned(), status));
         body
     };
     exchange_at(signed.addr, "/order", "?order_uid=b563feb7b2b84b6test", 401).await;
     exchange_at(signed.addr, "/orders", "", 401).await;
+    exchange_at(signed.addr, "/rejected", "", 401).await;
+    exchange_at(signed.addr, "/rejected/{id}", "1", 401).await;
     signed.shutdown.cancel();
-    let mut exchange = async |path: &str, query: &str, status: u16| {
-        exchange_at(app.addr, path, query, status).await
-    };
+    let mut exchange =
+        async |path: &str, rest: &str, status: u16| exchange_at(app.addr, path, rest, status).await;
 
     let body = exchange("/order", "?order_uid=b563feb7b2b84b6test", 200).await;
     assert_eq!(
@@ -112,6 +121,32 @@ async fn every_documented_route_and_status_answers_as_documented() {
         json!("b563feb7b2b84b6test")
     );
     exchange("/orders", "?limit=0", 400).await;
+    let body = exchange(
+        "/orders",
+        "?track_number=WBILMTESTTRACK&from=2021-01-01T00:00:00Z",
+        200,
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).expect("json")["orders"][0]["order_uid"],
+        json!("b563feb7b2b84b6test")
+    );
+    exchange(
+        "/orders",
+        "?phone=%2B9720000000&email=test%40gmail.com",
+        400,
+    )
+    .await;
+    let body = exchange("/rejected", "?reason=invalid_json&limit=5", 200).await;
+    let id = serde_json::from_slice::<Value>(&body).expect("json")["rejected"][0]["id"].to_string();
+    exchange("/rejected", "?reason=unknown", 400).await;
+    let body = exchange("/rejected/{id}", &id, 200).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).expect("json")["payload"],
+        json!("{not json")
+    );
+    exchange("/rejected/{id}", "x", 400).await;
+    exchange("/rejected/{id}", "999999", 404).await;
     exchange("/healthz", "", 200).await;
     exchange("/readyz", "", 200).await;
     exchange("/metrics", "", 200).await;
@@ -137,6 +172,8 @@ async fn every_documented_route_and_status_answers_as_documented() {
     );
     exchange("/order", "?order_uid=not-cached", 503).await;
     exchange("/orders", "", 503).await;
+    exchange("/rejected", "", 503).await;
+    exchange("/rejected/{id}", &id, 503).await;
     exchange("/order", "?order_uid=b563feb7b2b84b6test", 200).await;
 
     // Over the client's rate: every order-bearing route refuses it.
@@ -150,6 +187,8 @@ async fn every_documented_route_and_status_answers_as_documented() {
     assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
     exchange("/order", "?order_uid=b563feb7b2b84b6test", 429).await;
     exchange("/orders", "", 429).await;
+    exchange("/rejected", "", 429).await;
+    exchange("/rejected/{id}", &id, 429).await;
 
     let documented: BTreeSet<(String, u16)> = spec["paths"]
         .as_object()

@@ -19,8 +19,8 @@ pub async fn migrated_db() -> anyhow::Result<TestDb> {
 }
 
 /// `count` orders of the sample's shape, one item each, uids
-/// `b0000000000`, `b0000000001`, ... (so a regex can draw them), one second
-/// apart: the sample stored once by the service's own repository, then
+/// `b0000000000`, `b0000000001`, ... (so a regex can draw them), track
+/// numbers `WB0000000000`, ... ([`seeded_track`]), one second apart: the sample stored once by the service's own repository, then
 /// copied by PostgreSQL itself, table by table, with the columns of
 /// `orders_postgres::schema`: the fastest way to fill a database for the
 /// lookup and warm-up measures.
@@ -30,6 +30,8 @@ pub async fn seed(db: &TestDb, count: u64) -> anyhow::Result<()> {
 
     let mut template: serde_json::Value = orders_testkit::sample_value();
     template["order_uid"] = serde_json::Value::from(seeded_uid(0));
+    template["track_number"] = serde_json::Value::from(seeded_track(0));
+    template["items"][0]["track_number"] = serde_json::Value::from(seeded_track(0));
     template["date_created"] = serde_json::Value::from("2021-11-26T06:22:19Z");
     let template = Order::parse(&serde_json::to_vec(&template)?)?;
     let pool = orders_postgres::connect_pool(&db.url, orders_postgres::PoolSettings::default())?;
@@ -46,6 +48,8 @@ pub async fn seed(db: &TestDb, count: u64) -> anyhow::Result<()> {
             .iter()
             .map(|c| match (c.name, c.source) {
                 ("order_uid", _) => "'b' || lpad(g::text, 10, '0')".to_owned(),
+                // The order's and its item's, as in the sample.
+                ("track_number", _) => "'WB' || lpad(g::text, 10, '0')".to_owned(),
                 (_, Source::CreatedAt) => format!("{} + g * interval '1 second'", c.name),
                 ("date_created", _) => "to_char(timestamp '2021-11-26 06:22:19' \
                     + g * interval '1 second', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
@@ -87,6 +91,11 @@ fn pg_error(err: tokio_postgres::Error) -> anyhow::Error {
 /// The uid of seeded order `n`.
 pub fn seeded_uid(n: u64) -> String {
     format!("b{n:010}")
+}
+
+/// The track number of seeded order `n`.
+pub fn seeded_track(n: u64) -> String {
+    format!("WB{n:010}")
 }
 
 /// `count` realistic generated orders (1-5 items), as the publisher makes them.

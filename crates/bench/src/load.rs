@@ -48,6 +48,19 @@ pub fn wrk(
     duration: Duration,
     script_dir: &Path,
 ) -> anyhow::Result<Measured> {
+    let draw = uids.map(|uids| ("/order?order_uid=", uids));
+    wrk_drawn(addr, draw, connections, duration, script_dir)
+}
+
+/// [`wrk`] requesting `GET <prefix><value>`, with values drawn at random
+/// from a file (one per line), for `draw = (prefix, file)`.
+pub fn wrk_drawn(
+    addr: SocketAddr,
+    draw: Option<(&str, &Path)>,
+    connections: u32,
+    duration: Duration,
+    script_dir: &Path,
+) -> anyhow::Result<Measured> {
     let mut cmd = Command::new("wrk");
     cmd.args([
         "-t1",
@@ -55,20 +68,20 @@ pub fn wrk(
         &format!("-d{}s", duration.as_secs().max(1)),
         "--latency",
     ]);
-    if let Some(uids) = uids {
+    if let Some((prefix, values)) = draw {
         let script = script_dir.join("lookup.lua");
         std::fs::write(
             &script,
             format!(
-                "local uids = {{}}\n\
-                 for line in io.lines(\"{}\") do uids[#uids + 1] = line end\n\
+                "local values = {{}}\n\
+                 for line in io.lines(\"{}\") do values[#values + 1] = line end\n\
                  request = function()\n\
-                 \x20 return wrk.format(\"GET\", \"/order?order_uid=\" .. uids[math.random(#uids)])\n\
+                 \x20 return wrk.format(\"GET\", \"{prefix}\" .. values[math.random(#values)])\n\
                  end\n\
                  done = function(summary, latency, requests)\n\
                  \x20 io.write(string.format(\"non-2xx: %d\\n\", summary.errors.status))\n\
                  end\n",
-                uids.display()
+                values.display()
             ),
         )?;
         cmd.arg("-s").arg(script);

@@ -335,6 +335,8 @@ async fn lookups(
         );
     }
 
+    search_by_track(&svc, plan, scratch, &ceiling_wrk, report).await?;
+
     let regex = uid_regex(svc.addr(), &all_prefix(plan.lookup_orders));
     if has_oha {
         for rate in plan.rates {
@@ -388,6 +390,55 @@ async fn lookups(
         ">= 5,000 req/s",
     );
     svc.terminate(Duration::from_secs(10));
+    Ok(())
+}
+
+/// `GET /orders?track_number=` on the seeded orders: every search is a
+/// query of PostgreSQL (searches are not cached), against the lookup
+/// ceiling taken with the same wrk script on uids.
+async fn search_by_track(
+    svc: &ServiceProcess,
+    plan: &Plan,
+    scratch: &Path,
+    ceiling: &load::Measured,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    // Each search finds its one order: checked once, so a run that only
+    // measured empty answers cannot pass.
+    let probe = format!("/orders?track_number={}", data::seeded_track(1));
+    let (status, body) = get(svc.addr(), &probe).await;
+    if status != 200 || !String::from_utf8_lossy(&body).contains(&data::seeded_uid(1)) {
+        bail!(
+            "GET {probe} answered {status} without {}: {}",
+            data::seeded_uid(1),
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let tracks = scratch.join("tracks.txt");
+    write_uids(&tracks, (0..plan.lookup_orders).map(data::seeded_track))?;
+    let search = load::wrk_drawn(
+        svc.addr(),
+        Some(("/orders?track_number=", &tracks)),
+        32,
+        plan.run,
+        scratch,
+    )?;
+    report.speed(
+        "search by track number",
+        &format!(
+            "wrk -t1 -c32 -d{}s, GET /orders?track_number= drawn from {} stored orders, \
+             each a PostgreSQL query (index order_info_track_number)",
+            plan.run.as_secs(),
+            plan.lookup_orders
+        ),
+        &search,
+        ceiling,
+        Verdict::all_of(&[
+            Verdict::at_least(search.success, 1.0),
+            Verdict::at_least(search.requests_per_second, 5_000.0),
+        ]),
+        ">= 5,000 req/s, all 2xx",
+    );
     Ok(())
 }
 

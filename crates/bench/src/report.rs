@@ -358,7 +358,8 @@ impl Report {
                 out,
                 "\nCommands behind the rows (ADDR is the service's or the ceiling's \
                  address in that run, UIDS the seeded uids one a line, lookup.lua the \
-                 script that draws one per request):\n"
+                 script that draws one per request, a uid or for the search a track \
+                 number):\n"
             );
             for (measure, command) in &self.commands {
                 let _ = writeln!(out, "- {measure}: `{command}`");

@@ -14,6 +14,8 @@ mod newtype;
 mod order;
 mod ports;
 mod readiness;
+mod rejected;
+mod search;
 mod service;
 mod uid;
 mod validation;
@@ -31,6 +33,13 @@ pub use ports::{
     Rejection, RepositoryError, SaveOutcome, SourceError,
 };
 pub use readiness::{Readiness, ReadinessReport};
+pub use rejected::{
+    InvalidRejectedId, MAX_REJECTED_PAGE, Payload, RejectedId, RejectedMessage, RejectedPage,
+    RejectedSummary,
+};
+pub use search::{
+    InvalidSearch, MAX_SEARCH_LEN, OrderQuery, SEARCH_KEYS, SearchKey, normalize_phone,
+};
 pub use service::{DEFAULT_READ_THROUGH, OrderService, error_chain};
 pub use uid::{InvalidOrderUid, MAX_UID_LEN, OrderUid};
 pub use validation::{FieldProblem, FieldProblems, MAX_PROBLEMS, RejectReason, ValidationError};

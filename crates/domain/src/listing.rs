@@ -78,13 +78,19 @@ impl OrderPage {
     /// A page from the lines the repository returned for a request of
     /// `limit` lines: a full page may have more after it.
     pub fn new(orders: Vec<OrderSummary>, limit: usize) -> Self {
-        let next = if orders.len() == limit {
-            orders.last().map(|last| last.cursor.to_string())
-        } else {
-            None
-        };
+        let next = next_cursor(&orders, limit, |last| last.cursor.to_string());
         Self { orders, next }
     }
+}
+
+/// The cursor of a page of `rows` read for a request of `limit`: that of
+/// its last row when the page is full (more may follow), else none.
+pub(crate) fn next_cursor<T, C>(
+    rows: &[T],
+    limit: usize,
+    cursor: impl FnOnce(&T) -> C,
+) -> Option<C> {
+    rows.last().filter(|_| rows.len() == limit).map(cursor)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use futures::StreamExt;
 
 use crate::listing::{MAX_PAGE, OrderCursor, OrderPage};
 use crate::ports::RepositoryError;
+use crate::search::OrderQuery;
 use crate::service::OrderService;
 use crate::uid::OrderUid;
 
@@ -64,14 +65,16 @@ impl OrderService {
         self.cache.len()
     }
 
-    /// One page of the newest orders, `limit` capped at [`MAX_PAGE`].
+    /// One page of the newest orders matching `query` (all of them when
+    /// it has no key and no span), `limit` capped at [`MAX_PAGE`].
     pub async fn recent(
         &self,
+        query: &OrderQuery,
         limit: usize,
         before: Option<OrderCursor>,
     ) -> Result<OrderPage, RepositoryError> {
         let limit = limit.clamp(1, MAX_PAGE);
-        let orders = self.repo.list_recent(limit, before).await?;
+        let orders = self.repo.list_recent(query, limit, before).await?;
         Ok(OrderPage::new(orders, limit))
     }
 
@@ -236,21 +239,28 @@ mod tests {
         };
         let mut repo = MockOrderRepository::new();
         repo.expect_list_recent()
-            .withf(|limit, before| *limit == MAX_PAGE && before.is_none())
+            .withf(|query, limit, before| {
+                *query == OrderQuery::all() && *limit == MAX_PAGE && before.is_none()
+            })
             .times(1)
-            .returning(move |limit, _| Ok((0..limit as i64).map(summary).collect()));
+            .returning(move |_, limit, _| Ok((0..limit as i64).map(summary).collect()));
+        let phone = OrderQuery::by(crate::search::SearchKey::Phone("+7900".into()));
+        let wanted = phone.clone();
         repo.expect_list_recent()
-            .withf(|limit, before| *limit == 5 && before.is_some())
+            .withf(move |query, limit, before| *query == wanted && *limit == 5 && before.is_some())
             .times(1)
-            .returning(move |_, _| Ok(vec![summary(1)]));
+            .returning(move |_, _, _| Ok(vec![summary(1)]));
         let svc = service(repo, MockOrderCache::new());
 
-        let full = svc.recent(10_000, None).await.expect("page");
+        let full = svc
+            .recent(&OrderQuery::all(), 10_000, None)
+            .await
+            .expect("page");
         assert_eq!(full.orders.len(), MAX_PAGE);
         assert_eq!(full.next.as_deref(), Some("99.o99"));
 
         let cursor = OrderCursor::parse("99.o99").expect("cursor");
-        let last = svc.recent(5, Some(cursor)).await.expect("page");
+        let last = svc.recent(&phone, 5, Some(cursor)).await.expect("page");
         assert_eq!(last.next, None);
     }
 

@@ -9,6 +9,8 @@ use bytes::Bytes;
 
 use crate::listing::{OrderCursor, OrderSummary};
 use crate::order::Order;
+use crate::rejected::{RejectedId, RejectedMessage, RejectedSummary};
+use crate::search::OrderQuery;
 use crate::uid::OrderUid;
 use crate::validation::RejectReason;
 
@@ -90,13 +92,37 @@ pub trait OrderRepository: Send + Sync {
     /// snapshot, reading each table once rather than once per order.
     fn load_recent(&self, limit: usize) -> OrderChunks;
 
-    /// MUST return at most `limit` orders, newest (`date_created`, then uid)
-    /// first, only those strictly older than `before` when given.
+    /// MUST return at most `limit` orders that match `query`, newest
+    /// (`date_created`, then uid) first, only those strictly older than
+    /// `before` when given. A key MUST match exactly: a track number,
+    /// customer id or transaction byte for byte, a phone by its
+    /// [`normalize_phone`](crate::normalize_phone) form (the key holds it
+    /// so), an email case-insensitively; never a part of a value. `from`
+    /// MUST be inclusive and `to` exclusive. Each kind of query MUST be
+    /// served by an index, never by reading every order.
     async fn list_recent(
         &self,
+        query: &OrderQuery,
         limit: usize,
         before: Option<OrderCursor>,
     ) -> Result<Vec<OrderSummary>, RepositoryError>;
+
+    /// MUST return at most `limit` rejected messages, newest (highest id)
+    /// first, only those of `reason` when given and with an id below
+    /// `before` when given.
+    async fn list_rejected(
+        &self,
+        reason: Option<RejectReason>,
+        limit: usize,
+        before: Option<RejectedId>,
+    ) -> Result<Vec<RejectedSummary>, RepositoryError>;
+
+    /// MUST return the rejected message with this id, its bytes exactly as
+    /// they arrived, or `None`.
+    async fn find_rejected(
+        &self,
+        id: RejectedId,
+    ) -> Result<Option<RejectedMessage>, RepositoryError>;
 
     /// MUST record the rejected message; recording the same stream and
     /// sequence again MUST keep one row.

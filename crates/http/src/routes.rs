@@ -8,8 +8,9 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use orders_domain::{
-    DEFAULT_PAGE, LookupError, MAX_PAGE, OrderCursor, OrderService, OrderUid, Readiness,
-    RepositoryError,
+    DEFAULT_PAGE, InvalidRejectedId, LookupError, MAX_PAGE, MAX_REJECTED_PAGE, OrderCursor,
+    OrderQuery, OrderService, OrderUid, Readiness, RejectReason, RejectedId, RepositoryError,
+    SEARCH_KEYS,
 };
 use orders_metrics::Metrics;
 use serde_json::json;
@@ -47,6 +48,9 @@ pub struct Router {
 enum Route {
     Order,
     Orders,
+    Rejected,
+    /// `/rejected/{id}`, the id parsed (or why it is none).
+    RejectedMessage(Result<RejectedId, InvalidRejectedId>),
     Healthz,
     Readyz,
     Metrics,
@@ -61,14 +65,21 @@ impl Route {
             "/healthz" => Route::Healthz,
             "/readyz" => Route::Readyz,
             "/metrics" => Route::Metrics,
-            _ => Route::Static(statics::lookup(path)?),
+            "/rejected" => Route::Rejected,
+            _ => match path.strip_prefix("/rejected/") {
+                Some(id) => Route::RejectedMessage(RejectedId::parse(id)),
+                None => Route::Static(statics::lookup(path)?),
+            },
         })
     }
 
     /// Whether the route gives out orders (personal data): rate-limited,
     /// and (with tokens) behind sign-in.
     fn bears_orders(&self) -> bool {
-        matches!(self, Route::Order | Route::Orders)
+        matches!(
+            self,
+            Route::Order | Route::Orders | Route::Rejected | Route::RejectedMessage(_)
+        )
     }
 
     /// The metrics label: a fixed set, so a client cannot create label
@@ -77,6 +88,8 @@ impl Route {
         match route {
             Some(Route::Order) => "/order",
             Some(Route::Orders) => "/orders",
+            Some(Route::Rejected) => "/rejected",
+            Some(Route::RejectedMessage(_)) => "/rejected/{id}",
             Some(Route::Healthz) => "/healthz",
             Some(Route::Readyz) => "/readyz",
             Some(Route::Metrics) => "/metrics",
@@ -203,6 +216,8 @@ impl Router {
         let response = match route {
             Route::Order => self.order(req.uri().query()).await,
             Route::Orders => self.orders(req.uri().query()).await,
+            Route::Rejected => self.rejected(req.uri().query()).await,
+            Route::RejectedMessage(id) => self.rejected_message(id).await,
             Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
             Route::Readyz => self.readyz(),
             Route::Metrics => {
@@ -265,19 +280,39 @@ impl Router {
     }
 
     async fn orders(&self, query: Option<&str>) -> Response<Body> {
-        let (limit, before) = match page_from_query(query.unwrap_or("")) {
+        let (search, limit, before) = match search_from_query(query.unwrap_or("")) {
             Ok(page) => page,
             Err(message) => return error(StatusCode::BAD_REQUEST, &message),
         };
-        match self.service.recent(limit, before).await {
-            Ok(page) => match serde_json::to_vec(&page) {
-                Ok(body) => json_bytes(StatusCode::OK, Bytes::from(body)),
-                Err(err) => {
-                    tracing::error!(error = %err, "serializing a page of orders");
-                    error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-                }
-            },
+        match self.service.recent(&search, limit, before).await {
+            Ok(page) => serialized(&page, "a page of orders"),
             Err(err) => repository_error(&err, "listing orders failed"),
+        }
+    }
+
+    async fn rejected(&self, query: Option<&str>) -> Response<Body> {
+        let (reason, limit, before) = match rejected_from_query(query.unwrap_or("")) {
+            Ok(page) => page,
+            Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+        };
+        match self.service.rejected(reason, limit, before).await {
+            Ok(page) => serialized(&page, "a page of rejected messages"),
+            Err(err) => repository_error(&err, "listing rejected messages failed"),
+        }
+    }
+
+    async fn rejected_message(&self, id: Result<RejectedId, InvalidRejectedId>) -> Response<Body> {
+        let id = match id {
+            Ok(id) => id,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("id: {e}")),
+        };
+        match self.service.rejected_message(id).await {
+            Ok(Some(message)) => serialized(&message, "a rejected message"),
+            Ok(None) => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "rejected message not found", "id": id.get()}),
+            ),
+            Err(err) => repository_error(&err, "reading a rejected message failed"),
         }
     }
 
@@ -318,25 +353,94 @@ fn order_uid_from_query(query: &str) -> Result<OrderUid, String> {
     OrderUid::parse(&raw).map_err(|e| format!("order_uid: {e}"))
 }
 
-/// `limit` (1 or more; capped by the core) and `before` (a cursor).
-fn page_from_query(query: &str) -> Result<(usize, Option<OrderCursor>), String> {
-    let mut limit = None;
-    let mut before = None;
+/// `limit`: a whole number from 1 (the core caps it at `max`).
+fn limit_from(value: &str, max: usize) -> Result<usize, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("limit: expected a whole number from 1 to {max}"))
+}
+
+/// Walks a query string once, refusing a parameter given twice and
+/// handing each other one to `take`, which returns `Ok(false)` for a name
+/// it does not know (then refused, naming `known`).
+fn each_parameter(
+    query: &str,
+    known: &str,
+    mut take: impl FnMut(&str, &str) -> Result<bool, String>,
+) -> Result<(), String> {
+    let mut seen: Vec<String> = Vec::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "limit" if limit.is_some() => return Err("limit is given more than once".into()),
-            "limit" => {
-                let n: usize = value.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                    format!("limit: expected a whole number from 1 to {MAX_PAGE}")
-                })?;
-                limit = Some(n);
+        if seen.iter().any(|k| *k == key) {
+            return Err(format!("{key} is given more than once"));
+        }
+        if !take(&key, &value)? {
+            return Err(format!("unknown parameter {key:?}: expected {known}"));
+        }
+        seen.push(key.into_owned());
+    }
+    Ok(())
+}
+
+/// `GET /orders`: at most one search key (exact value), `from` and `to`
+/// (RFC 3339), `limit` and `before`. Any other parameter is refused, so a
+/// misspelt key never lists every order.
+fn search_from_query(query: &str) -> Result<(OrderQuery, usize, Option<OrderCursor>), String> {
+    let mut search = OrderQuery::all();
+    let mut limit = DEFAULT_PAGE;
+    let mut before = None;
+    let known = format!("{}, from, to, limit or before", SEARCH_KEYS.join(", "));
+    each_parameter(query, &known, |key, value| {
+        match key {
+            "limit" => limit = limit_from(value, MAX_PAGE)?,
+            "before" => before = Some(OrderCursor::parse(value).map_err(|e| e.to_string())?),
+            _ => match search.take(key, value) {
+                Some(taken) => taken.map_err(|e| e.to_string())?,
+                None => return Ok(false),
+            },
+        }
+        Ok(true)
+    })?;
+    let search = search.finish().map_err(|e| e.to_string())?;
+    Ok((search, limit, before))
+}
+
+/// `GET /rejected`: `reason` (one of the known reasons), `limit`, `before` (an id).
+fn rejected_from_query(
+    query: &str,
+) -> Result<(Option<RejectReason>, usize, Option<RejectedId>), String> {
+    let mut reason = None;
+    let mut limit = DEFAULT_PAGE;
+    let mut before = None;
+    each_parameter(query, "reason, limit or before", |key, value| {
+        match key {
+            "reason" => {
+                reason = Some(RejectReason::from_name(value).ok_or_else(|| {
+                    let names: Vec<&str> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
+                    format!("reason: expected one of {}", names.join(", "))
+                })?);
             }
-            "before" if before.is_some() => return Err("before is given more than once".into()),
-            "before" => before = Some(OrderCursor::parse(&value).map_err(|e| e.to_string())?),
-            _ => {}
+            "limit" => limit = limit_from(value, MAX_REJECTED_PAGE)?,
+            "before" => {
+                before = Some(RejectedId::parse(value).map_err(|e| format!("before: {e}"))?);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    Ok((reason, limit, before))
+}
+
+/// `value` as a 200 JSON answer.
+fn serialized(value: &impl serde::Serialize, what: &str) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(body) => json_bytes(StatusCode::OK, Bytes::from(body)),
+        Err(err) => {
+            tracing::error!(error = %err, "serializing {what}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }
     }
-    Ok((limit.unwrap_or(DEFAULT_PAGE), before))
 }
 
 /// RFC 6750's answers to a request the tokens do not let in: without
@@ -607,11 +711,11 @@ mod tests {
     async fn orders_lists_a_page_and_refuses_bad_parameters() {
         let mut repo = MockOrderRepository::new();
         repo.expect_list_recent()
-            .withf(|limit, before| {
+            .withf(|_, limit, before| {
                 *limit == 2 && before.as_ref().map(|c| c.to_string()).as_deref() == Some("5.abc")
             })
             .times(1)
-            .returning(|_, _| Ok(Vec::new()));
+            .returning(|_, _, _| Ok(Vec::new()));
         let router = router(repo, MockOrderCache::new());
 
         let (status, body, _) = call(&router, Method::GET, "/orders?limit=2&before=5.abc").await;
@@ -630,6 +734,116 @@ mod tests {
             let (status, body, _) = call(&router, Method::GET, uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
             assert!(body.contains("error"), "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn orders_take_one_search_key_and_name_the_bad_parameter() {
+        let mut repo = MockOrderRepository::new();
+        repo.expect_list_recent()
+            .withf(|query, limit, before| {
+                query.key == Some(orders_domain::SearchKey::Phone("+7900".into()))
+                    && query.from.is_some()
+                    && query.to.is_none()
+                    && *limit == DEFAULT_PAGE
+                    && before.is_none()
+            })
+            .times(1)
+            .returning(|_, _, _| Ok(Vec::new()));
+        let router = router(repo, MockOrderCache::new());
+
+        let (status, _, _) = call(
+            &router,
+            Method::GET,
+            "/orders?phone=%2B7%20(900)&from=2021-11-26T00:00:00Z",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+
+        for (uri, reason) in [
+            ("/orders?phone=", "phone: empty"),
+            (
+                "/orders?phone=1&email=a@b",
+                "phone and email given together",
+            ),
+            (
+                "/orders?email=a@b&email=c@d",
+                "email is given more than once",
+            ),
+            ("/orders?from=yesterday", "from: expected an RFC 3339 time"),
+            (
+                "/orders?phon=1",
+                "unknown parameter \"phon\": expected track_number",
+            ),
+            ("/orders?order_uid=x", "unknown parameter \"order_uid\""),
+        ] {
+            let (status, body, _) = call(&router, Method::GET, uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+            assert!(
+                body["error"].as_str().expect("error").starts_with(reason),
+                "{uri}: {body}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn rejected_messages_are_listed_and_read_by_id() {
+        let mut repo = MockOrderRepository::new();
+        repo.expect_list_rejected()
+            .withf(|reason, limit, before| {
+                *reason == Some(orders_domain::RejectReason::Conflict)
+                    && *limit == 2
+                    && before.map(RejectedId::get) == Some(5)
+            })
+            .times(1)
+            .returning(|_, _, _| Ok(Vec::new()));
+        repo.expect_find_rejected().times(1).returning(|_| Ok(None));
+        let mut cache = MockOrderCache::new();
+        cache.expect_len().return_const(0usize);
+        let router = router(repo, cache);
+
+        let (status, body, _) = call(
+            &router,
+            Method::GET,
+            "/rejected?reason=conflict&limit=2&before=5",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).expect("json"),
+            json!({"rejected": [], "next": null})
+        );
+        let (status, body, _) = call(&router, Method::GET, "/rejected/7").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).expect("json"),
+            json!({"error": "rejected message not found", "id": 7})
+        );
+
+        for (uri, reason) in [
+            (
+                "/rejected?reason=nope",
+                "reason: expected one of too_large, ",
+            ),
+            ("/rejected?before=0", "before: expected a whole number"),
+            ("/rejected?limit=0", "limit: expected"),
+            ("/rejected?phone=1", "unknown parameter"),
+            ("/rejected/abc", "id: expected a whole number from 1"),
+            ("/rejected/", "id: expected"),
+            ("/rejected/1/2", "id: expected"),
+        ] {
+            let (status, body, _) = call(&router, Method::GET, uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            assert!(body.contains(reason), "{uri}: {body}");
+        }
+        let (_, metrics, _) = call(&router, Method::GET, "/metrics").await;
+        for line in [
+            "orders_http_requests_total{route=\"/rejected\",status=\"200\"} 1",
+            "orders_http_requests_total{route=\"/rejected/{id}\",status=\"404\"} 1",
+            "orders_http_requests_total{route=\"/rejected/{id}\",status=\"400\"} 3",
+        ] {
+            assert!(metrics.contains(line), "missing {line} in {metrics}");
         }
     }
 

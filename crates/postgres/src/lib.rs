@@ -15,6 +15,7 @@ pub mod replay;
 mod repository;
 pub mod rows;
 pub mod schema;
+pub mod search;
 
 pub use connect::{
     ConnectError, PoolSettings, check_read_url, check_url, connect_pool, connect_read_pool,

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
 use futures::{SinkExt, StreamExt, TryStreamExt, pin_mut};
 use orders_domain::{
-    Item, Order, OrderChunks, OrderCursor, OrderRepository, OrderSummary, OrderUid, Rejection,
+    Item, Order, OrderChunks, OrderCursor, OrderQuery, OrderRepository, OrderSummary, OrderUid,
+    Payload, RejectReason, RejectedId, RejectedMessage, RejectedSummary, Rejection,
     RepositoryError, SaveOutcome,
 };
 use tokio_postgres::IsolationLevel;
@@ -160,20 +161,6 @@ static RECENT_ITEMS: LazyLock<String> = LazyLock::new(|| {
 /// (4 MB) a million orders' joins spill to disk and take twice as long.
 /// For the warm-up's two transactions only.
 const WARM_UP_WORK_MEM: &str = "SET LOCAL work_mem = '256MB'";
-
-/// One page of the list, newest first, strictly older than the cursor when
-/// one is given ($1 micros, $2 uid; both NULL for the first page). The row
-/// comparison walks the index `order_info_newest`. Microseconds are added to
-/// the epoch as an interval, exactly, rather than through a float.
-const LIST_RECENT: &str = "\
-SELECT o.order_uid, o.date_created,
-       (extract(epoch FROM o.created_at) * 1000000)::bigint AS micros,
-       p.amount, p.currency
-FROM order_info o JOIN payment p USING (order_uid)
-WHERE $1::bigint IS NULL
-   OR (o.created_at, o.order_uid) < ('epoch'::timestamptz + $1::bigint * interval '1 microsecond', $2::text)
-ORDER BY o.created_at DESC, o.order_uid DESC
-LIMIT $3";
 
 /// Whether our commits are confirmed by a synchronous standby: the primary
 /// names synchronous standbys, this session's commits wait for them
@@ -347,6 +334,24 @@ impl PgOrderRepository {
         if let Some(reads) = &self.reads {
             reads.failed(err);
         }
+    }
+
+    /// Runs `statement` on the read pool while it answers, and on the
+    /// primary when it does not (or fails the statement).
+    async fn read_rows(
+        &self,
+        statement: &crate::search::Statement,
+    ) -> Result<Vec<tokio_postgres::Row>, RepositoryError> {
+        let read = self.read_client().await?;
+        if read.from_reads {
+            match query_all(&read.client, statement).await {
+                Ok(rows) => return Ok(rows),
+                Err(err) => self.read_failed(&err),
+            }
+            drop(read);
+            return query_all(&self.client().await?, statement).await;
+        }
+        query_all(&read.client, statement).await
     }
 }
 
@@ -693,19 +698,44 @@ impl OrderRepository for PgOrderRepository {
 
     async fn list_recent(
         &self,
+        query: &OrderQuery,
         limit: usize,
         before: Option<OrderCursor>,
     ) -> Result<Vec<OrderSummary>, RepositoryError> {
-        let read = self.read_client().await?;
-        if read.from_reads {
-            match list_with(&read.client, limit, before.as_ref()).await {
-                Ok(page) => return Ok(page),
-                Err(err) => self.read_failed(&err),
-            }
-            drop(read);
-            return list_with(&self.client().await?, limit, before.as_ref()).await;
-        }
-        list_with(&read.client, limit, before.as_ref()).await
+        let statement = crate::search::list_orders(query, limit, before.as_ref());
+        let rows = self.read_rows(&statement).await?;
+        rows.iter().map(summary_from_row).collect()
+    }
+
+    async fn list_rejected(
+        &self,
+        reason: Option<RejectReason>,
+        limit: usize,
+        before: Option<RejectedId>,
+    ) -> Result<Vec<RejectedSummary>, RepositoryError> {
+        let statement = crate::search::list_rejected(reason, limit, before);
+        let rows = self.read_rows(&statement).await?;
+        rows.iter().map(rejected_from_row).collect()
+    }
+
+    async fn find_rejected(
+        &self,
+        id: RejectedId,
+    ) -> Result<Option<RejectedMessage>, RepositoryError> {
+        let rows = self.read_rows(&crate::search::find_rejected(id)).await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let read = |e: tokio_postgres::Error| corrupt("rejected message", e);
+        let payload: Vec<u8> = row.try_get("payload").map_err(read)?;
+        Ok(Some(RejectedMessage {
+            summary: rejected_from_row(row)?,
+            subject: row.try_get("subject").map_err(read)?,
+            stream: row.try_get("stream").map_err(read)?,
+            stream_sequence: row.try_get("stream_sequence").map_err(read)?,
+            headers: row.try_get("headers").map_err(read)?,
+            payload: Payload(payload.into()),
+        }))
     }
 
     async fn record_rejection(&self, r: &Rejection) -> Result<(), RepositoryError> {
@@ -789,21 +819,36 @@ async fn find_with(
     read_order(&row, items).map(Some)
 }
 
-/// One page of the list, read on `client`.
-async fn list_with(
+/// Runs a built statement on `client`.
+async fn query_all(
     client: &deadpool_postgres::Object,
-    limit: usize,
-    before: Option<&OrderCursor>,
-) -> Result<Vec<OrderSummary>, RepositoryError> {
-    let statement = client.prepare_cached(LIST_RECENT).await.map_err(from_pg)?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let micros = before.map(|c| c.created_micros);
-    let uid = before.map(|c| c.order_uid.as_str());
-    let rows = client
-        .query(&statement, &[&micros, &uid, &limit])
+    statement: &crate::search::Statement,
+) -> Result<Vec<tokio_postgres::Row>, RepositoryError> {
+    let prepared = client
+        .prepare_cached(&statement.sql)
         .await
         .map_err(from_pg)?;
-    rows.iter().map(summary_from_row).collect()
+    client
+        .query(&prepared, &statement.params())
+        .await
+        .map_err(from_pg)
+}
+
+/// A line of the rejected messages' list (`search::REJECTED_SUMMARY`).
+fn rejected_from_row(row: &tokio_postgres::Row) -> Result<RejectedSummary, RepositoryError> {
+    let read = |e: tokio_postgres::Error| corrupt("rejected message", e);
+    let id: i64 = row.try_get("id").map_err(read)?;
+    let reason: &str = row.try_get("reason").map_err(read)?;
+    Ok(RejectedSummary {
+        id: RejectedId::new(id).map_err(|e| corrupt("rejected message id", e))?,
+        received_at: row.try_get("received_at").map_err(read)?,
+        reason: RejectReason::from_name(reason)
+            .ok_or_else(|| corrupt("rejected message reason", reason))?,
+        detail: row.try_get("detail").map_err(read)?,
+        order_uid: row.try_get("order_uid").map_err(read)?,
+        size: row.try_get("size").map_err(read)?,
+        replayed_at: row.try_get("replayed_at").map_err(read)?,
+    })
 }
 
 /// A line of the list: uid, date_created, micros, amount, currency.

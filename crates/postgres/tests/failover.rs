@@ -27,7 +27,7 @@ async fn load_sorted(repo: &PgOrderRepository, limit: usize) -> Vec<Order> {
 
 /// The uids of the first page of the list.
 async fn listed(repo: &PgOrderRepository) -> Vec<String> {
-    repo.list_recent(10, None)
+    repo.list_recent(&orders_domain::OrderQuery::all(), 10, None)
         .await
         .expect("list")
         .into_iter()

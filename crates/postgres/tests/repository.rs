@@ -1,7 +1,8 @@
 //! PgOrderRepository against a real PostgreSQL: each test in its own database.
 
 use orders_domain::{
-    Order, OrderRepository, OrderUid, RejectReason, Rejection, RepositoryError, SaveOutcome,
+    Order, OrderQuery, OrderRepository, OrderUid, RejectReason, Rejection, RepositoryError,
+    SaveOutcome,
 };
 use orders_postgres::{PgOrderRepository, PoolSettings, connect_pool, ensure_database, migrate};
 use orders_testkit::{SAMPLE, TestDb, order_json, order_value};
@@ -382,7 +383,10 @@ async fn the_list_pages_newest_first_without_gaps_or_repeats() {
     let mut seen = Vec::new();
     let mut before = None;
     loop {
-        let page = repo.list_recent(7, before.clone()).await.expect("page");
+        let page = repo
+            .list_recent(&OrderQuery::all(), 7, before.clone())
+            .await
+            .expect("page");
         seen.extend(page.iter().map(|s| s.order_uid.to_string()));
         match page.last() {
             Some(last) if page.len() == 7 => before = Some(last.cursor.clone()),
@@ -396,7 +400,10 @@ async fn the_list_pages_newest_first_without_gaps_or_repeats() {
     unique.dedup();
     assert_eq!(unique.len(), 25, "repeats in {seen:?}");
     assert_eq!(seen[0], "list-24");
-    let first = &repo.list_recent(1, None).await.expect("page")[0];
+    let first = &repo
+        .list_recent(&OrderQuery::all(), 1, None)
+        .await
+        .expect("page")[0];
     assert_eq!(first.amount, 1500 + 24);
     assert_eq!(first.currency, "USD");
 }

@@ -92,11 +92,41 @@ impl TestApp {
     }
 
     pub async fn wait_stored(&self, count: i64) {
+        self.wait_rows("order_info", count).await;
+    }
+
+    /// Makes three rejected messages, newest last: `first` (which is no
+    /// order; its row then marked replayed, as `order-publisher replay`
+    /// does), bytes that are not UTF-8 (`ff fe` then `binary`), and a
+    /// conflict with the stored order `taken`.
+    pub async fn publish_rejections(&self, first: &[u8]) {
+        self.publish(first.to_vec(), None).await;
+        self.publish(b"\xff\xfebinary".to_vec(), None).await;
+        let taken = |n| serde_json::to_vec(&orders_testkit::order_value("taken", n)).expect("json");
+        self.publish(taken(1), None).await;
+        self.wait_stored(1).await;
+        self.publish(taken(2), None).await;
+        self.wait_rows("rejected_messages", 3).await;
+        self.db
+            .client()
+            .await
+            .execute(
+                "UPDATE rejected_messages SET replayed_at = now() WHERE payload = $1",
+                &[&first],
+            )
+            .await
+            .expect("mark the first replayed");
+    }
+
+    /// Waits until `table` holds at least `count` rows.
+    pub async fn wait_rows(&self, table: &str, count: i64) {
         let db = &self.db;
+        let sql = format!("SELECT count(*) FROM {table}");
+        let sql = sql.as_str();
         eventually(
-            &format!("{count} orders stored"),
+            &format!("{count} rows in {table}"),
             Duration::from_secs(30),
-            || async move { db.count("SELECT count(*) FROM order_info").await >= count },
+            || async move { db.count(sql).await >= count },
         )
         .await;
     }
