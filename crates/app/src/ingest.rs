@@ -317,6 +317,14 @@ mod tests {
         ) -> Result<Vec<orders_domain::OrderSummary>, RepositoryError> {
             unreachable!("not listed")
         }
+        async fn stored_since(
+            &self,
+            _: orders_domain::EventId,
+            _: Option<orders_domain::EventId>,
+            _: usize,
+        ) -> Result<Vec<orders_domain::StoredOrder>, RepositoryError> {
+            unreachable!("not followed")
+        }
         async fn record_rejection(
             &self,
             _: &orders_domain::Rejection,

@@ -11,13 +11,15 @@ mod columns;
 mod connect;
 pub mod copy;
 mod errors;
+mod events;
 pub mod replay;
 mod repository;
 pub mod rows;
 pub mod schema;
 
 pub use connect::{
-    ConnectError, PoolSettings, check_read_url, check_url, connect_pool, connect_read_pool,
-    ensure_database, migrate,
+    ConnectError, PoolSettings, check_read_url, check_url, connect_pool, connect_pool_as,
+    connect_read_pool, ensure_database, migrate,
 };
+pub use events::PgOrderEvents;
 pub use repository::{InsertMethod, PgOrderRepository};
