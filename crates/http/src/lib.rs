@@ -8,9 +8,11 @@
 //! | `GET /readyz` | 200 once the cache is warm and the database and broker answer, else 503 |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /orders?limit=N&before=CURSOR` | the newest orders, keyset-paginated |
+//! | `GET /orders/events` | `text/event-stream`: each order's summary as it is stored; `Last-Event-ID` resumes |
 //! | `GET /`, `/style.css`, `/app.js` | the embedded web page |
 //! | another method on a known path | 405 with `Allow: GET, HEAD` |
 
+mod body;
 mod limits;
 mod routes;
 mod server;
