@@ -22,6 +22,16 @@
 
   // ---- small helpers -------------------------------------------------------
 
+  /**
+   * Every request to the API goes through here: the one place to add a
+   * header (a bearer token, say) for all of them.
+   */
+  function api(url, init) {
+    const options = Object.assign({}, init);
+    options.headers = Object.assign({}, init && init.headers);
+    return fetch(url, options);
+  }
+
   /** An element with a class and text; children are appended as given. */
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -258,7 +268,7 @@
     let response;
     let text;
     try {
-      response = await fetch("/order?order_uid=" + encodeURIComponent(uid), {
+      response = await api("/order?order_uid=" + encodeURIComponent(uid), {
         signal: controller.signal,
         headers: { Accept: "application/json" },
       });
@@ -407,7 +417,7 @@
     recentStatus.textContent = "Loading recent orders…";
     let body;
     try {
-      const response = await fetch(url, { headers: { Accept: "application/json" } });
+      const response = await api(url, { headers: { Accept: "application/json" } });
       body = parseJson(await response.text());
       if (!response.ok || !Array.isArray(body.orders)) {
         throw new Error((body && body.error) || "HTTP " + response.status);
@@ -438,9 +448,163 @@
   more.addEventListener("click", () => loadRecent(true));
   $("refresh").addEventListener("click", () => loadRecent(false));
 
+  // ---- live updates --------------------------------------------------------
+  //
+  // GET /orders/events, read with fetch() rather than EventSource (which
+  // cannot send headers): each stored order comes as an event and goes to
+  // the top of the list. After an error the stream is opened again, with
+  // a growing wait, from the last event id received (Last-Event-ID), so
+  // nothing is missed; pausing closes the stream, resuming catches up.
+
+  const LIVE_MOST = 200;
+  const liveButton = $("live");
+  const liveState = $("live-state");
+  let paused = false;
+  let lastEventId = null;
+  let liveController = null;
+  let pending = [];
+  let drawScheduled = false;
+  // Which run of followLive is current: one that wakes after a pause and
+  // a resume gives way to the newer one.
+  let liveRun = 0;
+
+  function setLive(state, text) {
+    liveState.dataset.state = state;
+    liveState.textContent = text;
+  }
+
+  /**
+   * Reads a text/event-stream body and calls onEvent({type, id, data}) for
+   * each event; comments and unknown fields are skipped. Returns at its end.
+   */
+  async function readEvents(body, onEvent) {
+    const reader = body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    let event = { type: "", id: null, data: [] };
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffer.indexOf("\n")) >= 0) {
+        let line = buffer.slice(0, end);
+        buffer = buffer.slice(end + 1);
+        if (line.endsWith("\r")) line = line.slice(0, -1);
+        if (line === "") {
+          if (event.data.length > 0 || event.type) {
+            onEvent({ type: event.type || "message", id: event.id, data: event.data.join("\n") });
+          }
+          event = { type: "", id: null, data: [] };
+          continue;
+        }
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let text = colon < 0 ? "" : line.slice(colon + 1);
+        if (text.startsWith(" ")) text = text.slice(1);
+        if (field === "data") event.data.push(text);
+        else if (field === "event") event.type = text;
+        else if (field === "id") event.id = text;
+      }
+    }
+  }
+
+  /** Draws the orders that arrived since the last frame, newest on top. */
+  function drawPending() {
+    drawScheduled = false;
+    if (paused) return;
+    const fresh = document.createDocumentFragment();
+    const seen = new Set();
+    for (let i = pending.length - 1; i >= 0; i--) {
+      const uid = String(pending[i].order_uid);
+      if (seen.has(uid) || recentList.querySelector('a[data-uid="' + CSS.escape(uid) + '"]')) continue;
+      seen.add(uid);
+      fresh.append(recentItem(pending[i]));
+    }
+    pending = [];
+    recentList.prepend(fresh);
+    if (recentList.children.length > LIVE_MOST) {
+      // The oldest go; paging on from them would skip some, so start over.
+      while (recentList.children.length > LIVE_MOST) recentList.lastElementChild.remove();
+      next = null;
+      more.hidden = true;
+    }
+    markCurrent(uidFromAddress());
+  }
+
+  function onLiveEvent(event) {
+    if (event.id) lastEventId = event.id;
+    if (event.type === "reset") {
+      // Orders were left out: the list from the start.
+      pending = [];
+      loadRecent(false);
+      return;
+    }
+    if (event.type !== "order") return;
+    let summary;
+    try {
+      summary = parseJson(event.data);
+    } catch (_) {
+      return;
+    }
+    if (!summary || typeof summary.order_uid !== "string") return;
+    pending.push(summary);
+    if (!drawScheduled) {
+      drawScheduled = true;
+      requestAnimationFrame(drawPending);
+    }
+  }
+
+  async function followLive() {
+    const run = ++liveRun;
+    let wait = 1000;
+    while (!paused && run === liveRun) {
+      const controller = new AbortController();
+      liveController = controller;
+      const headers = { Accept: "text/event-stream" };
+      if (lastEventId !== null) headers["Last-Event-ID"] = lastEventId;
+      let retryAfter = 0;
+      try {
+        const response = await api("/orders/events", { signal: controller.signal, headers });
+        if (!response.ok || !response.body) {
+          retryAfter = Number(response.headers.get("Retry-After")) * 1000 || 0;
+          throw new Error("HTTP " + response.status);
+        }
+        setLive("live", "Live: new orders appear at the top.");
+        wait = 1000;
+        await readEvents(response.body, onLiveEvent);
+      } catch (_) {
+        // Aborted (paused), refused or cut off: decided below.
+      }
+      if (paused || controller.signal.aborted || run !== liveRun) return;
+      const delay = Math.max(retryAfter, wait) + Math.random() * 500;
+      setLive("reconnecting", "Live updates interrupted; reconnecting…");
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      wait = Math.min(wait * 2, 30000);
+    }
+  }
+
+  liveButton.addEventListener("click", () => {
+    paused = !paused;
+    liveButton.setAttribute("aria-pressed", String(paused));
+    liveButton.textContent = paused ? "Resume" : "Pause";
+    if (paused) {
+      if (liveController) liveController.abort();
+      pending = [];
+      setLive("paused", "Live updates paused.");
+    } else {
+      setLive("connecting", "Connecting to live updates…");
+      // With no event id to resume from, what came meanwhile is in the list.
+      if (lastEventId === null) loadRecent(false);
+      followLive();
+    }
+  });
+
   // ---- start ---------------------------------------------------------------
 
   showAddress();
   loadRecent(false);
+  followLive();
   input.focus();
 })();

@@ -203,3 +203,21 @@ async fn a_client_that_never_reads_is_dropped_and_streams_over_the_cap_get_503()
     drop(stalled);
     app.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_stream_outlives_the_idle_timeout() {
+    let app = spawn_with(TestDb::not_yet_created(), TestStream::new(), |c| Config {
+        http_idle_timeout: Duration::from_secs(1),
+        ..c
+    })
+    .await;
+    let mut stream = open_events(app.addr, EVENTS, None).await;
+
+    // Three idle periods with nothing to send but keep-alive comments.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    app.publish(order_json("after-quiet", 1), None).await;
+
+    let event = stream.next_event(WAIT).await.expect("still open");
+    assert_eq!(uid_of(&event), "after-quiet");
+    app.shutdown.cancel();
+}
