@@ -1,7 +1,7 @@
 // The order page: finds orders by what was typed (a uid, a track number, a
 // phone, an email, ...) and draws them, lists the newest orders, and shows
 // the rejected messages. No framework, no build step, nothing loaded from
-// elsewhere. Every request to the API goes through api().
+// elsewhere. Every request to the API goes through authorizedFetch().
 //
 // Safety: every value that comes from an order is put into the page with
 // textContent or as an attribute value, never parsed as HTML.
@@ -43,18 +43,12 @@
   // ---- the API ---------------------------------------------------------------
 
   /**
-   * GETs `path` from the API: the one place requests are made, with the
-   * token held (see "signing in") as a bearer token. Resolves to { response, text, body }
+   * GETs `path` from the API (through authorizedFetch, as every request). Resolves to { response, text, body }
    * with `body` the parsed JSON or null; rejects when the server cannot be
    * reached or `signal` aborts.
    */
   async function api(path, signal) {
-    const headers = { Accept: "application/json" };
-    const token = storedToken();
-    if (token) headers.Authorization = "Bearer " + token;
-    const response = await fetch(path, { signal, headers });
-    // Without a token, or with one the service does not know: ask for one.
-    if (response.status === 401) askToSignIn(response, token);
+    const response = await authorizedFetch(path, { signal, headers: { Accept: "application/json" } });
     const text = await response.text();
     let body = null;
     try {
@@ -63,6 +57,20 @@
       body = null;
     }
     return { response, text, body };
+  }
+
+  /**
+   * fetch() with the token held (see "signing in") as a bearer token: the
+   * one place credentials are added. A 401 asks for a token.
+   */
+  async function authorizedFetch(path, options) {
+    const headers = Object.assign({}, options.headers);
+    const token = storedToken();
+    if (token) headers.Authorization = "Bearer " + token;
+    const response = await fetch(path, Object.assign({}, options, { headers }));
+    // Without a token, or with one the service does not know: ask for one.
+    if (response.status === 401) askToSignIn(response, token);
+    return response;
   }
 
   /** The API's error message in a body, if it has one. */
@@ -340,6 +348,7 @@
   function reloadAll() {
     showAddress();
     loadRecent(false);
+    if (!paused) followLive();
   }
 
   signInForm.addEventListener("submit", (event) => {
@@ -364,6 +373,7 @@
 
   signOut.addEventListener("click", () => {
     forgetToken();
+    if (liveController) liveController.abort();
     signOut.hidden = true;
     // Nothing read with the token stays on the screen.
     showView(null);
@@ -805,6 +815,164 @@
     event.preventDefault();
     go(rejectedUrl("", null));
     showRejected("", null);
+  });
+
+  // ---- live updates --------------------------------------------------------
+  //
+  // GET /orders/events, read with fetch() rather than EventSource (which
+  // cannot send headers): each stored order comes as an event and goes to
+  // the top of the list. After an error the stream is opened again, with
+  // a growing wait, from the last event id received (Last-Event-ID), so
+  // nothing is missed; pausing closes the stream, resuming catches up.
+
+  const LIVE_MOST = 200;
+  const liveButton = $("live");
+  const liveState = $("live-state");
+  let paused = false;
+  let lastEventId = null;
+  let liveController = null;
+  let pending = [];
+  let drawScheduled = false;
+  // Which run of followLive is current: one that wakes after a pause and
+  // a resume gives way to the newer one.
+  let liveRun = 0;
+
+  function setLive(state, text) {
+    liveState.dataset.state = state;
+    liveState.textContent = text;
+  }
+
+  /**
+   * Reads a text/event-stream body and calls onEvent({type, id, data}) for
+   * each event; comments and unknown fields are skipped. Returns at its end.
+   */
+  async function readEvents(body, onEvent) {
+    const reader = body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    let event = { type: "", id: null, data: [] };
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffer.indexOf("\n")) >= 0) {
+        let line = buffer.slice(0, end);
+        buffer = buffer.slice(end + 1);
+        if (line.endsWith("\r")) line = line.slice(0, -1);
+        if (line === "") {
+          if (event.data.length > 0 || event.type) {
+            onEvent({ type: event.type || "message", id: event.id, data: event.data.join("\n") });
+          }
+          event = { type: "", id: null, data: [] };
+          continue;
+        }
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let text = colon < 0 ? "" : line.slice(colon + 1);
+        if (text.startsWith(" ")) text = text.slice(1);
+        if (field === "data") event.data.push(text);
+        else if (field === "event") event.type = text;
+        else if (field === "id") event.id = text;
+      }
+    }
+  }
+
+  /** Draws the orders that arrived since the last frame, newest on top. */
+  function drawPending() {
+    drawScheduled = false;
+    if (paused) return;
+    const fresh = document.createDocumentFragment();
+    const seen = new Set();
+    for (let i = pending.length - 1; i >= 0; i--) {
+      const uid = String(pending[i].order_uid);
+      if (seen.has(uid) || recentList.querySelector('a[data-uid="' + CSS.escape(uid) + '"]')) continue;
+      seen.add(uid);
+      fresh.append(recentItem(pending[i]));
+    }
+    pending = [];
+    recentList.prepend(fresh);
+    if (recentList.children.length > LIVE_MOST) {
+      // The oldest go; paging on from them would skip some, so start over.
+      while (recentList.children.length > LIVE_MOST) recentList.lastElementChild.remove();
+      next = null;
+      more.hidden = true;
+    }
+    markCurrent(uidFromAddress());
+  }
+
+  function onLiveEvent(event) {
+    if (event.id) lastEventId = event.id;
+    if (event.type === "reset") {
+      // Orders were left out: the list from the start.
+      pending = [];
+      loadRecent(false);
+      return;
+    }
+    if (event.type !== "order") return;
+    let summary;
+    try {
+      summary = parseJson(event.data);
+    } catch (_) {
+      return;
+    }
+    if (!summary || typeof summary.order_uid !== "string") return;
+    pending.push(summary);
+    if (!drawScheduled) {
+      drawScheduled = true;
+      requestAnimationFrame(drawPending);
+    }
+  }
+
+  async function followLive() {
+    const run = ++liveRun;
+    let wait = 1000;
+    while (!paused && run === liveRun) {
+      const controller = new AbortController();
+      liveController = controller;
+      const headers = { Accept: "text/event-stream" };
+      if (lastEventId !== null) headers["Last-Event-ID"] = lastEventId;
+      let retryAfter = 0;
+      try {
+        const response = await authorizedFetch("/orders/events", { signal: controller.signal, headers });
+        if (response.status === 401) {
+          // Signing in starts the stream again.
+          setLive("signed-out", "Sign in for live updates.");
+          return;
+        }
+        if (!response.ok || !response.body) {
+          retryAfter = Number(response.headers.get("Retry-After")) * 1000 || 0;
+          throw new Error("HTTP " + response.status);
+        }
+        setLive("live", "Live: new orders appear at the top.");
+        wait = 1000;
+        await readEvents(response.body, onLiveEvent);
+      } catch (_) {
+        // Aborted (paused), refused or cut off: decided below.
+      }
+      if (paused || controller.signal.aborted || run !== liveRun) return;
+      const delay = Math.max(retryAfter, wait) + Math.random() * 500;
+      setLive("reconnecting", "Live updates interrupted; reconnecting…");
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      wait = Math.min(wait * 2, 30000);
+    }
+  }
+
+  liveButton.addEventListener("click", () => {
+    paused = !paused;
+    liveButton.setAttribute("aria-pressed", String(paused));
+    liveButton.textContent = paused ? "Resume" : "Pause";
+    if (paused) {
+      if (liveController) liveController.abort();
+      pending = [];
+      setLive("paused", "Live updates paused.");
+    } else {
+      setLive("connecting", "Connecting to live updates…");
+      // With no event id to resume from, what came meanwhile is in the list.
+      if (lastEventId === null) loadRecent(false);
+      followLive();
+    }
   });
 
   // ---- start ---------------------------------------------------------------

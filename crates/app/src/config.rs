@@ -138,6 +138,13 @@ pub struct Config {
           value_parser = count(1, 15))]
     pub read_through_limit: usize,
 
+    /// Most event streams (GET /orders/events) open at once; more get 503
+    /// with Retry-After. Each costs a connection (within MAX_CONNECTIONS)
+    /// and a place in the shared fan-out, not a buffer of its own.
+    #[arg(long, env = "SSE_MAX_CLIENTS", default_value_t = orders_domain::DEFAULT_MAX_STREAMS,
+          value_parser = count(1, 1_000_000))]
+    pub sse_max_clients: usize,
+
     /// Most orders held in memory; the newest are loaded at start, the rest
     /// are read from PostgreSQL on demand. One million sample-sized orders
     /// take about 1 GiB.
@@ -365,6 +372,7 @@ mod tests {
         assert_eq!(c.http_idle_timeout, Duration::from_secs(60));
         assert_eq!(c.rate_limit, 10_000);
         assert_eq!(c.read_through_limit, 8);
+        assert_eq!(c.sse_max_clients, 1_000);
         assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(c.max_order_bytes, 1024 * 1024);
         assert_eq!(c.ingest_batch_size, 500);

@@ -332,6 +332,14 @@ mod tests {
         ) -> Result<Option<orders_domain::RejectedMessage>, RepositoryError> {
             unreachable!("not looked up")
         }
+        async fn stored_since(
+            &self,
+            _: orders_domain::EventId,
+            _: Option<orders_domain::EventId>,
+            _: usize,
+        ) -> Result<Vec<orders_domain::StoredOrder>, RepositoryError> {
+            unreachable!("not followed")
+        }
         async fn record_rejection(
             &self,
             _: &orders_domain::Rejection,

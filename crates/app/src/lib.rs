@@ -25,7 +25,7 @@ use orders_metrics::{Gauges, Metrics};
 use orders_nats::{
     JetStreamSettings, JetStreamSource, NatsError, StreamSettings, UndeliverableSource,
 };
-use orders_postgres::{PgOrderRepository, PoolSettings};
+use orders_postgres::{PgOrderEvents, PgOrderRepository, PoolSettings};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -45,6 +45,10 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 /// The pool for `DATABASE_READ_URL`: a standby that does not hand out a
 /// connection within a second sends the read to the primary rather than
 /// keep a lookup waiting the primary pool's five.
+/// A quiet event stream's keep-alive comment, at most this far apart (and
+/// at most half `HTTP_IDLE_TIMEOUT`, so the idle timeout never cuts it).
+const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
 const READ_POOL: PoolSettings = PoolSettings {
     max_size: 16,
     timeout: Duration::from_secs(1),
@@ -61,6 +65,8 @@ pub struct App {
     max_connections: usize,
     service: Arc<OrderService>,
     repo: Arc<PgOrderRepository>,
+    /// Announcements of the orders every replica stores.
+    events: PgOrderEvents,
     nats: async_nats::Client,
     jetstream: JetStreamSettings,
     health: Arc<Health>,
@@ -111,8 +117,17 @@ impl App {
             tracing::warn!("{warning}");
         }
 
-        let pool = orders_postgres::connect_pool(&config.database_url, PoolSettings::default())
-            .context("DATABASE_URL: building the connection pool")?;
+        // This replica's name on its connections: the announcements of the
+        // orders it stores carry it, so it knows them for its own.
+        let replica = replica_name();
+        let pool = orders_postgres::connect_pool_as(
+            &config.database_url,
+            PoolSettings::default(),
+            &replica,
+        )
+        .context("DATABASE_URL: building the connection pool")?;
+        let events = PgOrderEvents::new(&config.database_url, &replica)
+            .context("DATABASE_URL: building the listener")?;
         let mut repo = PgOrderRepository::new(pool);
         if let Some(url) = config.database_read_url.get() {
             let reads = orders_postgres::connect_read_pool(url, READ_POOL)
@@ -141,7 +156,8 @@ impl App {
                 cache,
                 config.max_order_bytes,
             )
-            .with_read_through_limit(config.read_through_limit),
+            .with_read_through_limit(config.read_through_limit)
+            .with_max_event_streams(config.sse_max_clients),
         );
         Ok(App {
             config,
@@ -151,6 +167,7 @@ impl App {
             max_connections,
             service,
             repo,
+            events,
             nats,
             jetstream,
             health,
@@ -191,6 +208,7 @@ impl App {
             max_connections,
             service,
             repo,
+            mut events,
             nats,
             jetstream,
             health,
@@ -235,7 +253,8 @@ impl App {
             Arc::clone(&metrics),
         )
         .with_rate_limit(RateLimit::per_second(config.rate_limit))
-        .with_access(access.as_ref().map(|(access, _)| Arc::clone(access)));
+        .with_access(access.as_ref().map(|(access, _)| Arc::clone(access)))
+        .with_keep_alive(SSE_KEEP_ALIVE.min(config.http_idle_timeout / 2));
         if let Some((access, path)) = access {
             tasks.spawn(access::reload_on_hangup(
                 access,
@@ -266,6 +285,17 @@ impl App {
             let shutdown = shutdown.child_token();
             tokio::spawn(async move {
                 orders_http::serve(listener, router, http_settings, shutdown).await;
+                Ok(())
+            })
+        });
+        spawn_critical("stored-order announcements", {
+            let service = Arc::clone(&service);
+            let shutdown = shutdown.child_token();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = service.follow(&mut events) => {}
+                    () = shutdown.cancelled() => {}
+                }
                 Ok(())
             })
         });
@@ -334,6 +364,15 @@ impl App {
             None => Ok(()),
         }
     }
+}
+
+/// A name for this replica, unique among those sharing the database: the
+/// process id and the moment it started.
+fn replica_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("order-service-{}-{:x}", std::process::id(), nanos)
 }
 
 /// Everything that needs PostgreSQL and NATS to answer, in order, each step
@@ -464,6 +503,7 @@ async fn refresh_gauges(
         let pool = repo.pool().status();
         metrics.set_gauges(Gauges {
             cache_entries: service.cached_orders(),
+            event_streams: service.event_streams(),
             pool_size: pool.size,
             pool_available: pool.available,
             pool_waiting: pool.waiting,

@@ -647,6 +647,76 @@ async fn recent_orders_are_listed_newest_first_page_by_page_and_open_on_click() 
 }
 
 #[tokio::test]
+async fn a_newly_stored_order_appears_on_top_without_a_reload_and_pause_holds_it_back() {
+    // setup: one order listed, the page live
+    let app = spawn_app().await;
+    publish(&app, &order_value("listed_first", 1)).await;
+    app.wait_stored(1).await;
+    let browser = Browser::start(1280, 900).await;
+    let uids = "return [...document.querySelectorAll('#recent-list a')].map(a => a.dataset.uid);";
+    let live_state = "return document.getElementById('live-state').dataset.state;";
+    browser.open(&app, "/").await;
+    browser
+        .wait_for("the list", uids, |v| v == &json!(["listed_first"]))
+        .await;
+    browser
+        .wait_for("live updates", live_state, |v| v == "live")
+        .await;
+
+    // exec: an order is stored
+    publish(&app, &order_value("arrived_live", 0)).await;
+
+    // check: on top (though its date is older), once, without a reload
+    browser
+        .wait_for("the new order on top", uids, |v| {
+            v == &json!(["arrived_live", "listed_first"])
+        })
+        .await;
+    let newest = browser.text("#recent-list li:first-child").await;
+    assert!(newest.contains("1500 USD"), "{newest}");
+
+    // exec: pause, then an order is stored
+    let toggle = browser
+        .client
+        .find(Locator::Id("live"))
+        .await
+        .expect("a pause button");
+    toggle.click().await.expect("click Pause");
+    browser
+        .wait_for("paused", live_state, |v| v == "paused")
+        .await;
+    assert_eq!(
+        browser
+            .js(
+                "return document.getElementById('live').getAttribute('aria-pressed');",
+                vec![]
+            )
+            .await,
+        "true"
+    );
+    publish(&app, &order_value("while_paused", 2)).await;
+    app.wait_stored(3).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // check: not shown while paused
+    assert_eq!(
+        browser.js(uids, vec![]).await,
+        json!(["arrived_live", "listed_first"])
+    );
+
+    // exec: resume
+    toggle.click().await.expect("click Resume");
+
+    // check: caught up from the last event id, on top, nothing twice
+    browser
+        .wait_for("the order stored while paused", uids, |v| {
+            v == &json!(["while_paused", "arrived_live", "listed_first"])
+        })
+        .await;
+    browser.close().await;
+}
+
+#[tokio::test]
 async fn an_unreachable_server_is_shown_with_a_retry() {
     // setup: the page is loaded, then the service goes away
     let app = spawn_app().await;

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use orders_app::Config;
+use orders_testkit::sse::open_events;
 use orders_testkit::{SAMPLE, eventually, get, http};
 use orders_testkit::{TestDb, TestStream};
 use serde_json::{Value, json};
@@ -47,27 +48,32 @@ fn check(spec: &Value, path: &str, status: u16, head: &str, body: &[u8]) {
         "GET {path} {status}: {content_type} is not {media}"
     );
     if media == "application/json" {
-        let mut schema = doc["schema"].clone();
-        schema["components"] = spec["components"].clone();
-        let validator = jsonschema::draft202012::new(&schema).expect("a valid schema");
-        let instance: Value = serde_json::from_slice(body).expect("a JSON body");
-        let errors: Vec<String> = validator
-            .iter_errors(&instance)
-            .map(|e| e.to_string())
-            .collect();
-        assert!(
-            errors.is_empty(),
-            "GET {path} {status}: {errors:?} in {instance}"
-        );
+        validate(spec, &doc["schema"], body, &format!("GET {path} {status}"));
     }
+}
+
+/// Checks `body` is JSON valid against `schema` (which may refer to the
+/// spec's components).
+fn validate(spec: &Value, schema: &Value, body: &[u8], what: &str) {
+    let mut schema = schema.clone();
+    schema["components"] = spec["components"].clone();
+    let validator = jsonschema::draft202012::new(&schema).expect("a valid schema");
+    let instance: Value = serde_json::from_slice(body).expect("a JSON body");
+    let errors: Vec<String> = validator
+        .iter_errors(&instance)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{what}: {errors:?} in {instance}");
 }
 
 #[tokio::test]
 async fn every_documented_route_and_status_answers_as_documented() {
     let spec = spec();
     // A low rate limit, so the last step can reach it.
+    // One event stream at most, so a second is refused.
     let app = spawn_with(TestDb::not_yet_created(), TestStream::new(), |c| Config {
         rate_limit: 20,
+        sse_max_clients: 1,
         ..c
     })
     .await;
@@ -86,6 +92,45 @@ async fn every_documented_route_and_status_answers_as_documented() {
     })
     .await;
     let mut exercised = BTreeSet::new();
+    // The event stream, resumed from the start: the stored order comes
+    // first, its data an OrderSummary.
+    let events = "/orders/events";
+    let mut stream = open_events(app.addr, events, Some("0")).await;
+    check(&spec, events, stream.status, &stream.head, b"");
+    assert!(
+        stream
+            .head
+            .to_ascii_lowercase()
+            .contains("cache-control: no-store"),
+        "{}",
+        stream.head
+    );
+    let event = stream
+        .next_event(Duration::from_secs(10))
+        .await
+        .expect("the stored order");
+    assert_eq!(event.event, "order");
+    assert!(event.id.is_some());
+    validate(
+        &spec,
+        &json!({ "$ref": "#/components/schemas/OrderSummary" }),
+        event.data.as_bytes(),
+        "an order event's data",
+    );
+    exercised.insert((events.to_owned(), stream.status));
+    let refused = async |last_event_id: Option<&str>, status: u16| {
+        let answer = open_events(app.addr, events, last_event_id).await;
+        assert_eq!(answer.status, status, "{}", answer.head);
+        let head = answer.head.clone();
+        check(&spec, events, status, &head, &answer.rest().await);
+        head
+    };
+    let head = refused(None, 503).await;
+    assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+    drop(stream);
+    refused(Some("x"), 400).await;
+    exercised.insert((events.to_owned(), 503));
+    exercised.insert((events.to_owned(), 400));
     // `rest` is the query string, or for a path with `{id}`, the id.
     let mut exchange_at = async |at, path: &str, rest: &str, status: u16| {
         let target = if path.contains("{id}") {
@@ -103,6 +148,7 @@ async fn every_documented_route_and_status_answers_as_documented() {
     exchange_at(signed.addr, "/orders", "", 401).await;
     exchange_at(signed.addr, "/rejected", "", 401).await;
     exchange_at(signed.addr, "/rejected/{id}", "1", 401).await;
+    exchange_at(signed.addr, "/orders/events", "", 401).await;
     signed.shutdown.cancel();
     let mut exchange =
         async |path: &str, rest: &str, status: u16| exchange_at(app.addr, path, rest, status).await;
@@ -189,6 +235,7 @@ async fn every_documented_route_and_status_answers_as_documented() {
     exchange("/orders", "", 429).await;
     exchange("/rejected", "", 429).await;
     exchange("/rejected/{id}", &id, 429).await;
+    exchange(events, "", 429).await;
 
     let documented: BTreeSet<(String, u16)> = spec["paths"]
         .as_object()

@@ -8,6 +8,7 @@
 mod decode;
 mod ingest;
 mod listing;
+mod live;
 mod lookup;
 mod misses;
 mod newtype;
@@ -23,14 +24,18 @@ mod validation;
 pub use decode::Decoded;
 pub use ingest::{IngestOutcome, Ingested, retry_delay};
 pub use listing::{DEFAULT_PAGE, InvalidCursor, MAX_PAGE, OrderCursor, OrderPage, OrderSummary};
+pub use live::{
+    DEFAULT_MAX_STREAMS, EventId, InvalidEventId, LiveItem, LiveOrder, LiveStream, Notice,
+    RESUME_LIMIT, StoredOrder, SubscribeError,
+};
 pub use lookup::{Lookup, LookupError};
 pub use misses::MISS_TTL;
 pub use order::{
     DateCreated, Delivery, InvalidDate, InvalidPercent, Item, Order, Payment, Percent,
 };
 pub use ports::{
-    AckError, Acker, Message, MessageMeta, MessageSource, OrderCache, OrderChunks, OrderRepository,
-    Rejection, RepositoryError, SaveOutcome, SourceError,
+    AckError, Acker, Message, MessageMeta, MessageSource, OrderCache, OrderChunks, OrderEvents,
+    OrderRepository, Rejection, RepositoryError, SaveOutcome, SourceError,
 };
 pub use readiness::{Readiness, ReadinessReport};
 pub use rejected::{
@@ -45,4 +50,6 @@ pub use uid::{InvalidOrderUid, MAX_UID_LEN, OrderUid};
 pub use validation::{FieldProblem, FieldProblems, MAX_PROBLEMS, RejectReason, ValidationError};
 
 #[cfg(any(test, feature = "mocks"))]
-pub use ports::{MockAcker, MockMessageSource, MockOrderCache, MockOrderRepository};
+pub use ports::{
+    MockAcker, MockMessageSource, MockOrderCache, MockOrderEvents, MockOrderRepository,
+};

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::order::Order;
 use crate::uid::OrderUid;
 
 /// The most orders one page of the list holds, whatever the client asks.
@@ -64,6 +65,22 @@ pub struct OrderSummary {
     /// Where this line stands in the list.
     #[serde(skip)]
     pub cursor: OrderCursor,
+}
+
+impl OrderSummary {
+    /// The line of the list that `order` is.
+    pub fn of(order: &Order) -> Self {
+        Self {
+            order_uid: order.order_uid.clone(),
+            date_created: order.date_created.to_string(),
+            amount: order.payment.amount,
+            currency: order.payment.currency.clone(),
+            cursor: OrderCursor {
+                created_micros: order.date_created.unix_micros(),
+                order_uid: order.order_uid.clone(),
+            },
+        }
+    }
 }
 
 /// One page of the list.

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::listing::{OrderCursor, OrderSummary};
+use crate::live::{EventId, Notice, StoredOrder};
 use crate::order::Order;
 use crate::rejected::{RejectedId, RejectedMessage, RejectedSummary};
 use crate::search::OrderQuery;
@@ -124,6 +125,18 @@ pub trait OrderRepository: Send + Sync {
         id: RejectedId,
     ) -> Result<Option<RejectedMessage>, RepositoryError>;
 
+    /// MUST return the stored orders whose event id is greater than `after`
+    /// and, when `through` is given, at most `through`, lowest id first, at
+    /// most `limit` of them, each whole (all its items, in their order),
+    /// with its event id. Ids are taken before the commit, so an order
+    /// with a lower id MAY appear on a later call than one with a higher id.
+    async fn stored_since(
+        &self,
+        after: EventId,
+        through: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<StoredOrder>, RepositoryError>;
+
     /// MUST record the rejected message; recording the same stream and
     /// sequence again MUST keep one row.
     async fn record_rejection(&self, rejection: &Rejection) -> Result<(), RepositoryError>;
@@ -227,4 +240,19 @@ pub trait MessageSource: Send {
         max: usize,
         linger: Duration,
     ) -> Result<Vec<Message>, SourceError>;
+}
+
+/// Announcements of stored orders, from every replica: an inbound port
+/// that feeds [`OrderService::follow`](crate::OrderService::follow).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait OrderEvents: Send {
+    /// MUST wait for the next announcement and return it: one
+    /// [`Notice::Stored`] per committed batch of any replica, this one
+    /// included, and only for committed batches. MUST survive a lost
+    /// connection by itself: reconnect with backoff, and once listening
+    /// again return [`Notice::Reconnected`] (announcements made meanwhile
+    /// are lost; the caller reads what it missed). `None` only when closed
+    /// for good.
+    async fn next(&mut self) -> Option<Notice>;
 }

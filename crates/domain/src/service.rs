@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::live::{DEFAULT_MAX_STREAMS, Live};
 use crate::misses::RecentMisses;
 use crate::ports::{OrderCache, OrderRepository};
 
@@ -23,6 +24,8 @@ pub struct OrderService {
     /// Permits to read through to the database; a lookup that finds none
     /// is answered "busy" at once rather than queued.
     pub(crate) read_through: tokio::sync::Semaphore,
+    /// The orders just stored, fanned out to the open event streams.
+    pub(crate) live: Live,
 }
 
 impl std::fmt::Debug for OrderService {
@@ -45,6 +48,7 @@ impl OrderService {
             max_order_bytes,
             misses: RecentMisses::default(),
             read_through: tokio::sync::Semaphore::new(DEFAULT_READ_THROUGH),
+            live: Live::new(DEFAULT_MAX_STREAMS),
         }
     }
 

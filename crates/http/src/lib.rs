@@ -8,6 +8,7 @@
 //! | `GET /readyz` | 200 once the cache is warm and the database and broker answer, else 503 |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /orders?limit=N&before=CURSOR` | the newest orders, keyset-paginated |
+//! | `GET /orders/events` | `text/event-stream`: each order's summary as it is stored; `Last-Event-ID` resumes |
 //! | `GET /`, `/style.css`, `/app.js` | the embedded web page |
 //! | another method on a known path | 405 with `Allow: GET, HEAD` |
 //!
@@ -15,6 +16,7 @@
 //! answer 401 to a request without a listed token.
 
 mod auth;
+mod body;
 mod limits;
 mod routes;
 mod server;

@@ -4,18 +4,18 @@ use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use orders_domain::{
-    DEFAULT_PAGE, InvalidRejectedId, LookupError, MAX_PAGE, MAX_REJECTED_PAGE, OrderCursor,
-    OrderQuery, OrderService, OrderUid, Readiness, RejectReason, RejectedId, RepositoryError,
-    SEARCH_KEYS,
+    DEFAULT_PAGE, EventId, InvalidRejectedId, LookupError, MAX_PAGE, MAX_REJECTED_PAGE,
+    OrderCursor, OrderQuery, OrderService, OrderUid, Readiness, RejectReason, RejectedId,
+    RepositoryError, SEARCH_KEYS, SubscribeError,
 };
 use orders_metrics::Metrics;
 use serde_json::json;
 
 use crate::auth::{Access, Denied};
+use crate::body::{Body, EventBody};
 use crate::limits::{ClientIp, RateLimit};
 use crate::statics;
 
@@ -24,7 +24,14 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; \
     frame-ancestors 'none'";
 
-type Body = Full<Bytes>;
+/// How often a quiet event stream gets a comment, by default: well within
+/// `HTTP_IDLE_TIMEOUT` (60 s) and common proxy timeouts.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// When a client refused for too many open event streams may try again.
+const EVENTS_RETRY: Duration = Duration::from_secs(5);
+
+static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// Turns requests into answers. Cheap to clone: one per connection.
 #[derive(Clone, Debug)]
@@ -42,6 +49,8 @@ pub struct Router {
     serves_metrics: bool,
     /// Whether only `/metrics` is served here (the `METRICS_ADDR` listener).
     only_metrics: bool,
+    /// A quiet event stream gets a comment this often.
+    keep_alive: Duration,
 }
 
 /// What a path names.
@@ -51,6 +60,8 @@ enum Route {
     Rejected,
     /// `/rejected/{id}`, the id parsed (or why it is none).
     RejectedMessage(Result<RejectedId, InvalidRejectedId>),
+    /// `/orders/events`: orders as they are stored (Server-Sent Events).
+    Events,
     Healthz,
     Readyz,
     Metrics,
@@ -62,6 +73,7 @@ impl Route {
         Some(match path {
             "/order" => Route::Order,
             "/orders" => Route::Orders,
+            "/orders/events" => Route::Events,
             "/healthz" => Route::Healthz,
             "/readyz" => Route::Readyz,
             "/metrics" => Route::Metrics,
@@ -78,7 +90,11 @@ impl Route {
     fn bears_orders(&self) -> bool {
         matches!(
             self,
-            Route::Order | Route::Orders | Route::Rejected | Route::RejectedMessage(_)
+            Route::Order
+                | Route::Orders
+                | Route::Rejected
+                | Route::RejectedMessage(_)
+                | Route::Events
         )
     }
 
@@ -90,6 +106,7 @@ impl Route {
             Some(Route::Orders) => "/orders",
             Some(Route::Rejected) => "/rejected",
             Some(Route::RejectedMessage(_)) => "/rejected/{id}",
+            Some(Route::Events) => "/orders/events",
             Some(Route::Healthz) => "/healthz",
             Some(Route::Readyz) => "/readyz",
             Some(Route::Metrics) => "/metrics",
@@ -113,7 +130,15 @@ impl Router {
             access: None,
             serves_metrics: true,
             only_metrics: false,
+            keep_alive: KEEP_ALIVE,
         }
+    }
+
+    /// A quiet event stream gets a comment every `period` (keep it below
+    /// `HTTP_IDLE_TIMEOUT`).
+    pub fn with_keep_alive(mut self, period: Duration) -> Self {
+        self.keep_alive = period;
+        self
     }
 
     /// This router, serving `/metrics` alone (for `METRICS_ADDR`).
@@ -218,11 +243,13 @@ impl Router {
             Route::Orders => self.orders(req.uri().query()).await,
             Route::Rejected => self.rejected(req.uri().query()).await,
             Route::RejectedMessage(id) => self.rejected_message(id).await,
+            Route::Events => self.events(req.headers().get(&LAST_EVENT_ID)).await,
             Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
             Route::Readyz => self.readyz(),
             Route::Metrics => {
                 self.metrics.set_cache_entries(self.service.cached_orders());
-                let mut response = Response::new(Full::new(Bytes::from(self.metrics.encode())));
+                self.metrics.set_event_streams(self.service.event_streams());
+                let mut response = Response::new(Body::full(self.metrics.encode()));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -230,7 +257,7 @@ impl Router {
                 response
             }
             Route::Static(file) => {
-                let mut response = Response::new(Full::new(Bytes::from_static(file.body)));
+                let mut response = Response::new(Body::full(Bytes::from_static(file.body)));
                 let headers = response.headers_mut();
                 headers.insert(
                     header::CONTENT_TYPE,
@@ -313,6 +340,49 @@ impl Router {
                 &json!({"error": "rejected message not found", "id": id.get()}),
             ),
             Err(err) => repository_error(&err, "reading a rejected message failed"),
+        }
+    }
+
+    /// An event stream of the orders stored from now on, first those after
+    /// `Last-Event-ID` when the client resumes.
+    async fn events(&self, last_event_id: Option<&HeaderValue>) -> Response<Body> {
+        let after = match last_event_id.map(|v| v.to_str().map(str::trim)) {
+            None | Some(Ok("")) => None,
+            Some(raw) => match raw.ok().map(EventId::parse) {
+                Some(Ok(id)) => Some(id),
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &orders_domain::InvalidEventId.to_string(),
+                    );
+                }
+            },
+        };
+        match self.service.subscribe(after).await {
+            Ok(stream) => {
+                let mut response =
+                    Response::new(Body::Events(EventBody::new(stream, self.keep_alive)));
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/event-stream"),
+                );
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                // nginx would otherwise hold events back in its buffer.
+                headers.insert(
+                    HeaderName::from_static("x-accel-buffering"),
+                    HeaderValue::from_static("no"),
+                );
+                response
+            }
+            Err(SubscribeError::Full) => retry_after(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many open event streams; try again",
+                EVENTS_RETRY,
+            ),
+            Err(SubscribeError::Repository(err)) => {
+                repository_error(&err, "reading the missed orders failed")
+            }
         }
     }
 
@@ -475,7 +545,7 @@ fn unauthorized(denied: Denied) -> Response<Body> {
 
 /// An answer whose body is JSON already.
 fn json_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
-    let mut response = Response::new(Full::new(body));
+    let mut response = Response::new(Body::full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -566,7 +636,7 @@ mod tests {
         (
             status,
             text,
-            Response::from_parts(parts, Full::new(Bytes::new())),
+            Response::from_parts(parts, Body::full(Bytes::new())),
         )
     }
 

@@ -70,6 +70,7 @@ pub struct Metrics {
     callers: Family<CallerLabel, Counter>,
     denied: Family<ReasonLabel, Counter>,
     cache_entries: Gauge,
+    event_streams: Gauge,
     cache_hits: Counter,
     cache_misses: Counter,
     pool_size: Gauge,
@@ -96,6 +97,8 @@ impl Default for Metrics {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Gauges {
     pub cache_entries: usize,
+    /// Open event streams.
+    pub event_streams: usize,
     pub pool_size: usize,
     pub pool_available: usize,
     pub pool_waiting: usize,
@@ -128,6 +131,7 @@ impl Metrics {
             callers: Family::default(),
             denied: Family::default(),
             cache_entries: Gauge::default(),
+            event_streams: Gauge::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             pool_size: Gauge::default(),
@@ -207,6 +211,11 @@ impl Metrics {
             "cache_entries",
             "Orders held in memory",
             m.cache_entries.clone(),
+        );
+        registry.register(
+            "event_streams",
+            "Open event streams (GET /orders/events), at most SSE_MAX_CLIENTS",
+            m.event_streams.clone(),
         );
         registry.register(
             "cache_hits",
@@ -327,9 +336,15 @@ impl Metrics {
         self.cache_entries.set(to_i64(entries));
     }
 
+    /// How many event streams are open, set when `/metrics` is read.
+    pub fn set_event_streams(&self, streams: usize) {
+        self.event_streams.set(to_i64(streams));
+    }
+
     /// Values read periodically rather than counted.
     pub fn set_gauges(&self, g: Gauges) {
         self.cache_entries.set(to_i64(g.cache_entries));
+        self.event_streams.set(to_i64(g.event_streams));
         self.pool_size.set(to_i64(g.pool_size));
         self.pool_available.set(to_i64(g.pool_available));
         self.pool_waiting.set(to_i64(g.pool_waiting));
@@ -393,6 +408,7 @@ mod tests {
         m.record_request("/order", 200, Duration::from_micros(300));
         m.set_gauges(Gauges {
             cache_entries: 7,
+            event_streams: 2,
             sync_standby: true,
             consumer_pending: Some(3),
             ..Gauges::default()
@@ -411,6 +427,7 @@ mod tests {
             "orders_fields_defaulted_total{field=\"items[].sale\"} 1",
             "orders_fields_unknown_total 2",
             "orders_cache_hits_total 1",
+            "orders_event_streams 2",
             "orders_cache_misses_total 1",
             "orders_cache_entries 7",
             "orders_consumer_pending 3",

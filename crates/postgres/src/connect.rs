@@ -90,7 +90,7 @@ fn parse_url(url: &str) -> Result<Config, ConnectError> {
 /// `target_session_attrs=read-write` does). A URL naming the old primary
 /// and its standby then reaches whichever is the primary now, and never a
 /// standby, nor a promoted node an orchestrator still fences read-only.
-fn primary_config(url: &str) -> Result<Config, ConnectError> {
+pub(crate) fn primary_config(url: &str) -> Result<Config, ConnectError> {
     let mut config = parse_url(url)?;
     config.target_session_attrs(TargetSessionAttrs::ReadWrite);
     Ok(config)
@@ -175,9 +175,27 @@ pub async fn migrate(url: &str) -> Result<(), ConnectError> {
 /// fail-over, connections to the old primary are dropped (broken, or alive
 /// on a node that is now read-only) and new ones reach the new primary.
 pub fn connect_pool(url: &str, settings: PoolSettings) -> Result<Pool, ConnectError> {
+    build_primary_pool(primary_config(url)?, settings)
+}
+
+/// [`connect_pool`], each connection named `replica` (its
+/// `application_name`): the announcements of the orders it stores carry
+/// the name, so [`PgOrderEvents`](crate::PgOrderEvents) made with the same
+/// name knows them for this replica's own.
+pub fn connect_pool_as(
+    url: &str,
+    settings: PoolSettings,
+    replica: &str,
+) -> Result<Pool, ConnectError> {
+    let mut config = primary_config(url)?;
+    config.application_name(replica);
+    build_primary_pool(config, settings)
+}
+
+fn build_primary_pool(config: Config, settings: PoolSettings) -> Result<Pool, ConnectError> {
     let timeout = settings.timeout;
     build_pool(
-        primary_config(url)?,
+        config,
         // The liveness check is the writability check below.
         RecyclingMethod::Fast,
         settings,

@@ -11,6 +11,7 @@ mod columns;
 mod connect;
 pub mod copy;
 mod errors;
+mod events;
 pub mod replay;
 mod repository;
 pub mod rows;
@@ -18,7 +19,8 @@ pub mod schema;
 pub mod search;
 
 pub use connect::{
-    ConnectError, PoolSettings, check_read_url, check_url, connect_pool, connect_read_pool,
-    ensure_database, migrate,
+    ConnectError, PoolSettings, check_read_url, check_url, connect_pool, connect_pool_as,
+    connect_read_pool, ensure_database, migrate,
 };
+pub use events::PgOrderEvents;
 pub use repository::{InsertMethod, PgOrderRepository};

@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
 use futures::{SinkExt, StreamExt, TryStreamExt, pin_mut};
 use orders_domain::{
-    Item, Order, OrderChunks, OrderCursor, OrderQuery, OrderRepository, OrderSummary, OrderUid,
-    Payload, RejectReason, RejectedId, RejectedMessage, RejectedSummary, Rejection,
-    RepositoryError, SaveOutcome,
+    EventId, Item, Order, OrderChunks, OrderCursor, OrderQuery, OrderRepository, OrderSummary,
+    OrderUid, Payload, RejectReason, RejectedId, RejectedMessage, RejectedSummary, Rejection,
+    RepositoryError, SaveOutcome, StoredOrder,
 };
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::ToSql;
@@ -69,15 +69,18 @@ static INSERT_ORDERS: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// The staging tables binary COPY fills, one per table, private to the
-/// connection and emptied at each commit.
+/// connection and emptied at each commit. They hold the columns COPY
+/// writes and nothing else (not `order_info.event_id`, which the insert
+/// from them takes from its sequence).
 static CREATE_STAGING: LazyLock<String> = LazyLock::new(|| {
     TABLES
         .iter()
         .map(|t| {
             format!(
-                "CREATE TEMP TABLE IF NOT EXISTS stage_{0} (LIKE {0} INCLUDING DEFAULTS) \
-                 ON COMMIT DELETE ROWS;",
-                t.name
+                "CREATE TEMP TABLE IF NOT EXISTS stage_{0} ON COMMIT DELETE ROWS \
+                 AS SELECT {1} FROM {0} WITH NO DATA;",
+                t.name,
+                t.column_list()
             )
         })
         .collect()
@@ -153,6 +156,24 @@ static RECENT_ORDERS: LazyLock<String> =
 static RECENT_ITEMS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT i.order_uid, i.position, {} FROM ({NEWEST}) o JOIN items i USING (order_uid)",
+        ITEMS.field_select()
+    )
+});
+
+/// The orders after an event id ($1), through another ($2), lowest id
+/// first, at most $3, with their ids, by the index `order_info_event`.
+static STORED_SINCE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {}, o.event_id FROM order_info o {ORDER_JOINS} \
+         WHERE o.event_id > $1 AND o.event_id <= $2 ORDER BY o.event_id LIMIT $3",
+        *ORDER_FIELDS
+    )
+});
+
+/// The items of the orders whose uids are in $1, each with its position.
+static ITEMS_OF: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT i.order_uid, i.position, {} FROM items i WHERE i.order_uid = ANY($1)",
         ITEMS.field_select()
     )
 });
@@ -449,6 +470,31 @@ async fn insert_isolating(
     Ok(())
 }
 
+/// Items read for many orders at once, by order, each with its position
+/// (rows of `order_uid, position, ITEMS fields...`): sorting per order in
+/// memory is cheaper than a sort of every item by the database.
+#[derive(Default)]
+struct ItemsByOrder(HashMap<String, Vec<(i32, Item)>>);
+
+impl ItemsByOrder {
+    fn add(&mut self, row: &tokio_postgres::Row) -> Result<(), RepositoryError> {
+        let uid: String = row.try_get(0).map_err(|e| corrupt("item row", e))?;
+        let position: i32 = row.try_get(1).map_err(|e| corrupt("item row", e))?;
+        self.0
+            .entry(uid)
+            .or_default()
+            .push((position, read_item(row)?));
+        Ok(())
+    }
+
+    /// The order's items, in their order.
+    fn take(&mut self, uid: &str) -> Vec<Item> {
+        let mut own = self.0.remove(uid).unwrap_or_default();
+        own.sort_unstable_by_key(|(position, _)| *position);
+        own.into_iter().map(|(_, item)| item).collect()
+    }
+}
+
 /// Orders per chunk of the warm-up stream.
 const LOAD_CHUNK: usize = 4_096;
 
@@ -500,19 +546,14 @@ async fn stream_recent(
         .map_err(from_pg)?;
 
     let read_items = async {
-        let mut items: HashMap<String, Vec<(i32, Item)>> = HashMap::new();
+        let mut items = ItemsByOrder::default();
         let rows = items_tx
             .query_raw(RECENT_ITEMS.as_str(), [&limit])
             .await
             .map_err(from_pg)?;
         pin_mut!(rows);
         while let Some(row) = rows.try_next().await.map_err(from_pg)? {
-            let uid: String = row.try_get(0).map_err(|e| corrupt("item row", e))?;
-            let position: i32 = row.try_get(1).map_err(|e| corrupt("item row", e))?;
-            items
-                .entry(uid)
-                .or_default()
-                .push((position, read_item(&row)?));
+            items.add(&row)?;
         }
         Ok::<_, RepositoryError>(items)
     };
@@ -529,12 +570,7 @@ async fn stream_recent(
     let mut chunk = Vec::with_capacity(LOAD_CHUNK);
     while let Some(row) = rows.try_next().await.map_err(from_pg)? {
         let uid: &str = row.try_get(0).map_err(|e| corrupt("order row", e))?;
-        let mut own = items.remove(uid).unwrap_or_default();
-        own.sort_unstable_by_key(|(position, _)| *position);
-        chunk.push(read_order(
-            &row,
-            own.into_iter().map(|(_, item)| item).collect(),
-        )?);
+        chunk.push(read_order(&row, items.take(uid))?);
         if chunk.len() == LOAD_CHUNK {
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
             if sender.send(Ok(full)).await.is_err() {
@@ -736,6 +772,49 @@ impl OrderRepository for PgOrderRepository {
             headers: row.try_get("headers").map_err(read)?,
             payload: Payload(payload.into()),
         }))
+    }
+
+    /// On the primary: the announcements come from it, and a standby may
+    /// not have the orders yet.
+    async fn stored_since(
+        &self,
+        after: EventId,
+        through: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<StoredOrder>, RepositoryError> {
+        let client = self.client().await?;
+        let (orders, items_of) = tokio::try_join!(
+            client.prepare_cached(&STORED_SINCE),
+            client.prepare_cached(&ITEMS_OF)
+        )
+        .map_err(from_pg)?;
+        let through = through.map_or(i64::MAX, EventId::get);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&orders, &[&after.get(), &through, &limit])
+            .await
+            .map_err(from_pg)?;
+        let uids = rows
+            .iter()
+            .map(|row| row.try_get::<_, &str>(0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| corrupt("order row", e))?;
+        let mut items = ItemsByOrder::default();
+        for row in client.query(&items_of, &[&uids]).await.map_err(from_pg)? {
+            items.add(&row)?;
+        }
+        rows.iter()
+            .map(|row| {
+                let id: i64 = row
+                    .try_get("event_id")
+                    .map_err(|e| corrupt("order row", e))?;
+                let uid: &str = row.try_get(0).map_err(|e| corrupt("order row", e))?;
+                Ok(StoredOrder {
+                    id: EventId::new(id),
+                    order: read_order(row, items.take(uid))?,
+                })
+            })
+            .collect()
     }
 
     async fn record_rejection(&self, r: &Rejection) -> Result<(), RepositoryError> {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod check;
 pub mod servers;
+pub mod sse;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
