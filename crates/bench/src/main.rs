@@ -179,6 +179,41 @@ fn service(bin: &Path, db: &TestDb, stream: &TestStream, env: &[(&str, &str)]) -
     svc
 }
 
+/// Waits until the cache holds about `orders` (the cache keeps ~97% of its
+/// capacity, and a smaller share when the orders outnumber it), or stops
+/// growing for three seconds after it grew; returns when it got there
+/// (`None`: at the return; for a plateau, when it last grew).
+async fn wait_cached(
+    svc: &ServiceProcess,
+    orders: u64,
+    timeout: Duration,
+) -> anyhow::Result<Option<Instant>> {
+    let started = Instant::now();
+    let (mut last, mut since) = (-1.0, Instant::now());
+    let mut first = None;
+    loop {
+        let held = probe::metric(svc.addr(), "orders_cache_entries")
+            .await
+            .unwrap_or(0.0);
+        if held >= orders as f64 * 0.95 {
+            return Ok(None);
+        }
+        // A plateau counts once the background load has added to what
+        // ready had (its first chunk can take seconds).
+        let grown = *first.get_or_insert(held) < held;
+        if grown && held == last && since.elapsed() > Duration::from_secs(3) {
+            return Ok(Some(since));
+        }
+        if held != last {
+            (last, since) = (held, Instant::now());
+        }
+        if started.elapsed() > timeout {
+            bail!("the cache holds {held} orders after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Starts `svc` and returns the time until `/readyz` answers 200.
 async fn start_ready(svc: &mut ServiceProcess, timeout: Duration) -> anyhow::Result<Duration> {
     let started = Instant::now();
@@ -295,6 +330,9 @@ async fn lookups(
     let stream = TestStream::new();
     let mut svc = service(&args.service, &db, &stream, &[]);
     start_ready(&mut svc, Duration::from_secs(120)).await?;
+    // Ready comes with the newest 10,000; the rest load in the background,
+    // which would take CPU from the measurement and send misses through.
+    wait_cached(&svc, plan.lookup_orders, Duration::from_secs(120)).await?;
     let hits = load::wrk(svc.addr(), Some(&uids), 32, plan.run, scratch)?;
     report.speed(
         "lookup throughput, cache hit",
@@ -373,21 +411,29 @@ async fn lookups(
 
     // Cold uids: a cache of one, so every lookup reads through.
     let stream = TestStream::new();
-    let mut svc = service(&args.service, &db, &stream, &[("CACHE_CAPACITY", "1")]);
+    // As many connections as lookups may read through at once (the
+    // largest READ_THROUGH_LIMIT): more would be answered 503 at once by
+    // design, which measures the limit, not the read.
+    let mut svc = service(
+        &args.service,
+        &db,
+        &stream,
+        &[("CACHE_CAPACITY", "1"), ("READ_THROUGH_LIMIT", "15")],
+    );
     start_ready(&mut svc, Duration::from_secs(120)).await?;
-    let cold = load::wrk(svc.addr(), Some(&uids), 32, plan.run, scratch)?;
+    let cold = load::wrk(svc.addr(), Some(&uids), 15, plan.run, scratch)?;
     let (hits, misses) = cache_counts(&svc).await;
     report.speed(
         "lookup, cold uid (read-through)",
         &format!(
-            "wrk -t1 -c32, CACHE_CAPACITY=1 so every uid is read from PostgreSQL \
-             ({:.1}% cache misses per /metrics)",
+            "wrk -t1 -c15, CACHE_CAPACITY=1 so every uid is read from PostgreSQL, \
+             READ_THROUGH_LIMIT=15 ({:.1}% cache misses per /metrics)",
             100.0 * misses / (hits + misses).max(1.0)
         ),
         &cold,
         &ceiling_wrk,
-        Verdict::at_least(cold.requests_per_second, 5_000.0),
-        ">= 5,000 req/s",
+        Verdict::at_least(cold.requests_per_second * cold.success, 5_000.0),
+        ">= 5,000 answered req/s",
     );
     svc.terminate(Duration::from_secs(10));
     Ok(())
@@ -703,7 +749,10 @@ async fn warm_up(
     let db = data::migrated_db().await?;
     data::seed(&db, plan.warm_orders).await?;
     let mut svc = service(&args.service, &db, &stream, &[]);
+    let started = Instant::now();
     let ready = start_ready(&mut svc, Duration::from_secs(300)).await?;
+    let whole = wait_cached(&svc, plan.warm_orders, Duration::from_secs(300)).await?;
+    let whole = whole.map_or(started.elapsed(), |at| at.duration_since(started));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let full_rss = rss_kib(svc.pid().context("pid")?)?;
     let one = get(
@@ -716,11 +765,12 @@ async fn warm_up(
     }
     // Every seeded order has the same size as JSON (fixed-width uids).
     let json_bytes = one.1.len() as u64 * plan.warm_orders;
-    report.warm_up(plan.warm_orders, ready);
+    report.warm_up(plan.warm_orders, ready, whole);
     report.command(
         "warm-up",
         "orders-bench --only warm-up: seed the orders with INSERT ... SELECT FROM \
-         generate_series (data::seed), VACUUM ANALYZE, start order-service, poll /readyz every 20 ms",
+         generate_series (data::seed), VACUUM ANALYZE, start order-service, poll /readyz every 20 ms, \
+         then orders_cache_entries on /metrics every 100 ms (refreshed by the service every second)",
     );
     report.memory(
         plan.warm_orders,
@@ -729,7 +779,7 @@ async fn warm_up(
     );
     report.command(
         "memory",
-        "orders-bench --only warm-up: VmRSS of /proc/PID/status 0.5 s after /readyz, with an \
+        "orders-bench --only warm-up: VmRSS of /proc/PID/status 0.5 s after the whole cache is loaded, with an \
          empty database and then with the seeded one; JSON bytes = one answer's body x count",
     );
 

@@ -99,19 +99,22 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().ok().map(|a| a.ip());
-        let router = router.clone();
-        // Requests of this connection being answered: at shutdown a
-        // connection with none is closed at once.
-        let busy = Arc::new(AtomicUsize::new(0));
-        let in_service = Arc::clone(&busy);
+        // The router's shared handles are cloned once per connection; a
+        // request clones only this connection's own Arc, whose count no
+        // other core touches (a clone of the router per request moved
+        // half a dozen shared reference counts between the cores).
+        let conn = Arc::new(Connection {
+            router: router.clone(),
+            busy: AtomicUsize::new(0),
+        });
+        let busy = Arc::clone(&conn);
         let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            let router = router.clone();
-            let busy = Arc::clone(&in_service);
-            busy.fetch_add(1, Ordering::SeqCst);
+            let conn = Arc::clone(&conn);
+            conn.busy.fetch_add(1, Ordering::SeqCst);
             req.extensions_mut().insert(ClientIp(peer));
             async move {
-                let response = router.handle(req).await;
-                busy.fetch_sub(1, Ordering::SeqCst);
+                let response = conn.router.handle(req).await;
+                conn.busy.fetch_sub(1, Ordering::SeqCst);
                 Ok::<_, Infallible>(response)
             }
         });
@@ -127,7 +130,7 @@ pub async fn serve(
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
                 () = stop.cancelled() => {
-                    if busy.load(Ordering::SeqCst) == 0 {
+                    if busy.busy.load(Ordering::SeqCst) == 0 {
                         // Nothing in flight: close now.
                         Ok(())
                     } else {
@@ -151,6 +154,14 @@ pub async fn serve(
             tracing::warn!("HTTP requests still running at the shutdown timeout; closing anyway");
         }
     }
+}
+
+/// One connection's share of the server.
+struct Connection {
+    router: Router,
+    /// Requests of this connection being answered: at shutdown a
+    /// connection with none is closed at once.
+    busy: AtomicUsize,
 }
 
 /// A TCP stream whose writes must make progress within `write_timeout`
