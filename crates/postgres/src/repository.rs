@@ -205,9 +205,9 @@ ON CONFLICT ON CONSTRAINT rejected_once DO NOTHING";
 ///
 /// `orders-bench --only ingest` measures both alone, on the same orders.
 /// With two batches in flight (the service's default) COPY into staging
-/// was 1.25x, 1.08x, 1.06x and 0.88x UNNEST in four runs on 2026-11-26
-/// (median 1.07x; the machine was noisy), and end to end 0.630x the COPY
-/// ceiling against UNNEST's 0.593x; with one batch in flight UNNEST was
+/// was 1.25x, 1.08x, 1.06x, 0.88x and 1.07x UNNEST in five runs on
+/// 2026-11-26 (median 1.07x; the machine was noisy), and end to end 0.630x
+/// the COPY ceiling against UNNEST's 0.593x; with one batch in flight UNNEST was
 /// ahead in two of three (one round trip instead of five). A narrow win:
 /// the service uses COPY, and UNNEST stays for that comparison row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
