@@ -49,6 +49,11 @@ struct Args {
     /// replicas instead, publishing this many orders per row.
     #[arg(long, value_name = "ORDERS")]
     cluster: Option<u64>,
+    /// Orders in the ingest rows' stream instead of 100,000 (e.g. 1000000
+    /// with --only ingest, to see whether ingest holds its rate as the
+    /// tables grow).
+    #[arg(long, value_name = "ORDERS", value_parser = clap::value_parser!(u64).range(1..))]
+    ingest_orders: Option<u64>,
 }
 
 /// The measures, in groups that share their set-up.
@@ -63,6 +68,7 @@ enum Group {
 }
 
 /// Counts and durations of one run.
+#[derive(Clone, Copy)]
 struct Plan {
     lookup_orders: u64,
     ingest_orders: u64,
@@ -106,7 +112,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let plan = if args.smoke { &SMOKE } else { &FULL };
+    let mut plan = if args.smoke { SMOKE } else { FULL };
+    if let Some(orders) = args.ingest_orders {
+        plan.ingest_orders = orders;
+        plan.per_message_orders = plan.per_message_orders.min(orders);
+    }
+    let plan = &plan;
     if !args.service.exists() {
         bail!(
             "{} is missing: cargo build --release --bin order-service",
