@@ -28,15 +28,15 @@ use crate::schema::{DELIVERY, ITEMS, ORDER_INFO, PAYMENT, TABLES};
 /// so its type does not depend on inference. Built from `schema.rs`:
 ///
 /// ```sql
-/// WITH info AS (INSERT INTO order_info (order_uid, ...) SELECT * FROM UNNEST($1::text[], ...)
-///               ON CONFLICT (order_uid) DO NOTHING RETURNING order_uid),
+/// WITH info AS (INSERT INTO order_info (order_uid, ...) SELECT u.* FROM UNNEST($1::text[], ...)
+///               AS u(order_uid, ...) ON CONFLICT (order_uid) DO NOTHING RETURNING order_uid),
 ///      t1 AS (INSERT INTO delivery (order_uid, ...) SELECT u.* FROM UNNEST($13::text[], ...)
 ///               AS u(order_uid, ...) JOIN info USING (order_uid)), ...
 /// SELECT order_uid FROM info
 /// ```
 static INSERT_ORDERS: LazyLock<String> = LazyLock::new(|| {
     let mut next = 0;
-    let mut unnest = |table: &crate::schema::Table| {
+    insert_all(|table| {
         let params: Vec<String> = table
             .columns
             .iter()
@@ -45,28 +45,41 @@ static INSERT_ORDERS: LazyLock<String> = LazyLock::new(|| {
                 format!("${next}::{}[]", c.sql_type.as_sql())
             })
             .collect();
-        format!("UNNEST({})", params.join(", "))
-    };
+        (
+            "u.*".to_owned(),
+            format!(
+                "UNNEST({}) AS u({})",
+                params.join(", "),
+                table.column_list()
+            ),
+        )
+    })
+});
+
+/// One statement that inserts into the four tables: `order_info` first,
+/// skipping uids stored already, then each other table's rows of the uids
+/// it took, each table's rows from `source(table)` (a select list and a
+/// FROM item). Returns the uids taken.
+fn insert_all(mut source: impl FnMut(&crate::schema::Table) -> (String, String)) -> String {
     let [info, parts @ ..] = TABLES;
+    let (select, from) = source(info);
     let mut sql = format!(
-        "WITH info AS (INSERT INTO {} ({}) SELECT * FROM {} \
+        "WITH info AS (INSERT INTO {} ({}) SELECT {select} FROM {from} \
          ON CONFLICT (order_uid) DO NOTHING RETURNING order_uid)",
         info.name,
         info.column_list(),
-        unnest(info)
     );
     for (n, part) in parts.iter().enumerate() {
+        let (select, from) = source(part);
         sql.push_str(&format!(
-            ", t{n} AS (INSERT INTO {name} ({columns}) SELECT u.* FROM {unnest} AS u({columns}) \
-             JOIN info USING (order_uid))",
-            name = part.name,
-            columns = part.column_list(),
-            unnest = unnest(part),
+            ", t{n} AS (INSERT INTO {} ({}) SELECT {select} FROM {from} JOIN info USING (order_uid))",
+            part.name,
+            part.column_list(),
         ));
     }
     sql.push_str(" SELECT order_uid FROM info");
     sql
-});
+}
 
 /// The staging tables binary COPY fills, one per table, private to the
 /// connection and emptied at each commit. They hold the columns COPY
@@ -88,31 +101,15 @@ static CREATE_STAGING: LazyLock<String> = LazyLock::new(|| {
 
 /// [`INSERT_ORDERS`] from the staging tables instead of arrays.
 static INSERT_STAGED: LazyLock<String> = LazyLock::new(|| {
-    let select = |t: &crate::schema::Table| {
-        t.columns
+    insert_all(|table| {
+        let select = table
+            .columns
             .iter()
             .map(|c| format!("s.{}", c.name))
             .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let [info, parts @ ..] = TABLES;
-    let mut sql = format!(
-        "WITH info AS (INSERT INTO {0} ({1}) SELECT {2} FROM stage_{0} s \
-         ON CONFLICT (order_uid) DO NOTHING RETURNING order_uid)",
-        info.name,
-        info.column_list(),
-        select(info)
-    );
-    for (n, part) in parts.iter().enumerate() {
-        sql.push_str(&format!(
-            ", t{n} AS (INSERT INTO {0} ({1}) SELECT {2} FROM stage_{0} s JOIN info USING (order_uid))",
-            part.name,
-            part.column_list(),
-            select(part),
-        ));
-    }
-    sql.push_str(" SELECT order_uid FROM info");
-    sql
+            .join(", ");
+        (select, format!("stage_{} s", table.name))
+    })
 });
 
 /// An order's own columns from `order_info`, `delivery` and `payment`,

@@ -83,6 +83,20 @@ impl Drop for ScratchDir {
     }
 }
 
+/// Makes the `postgres` user own `path` (the servers run as it under root).
+fn give_to_postgres(path: &Path) {
+    let owned = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        owned,
+        "cannot give {} to the postgres user (is there one?)",
+        path.display()
+    );
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -308,16 +322,7 @@ impl PgServer {
         let dir = ScratchDir::new("orders-pg");
         let as_postgres = is_root();
         if as_postgres {
-            let owned = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir.0)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(
-                owned,
-                "cannot give {} to the postgres user (is there one?)",
-                dir.0.display()
-            );
+            give_to_postgres(&dir.0);
         }
         Self {
             port: free_port(),

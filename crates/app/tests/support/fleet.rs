@@ -293,15 +293,20 @@ pub async fn assert_consumer_drained_within(
     .await;
 }
 
-/// Everything "exactly once" means, for `orders` and the service at `addr`.
-pub async fn assert_exactly_once(database_url: &str, orders: &[Value], service: &ServiceProcess) {
-    let client = connect(database_url).await;
-    assert_stored_exactly_once(&client, orders).await;
+/// Fails if any message was recorded as rejected: all the fleet sends is valid.
+pub async fn assert_none_rejected(client: &tokio_postgres::Client) {
     let rejected: i64 = client
         .query_one("SELECT count(*) FROM rejected_messages", &[])
         .await
         .expect("count")
         .get(0);
     assert_eq!(rejected, 0, "valid orders were rejected");
+}
+
+/// Everything "exactly once" means, for `orders` and the service at `addr`.
+pub async fn assert_exactly_once(database_url: &str, orders: &[Value], service: &ServiceProcess) {
+    let client = connect(database_url).await;
+    assert_stored_exactly_once(&client, orders).await;
+    assert_none_rejected(&client).await;
     assert_answers_equal(service.addr(), orders).await;
 }

@@ -87,16 +87,7 @@ impl AutoFailover {
             std::fs::create_dir_all(dir.0.join(sub)).expect("a scratch dir");
         }
         if as_postgres {
-            let owned = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir.0)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(
-                owned,
-                "cannot give {} to the postgres user",
-                dir.0.display()
-            );
+            super::give_to_postgres(&dir.0);
         }
         let node = |name: &str| Autoctl {
             name: name.to_owned(),
