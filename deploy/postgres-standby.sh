@@ -19,4 +19,4 @@ fi
         -c "ALTER SYSTEM SET synchronous_standby_names = 'standby'" \
         -c "SELECT pg_reload_conf()"
 ) &
-exec docker-entrypoint.sh postgres
+exec docker-entrypoint.sh postgres -c config_file=/etc/postgresql/postgresql.conf

@@ -14,6 +14,7 @@ const CLUSTER: &str = include_str!("../../../deploy/docker-compose.cluster.yml")
 const NGINX: &str = include_str!("../../../deploy/nginx.conf");
 const DOCKERFILE: &str = include_str!("../../../deploy/Dockerfile");
 const STANDBY_SCRIPT: &str = include_str!("../../../deploy/postgres-standby.sh");
+const POSTGRES_CONF: &str = include_str!("../../../deploy/postgres.conf");
 const REPLICATION_SCRIPT: &str = include_str!("../../../deploy/postgres-replication.sh");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
@@ -92,6 +93,38 @@ fn mounts(service: &Value) -> Vec<&str> {
 }
 
 #[test]
+fn every_postgres_runs_with_deploy_postgres_conf() {
+    let (compose, cluster) = (compose(), cluster());
+    for service in [
+        &compose["services"]["postgres"],
+        &compose["services"]["postgres-standby"],
+        &cluster["services"]["postgres"],
+    ] {
+        assert!(
+            mounts(service).contains(&"./postgres.conf:/etc/postgresql/postgresql.conf:ro"),
+            "{service}"
+        );
+    }
+    for service in [
+        &compose["services"]["postgres"],
+        &cluster["services"]["postgres"],
+    ] {
+        assert_eq!(
+            service["command"],
+            serde_json::json!([
+                "postgres",
+                "-c",
+                "config_file=/etc/postgresql/postgresql.conf"
+            ])
+        );
+    }
+    // A config_file replaces the image's postgresql.conf, which is what lets
+    // other containers connect.
+    assert!(POSTGRES_CONF.contains("listen_addresses = '*'"));
+    assert!(POSTGRES_CONF.contains("shared_buffers = 2GB"));
+}
+
+#[test]
 fn the_standby_profile_adds_a_synchronous_standby_the_service_can_fail_over_to() {
     let compose = compose();
     let services = compose["services"].as_object().expect("services");
@@ -114,7 +147,7 @@ fn the_standby_profile_adds_a_synchronous_standby_the_service_can_fail_over_to()
         "-R -X stream",
         "application_name=standby",
         "synchronous_standby_names = 'standby'",
-        "exec docker-entrypoint.sh postgres",
+        "exec docker-entrypoint.sh postgres -c config_file=/etc/postgresql/postgresql.conf",
     ] {
         assert!(
             STANDBY_SCRIPT.contains(step),

@@ -12,7 +12,7 @@ use orders_testkit::{TestDb, TestStream};
 /// A fresh database of the bench's own, migrated as the service would.
 /// Dropped with the value.
 pub async fn migrated_db() -> anyhow::Result<TestDb> {
-    let db = TestDb::not_yet_created();
+    let db = crate::new_db();
     orders_postgres::ensure_database(&db.url).await?;
     orders_postgres::migrate(&db.url).await?;
     Ok(db)

@@ -101,17 +101,81 @@ const SMOKE: Plan = Plan {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Runtime::new()?;
     if let Some(addr) = args.ceiling {
-        return runtime.block_on(ceiling::serve(addr));
+        return tokio::runtime::Runtime::new()?.block_on(ceiling::serve(addr));
     }
     if let Some(orders) = args.cluster {
-        return runtime.block_on(cluster::run(orders, &args.service));
+        return tokio::runtime::Runtime::new()?.block_on(cluster::run(orders, &args.service));
     }
-    runtime.block_on(run(args))
+    let postgres = own_postgres();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let measured = runtime.block_on(run(
+        args,
+        postgres.as_ref().map(|(_, about)| about.as_str()),
+    ));
+    drop(runtime);
+    drop(postgres);
+    measured
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+/// The bench's own PostgreSQL's admin URL, once [`own_postgres`] started it.
+static POSTGRES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The PostgreSQL the measures use (an admin URL).
+fn postgres_url() -> String {
+    POSTGRES
+        .get()
+        .cloned()
+        .unwrap_or_else(orders_testkit::admin_database_url)
+}
+
+/// A database name on [`postgres_url`], created by whoever uses it first.
+fn new_db() -> TestDb {
+    TestDb::not_yet_created_on(&postgres_url())
+}
+
+/// PostgreSQL as the compose stacks deploy it (listen_addresses aside).
+const DEPLOYED_POSTGRES: &str = include_str!("../../../deploy/postgres.conf");
+
+/// The `name = value` settings of a postgresql.conf, quotes removed.
+fn settings_of(conf: &str) -> Vec<(&str, &str)> {
+    conf.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter_map(|l| l.split_once('='))
+        .map(|(name, value)| (name.trim(), value.trim().trim_matches('\'')))
+        .collect()
+}
+
+/// Unless `TEST_DATABASE_URL` names a PostgreSQL, the bench's own: a new
+/// cluster with the settings of deploy/postgres.conf and `fsync` on (the
+/// test servers turn it off), so the figures are those of the deployed
+/// settings rather than of whatever the machine's server runs with (its
+/// 128MB of shared buffers made ingest slow down by a third over 1,000,000
+/// orders). Returns it, with a line for the report.
+fn own_postgres() -> Option<(orders_testkit::servers::PgServer, String)> {
+    if std::env::var_os("TEST_DATABASE_URL").is_some() {
+        return None;
+    }
+    let mut settings: Vec<(&str, &str)> = settings_of(DEPLOYED_POSTGRES)
+        .into_iter()
+        .filter(|(name, _)| *name != "listen_addresses")
+        .collect();
+    settings.push(("fsync", "on"));
+    let about = settings
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let server = orders_testkit::servers::PgServer::start_with(&settings);
+    let _ = POSTGRES.set(server.admin_url());
+    Some((
+        server,
+        format!("the bench's own, started with deploy/postgres.conf ({about})"),
+    ))
+}
+
+/// `postgres`: how the bench's own PostgreSQL was set up, if it started one.
+async fn run(args: Args, postgres: Option<&str>) -> anyhow::Result<()> {
     let mut plan = if args.smoke { SMOKE } else { FULL };
     if let Some(orders) = args.ingest_orders {
         plan.ingest_orders = orders;
@@ -152,7 +216,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let table = report.render(started.elapsed());
     println!("{table}");
     if !args.smoke && args.only.is_none() {
-        report::write(&args.out, &table)?;
+        report::write(&args.out, &table, postgres)?;
         eprintln!("written to {}", args.out.display());
     }
     if report.broken() {
@@ -665,7 +729,7 @@ async fn ingest_run(
     env: &[(&str, &str)],
 ) -> anyhow::Result<IngestRun> {
     let (stream, _js) = data::stream_with(orders).await?;
-    let db = TestDb::not_yet_created();
+    let db = new_db();
     let mut svc = service(&args.service, &db, &stream, env);
     // The clock starts with the process: start-up (create the database,
     // migrate, open the consumer) is part of the time, as a user sees it.
@@ -872,4 +936,24 @@ async fn lookup_p99(
         hit_share: hits / (hits + misses).max(1.0),
         command: m.command,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_deployed_settings_are_read_without_comments_or_quotes() {
+        let settings = super::settings_of(super::DEPLOYED_POSTGRES);
+        assert!(
+            settings.contains(&("listen_addresses", "*")),
+            "{settings:?}"
+        );
+        assert!(
+            settings.contains(&("shared_buffers", "2GB")),
+            "{settings:?}"
+        );
+        assert!(settings.iter().all(|(name, value)| !name.is_empty()
+            && !value.is_empty()
+            && !name.contains([' ', '#'])
+            && !value.contains([' ', '#', '\''])));
+    }
 }

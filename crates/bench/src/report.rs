@@ -425,7 +425,7 @@ fn first_line(program: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "not found".to_owned())
 }
 
-fn machine() -> String {
+fn machine(postgres: Option<&str>) -> String {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -454,16 +454,13 @@ fn machine() -> String {
          run ended (the machine is shared: others build and test on it)\n\
          - rustc: {}\n- PostgreSQL: {}\n- nats-server: {}\n- wrk: {}\n- oha: {}\n",
         first_line("rustc", &["--version"]),
-        first_line(
-            "psql",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-tAc",
-                "SHOW server_version"
-            ]
+        format!(
+            "{}{}",
+            first_line(
+                "psql",
+                &[&crate::postgres_url(), "-tAc", "SHOW server_version"]
+            ),
+            postgres.map_or_else(String::new, |p| format!("; {p}"))
         ),
         first_line("nats-server", &["--version"]),
         first_line("wrk", &["-v"]),
@@ -472,14 +469,15 @@ fn machine() -> String {
 }
 
 /// Writes the table into `out` between markers, keeping the prose around it.
-pub fn write(out: &Path, table: &str) -> anyhow::Result<()> {
+pub fn write(out: &Path, table: &str, postgres: Option<&str>) -> anyhow::Result<()> {
     const START: &str = "<!-- bench:start -->";
     const END: &str = "<!-- bench:end -->";
     let generated = format!(
-        "{START}\n{}\n{table}\nReproduce: `just bench` (release build; the service against the local \
-         PostgreSQL and NATS, each measure in a database and stream of its own). Each row's \
-         `how` is the command or setup; the ceilings run in the same process tree right before.\n{END}",
-        machine()
+        "{START}\n{}\n{table}\nReproduce: `just bench` (release build; the service against the \
+         bench's own PostgreSQL and the local NATS, each measure in a database and stream of its \
+         own). Each row's `how` is the command or setup; the ceilings run in the same process \
+         tree right before.\n{END}",
+        machine(postgres)
     );
     let text = std::fs::read_to_string(out).unwrap_or_default();
     let updated = match (text.find(START), text.find(END)) {

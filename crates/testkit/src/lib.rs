@@ -124,7 +124,12 @@ impl TestDb {
     /// A database name that does not exist (for "creates it if missing"),
     /// still dropped when the value is.
     pub fn not_yet_created() -> Self {
-        let admin_url = admin_database_url();
+        Self::not_yet_created_on(&admin_database_url())
+    }
+
+    /// As [`TestDb::not_yet_created`], on the server of `admin_url`.
+    pub fn not_yet_created_on(admin_url: &str) -> Self {
+        let admin_url = admin_url.to_owned();
         let name = unique_name("orders_test");
         Self {
             url: with_database(&admin_url, &name),

@@ -260,13 +260,25 @@ pub struct PgServer {
     /// Whether the server was killed and not started since: its pid file
     /// then names a dead process, which must not be signalled again.
     killed: AtomicBool,
+    /// Settings given at every start after the defaults (`-c name=value`).
+    settings: String,
     dir: ScratchDir,
 }
 
 impl PgServer {
     /// Creates a cluster (`initdb`) and starts it on a free port.
     pub fn start() -> Self {
-        let server = Self::unstarted();
+        Self::start_with(&[])
+    }
+
+    /// As [`PgServer::start`], with these settings over the defaults (which
+    /// are tuned for tests: `fsync=off`; `("fsync", "on")` restores it).
+    pub fn start_with(settings: &[(&str, &str)]) -> Self {
+        let mut server = Self::unstarted();
+        server.settings = settings
+            .iter()
+            .map(|(name, value)| format!(" -c {name}={value}"))
+            .collect();
         let out = server
             .pg_command("initdb")
             .arg("-D")
@@ -330,6 +342,7 @@ impl PgServer {
             bin,
             as_postgres,
             killed: AtomicBool::new(false),
+            settings: String::new(),
             dir,
         }
     }
@@ -365,9 +378,10 @@ impl PgServer {
     /// waits until it accepts connections.
     pub fn start_again(&self) {
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200{}",
             self.port,
-            self.dir.0.display()
+            self.dir.0.display(),
+            self.settings,
         );
         let out = self
             .pg_command("pg_ctl")
