@@ -1,9 +1,10 @@
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -13,10 +14,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
-use crate::limits::ClientIp;
 use crate::routes::Router;
 
 /// Limits that keep one client from taking the server down.
@@ -108,12 +108,11 @@ pub async fn serve(
             busy: AtomicUsize::new(0),
         });
         let busy = Arc::clone(&conn);
-        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let conn = Arc::clone(&conn);
             conn.busy.fetch_add(1, Ordering::SeqCst);
-            req.extensions_mut().insert(ClientIp(peer));
             async move {
-                let response = conn.router.handle(req).await;
+                let response = conn.router.handle_from(req, peer).await;
                 conn.busy.fetch_sub(1, Ordering::SeqCst);
                 Ok::<_, Infallible>(response)
             }
@@ -124,12 +123,12 @@ pub async fn serve(
             .header_read_timeout(settings.header_read_timeout)
             .max_buf_size(settings.max_head_bytes.max(8192))
             .serve_connection(TokioIo::new(io), service);
-        let stop = shutdown.clone();
+        let stop = Stopped::new(shutdown.clone());
         connections.spawn(async move {
             let mut connection = std::pin::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
-                () = stop.cancelled() => {
+                () = stop => {
                     if busy.busy.load(Ordering::SeqCst) == 0 {
                         // Nothing in flight: close now.
                         Ok(())
@@ -162,6 +161,46 @@ struct Connection {
     /// Requests of this connection being answered: at shutdown a
     /// connection with none is closed at once.
     busy: AtomicUsize,
+}
+
+/// `token.cancelled()` for a connection's `select!`, which polls it at
+/// every wake-up of the connection: the token's own future locks a mutex
+/// that every connection shares on every poll. This one polls it only to
+/// register the task's waker (again only if the waker changes) and
+/// otherwise reads the token's flag.
+struct Stopped {
+    token: CancellationToken,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    registered: Option<Waker>,
+}
+
+impl Stopped {
+    fn new(token: CancellationToken) -> Self {
+        Self {
+            cancelled: Box::pin(token.clone().cancelled_owned()),
+            token,
+            registered: None,
+        }
+    }
+}
+
+impl Future for Stopped {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.token.is_cancelled() {
+            return Poll::Ready(());
+        }
+        if self
+            .registered
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        self.registered = Some(cx.waker().clone());
+        self.cancelled.as_mut().poll(cx)
+    }
 }
 
 /// A TCP stream whose writes must make progress within `write_timeout`
@@ -325,5 +364,20 @@ mod tests {
             idle.expect_err("closed when idle").kind(),
             io::ErrorKind::TimedOut
         );
+    }
+
+    #[tokio::test]
+    async fn a_stop_is_seen_by_a_task_that_polled_before_it() {
+        let token = CancellationToken::new();
+        let stopped = tokio::spawn(Stopped::new(token.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!stopped.is_finished());
+
+        token.cancel();
+
+        tokio::time::timeout(Duration::from_secs(5), stopped)
+            .await
+            .expect("woken by the cancellation")
+            .expect("no panic");
     }
 }

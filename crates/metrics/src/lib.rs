@@ -93,6 +93,15 @@ impl Default for Metrics {
     }
 }
 
+/// One route's request metrics, from [`Metrics::route_recorder`]: handles
+/// on the same series the text shows.
+#[derive(Clone, Debug)]
+pub struct RouteRecorder {
+    route: &'static str,
+    ok: Counter,
+    latency: Histogram,
+}
+
 /// What the health watcher reads off the pool and the consumer.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Gauges {
@@ -307,14 +316,36 @@ impl Metrics {
         }
     }
 
-    /// One HTTP request.
-    pub fn record_request(&self, route: &'static str, status: u16, elapsed: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels { route, status })
-            .inc();
-        self.request_latency
-            .get_or_create(&RouteLabel { route })
-            .observe(elapsed.as_secs_f64());
+    /// The metrics of requests to `route`, resolved now so that recording
+    /// an answered request ([`Metrics::record_on`]) takes no lock and
+    /// hashes no labels, as a `Family` lookup does on every call.
+    pub fn route_recorder(&self, route: &'static str) -> RouteRecorder {
+        RouteRecorder {
+            route,
+            ok: self
+                .requests
+                .get_or_create(&RequestLabels { route, status: 200 })
+                .clone(),
+            latency: self
+                .request_latency
+                .get_or_create(&RouteLabel { route })
+                .clone(),
+        }
+    }
+
+    /// One HTTP request to the route of `recorder`.
+    pub fn record_on(&self, recorder: &RouteRecorder, status: u16, elapsed: Duration) {
+        if status == 200 {
+            recorder.ok.inc();
+        } else {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: recorder.route,
+                    status,
+                })
+                .inc();
+        }
+        recorder.latency.observe(elapsed.as_secs_f64());
     }
 
     /// One request let in by the token named `token` in the tokens file.
@@ -405,7 +436,11 @@ mod tests {
         );
         m.record_lookup(true);
         m.record_lookup(false);
-        m.record_request("/order", 200, Duration::from_micros(300));
+        let order = m.route_recorder("/order");
+        m.record_on(&order, 200, Duration::from_micros(300));
+        m.record_on(&order, 404, Duration::from_micros(200));
+        // Another handle on the same series.
+        m.record_on(&m.route_recorder("/order"), 200, Duration::from_micros(300));
         m.set_gauges(Gauges {
             cache_entries: 7,
             event_streams: 2,
@@ -432,9 +467,10 @@ mod tests {
             "orders_cache_entries 7",
             "orders_consumer_pending 3",
             "orders_db_sync_standby 1",
-            "orders_http_requests_total{route=\"/order\",status=\"200\"} 1",
+            "orders_http_requests_total{route=\"/order\",status=\"200\"} 2",
+            "orders_http_requests_total{route=\"/order\",status=\"404\"} 1",
             "orders_ingest_latency_seconds_count 4",
-            "orders_http_request_duration_seconds_count{route=\"/order\"} 1",
+            "orders_http_request_duration_seconds_count{route=\"/order\"} 3",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
