@@ -604,10 +604,9 @@ async fn ingest(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result
         &measure,
         run.rate,
         ceiling,
-        Verdict::all_of(&[
-            Verdict::at_least(run.rate, 10_000.0),
-            Verdict::at_least_ratio(run.rate, ceiling, 0.6),
-        ]),
+        // Issue 15's bar: a ratio, since the ceiling moves with the machine
+        // (13,000-50,000 orders/s so far).
+        Verdict::at_least_ratio(run.rate, ceiling, 0.6),
     );
     let measure = "ingest, end to end, one batch at a time (INGEST_IN_FLIGHT=1)";
     report.command(
@@ -679,11 +678,22 @@ async fn ingest(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result
             ),
         );
     }
+    // Issue 15's bar is 10% over 1,000,000 orders; over 100,000 the
+    // tenths are seconds long and noise alone moves them by 20%.
+    let flat = if plan.ingest_orders >= 1_000_000 {
+        0.1
+    } else {
+        0.2
+    };
     report.growth(
-        "ingest rate, first vs last 10% of the run",
+        &format!(
+            "ingest rate, first vs last 10% of {} orders",
+            count_text(plan.ingest_orders as f64)
+        ),
         run.first,
         run.last,
         "orders/s",
+        flat,
     );
     report.info(
         "ingest rate by tenth of the run",
@@ -896,6 +906,7 @@ async fn warm_up(
         few.p99.as_secs_f64() * 1e3,
         many.p99.as_secs_f64() * 1e3,
         "ms",
+        0.2,
     );
     Ok(())
 }

@@ -239,7 +239,7 @@ impl Report {
             format!("{} orders/s", count(rate)),
             // Three decimals: a rounded 0.50x next to "missed" would puzzle.
             format!("{:.3}x ceiling", rate / ceiling),
-            ">= 10,000 orders/s and >= 0.5x ceiling",
+            ">= 0.6x ceiling",
             verdict,
         );
     }
@@ -281,15 +281,16 @@ impl Report {
         );
     }
 
-    pub fn growth(&mut self, measure: &str, first: f64, last: f64, unit: &str) {
+    /// `within`: the largest change that counts as flat (0.2: 20%).
+    pub fn growth(&mut self, measure: &str, first: f64, last: f64, unit: &str, within: f64) {
         let change = (last - first) / first;
         self.push(
             measure,
             "same run",
             format!("{first:.2} vs {last:.2} {unit}"),
             format!("{:+.0}%", change * 100.0),
-            "flat within 20%",
-            Verdict::at_most_ratio(change.abs(), 1.0, 0.2),
+            &format!("flat within {:.0}%", within * 100.0),
+            Verdict::at_most_ratio(change.abs(), 1.0, within),
         );
     }
 
@@ -449,19 +450,16 @@ fn machine(postgres: Option<&str>) -> String {
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_owned))
         .unwrap_or_default();
+    let version = first_line(
+        "psql",
+        &[&crate::postgres_url(), "-tAc", "SHOW server_version"],
+    );
+    let setup = postgres.map_or_else(String::new, |p| format!("; {p}"));
     format!(
         "- machine: {cores} cores ({cpu}), {memory}; 1-minute load average {load} when the \
          run ended (the machine is shared: others build and test on it)\n\
-         - rustc: {}\n- PostgreSQL: {}\n- nats-server: {}\n- wrk: {}\n- oha: {}\n",
+         - rustc: {}\n- PostgreSQL: {version}{setup}\n- nats-server: {}\n- wrk: {}\n- oha: {}\n",
         first_line("rustc", &["--version"]),
-        format!(
-            "{}{}",
-            first_line(
-                "psql",
-                &[&crate::postgres_url(), "-tAc", "SHOW server_version"]
-            ),
-            postgres.map_or_else(String::new, |p| format!("; {p}"))
-        ),
         first_line("nats-server", &["--version"]),
         first_line("wrk", &["-v"]),
         first_line("oha", &["--version"]),
