@@ -3,8 +3,10 @@
 //! to docs/benchmarks.md. `--ceiling ADDR` runs the lookup ceiling;
 //! `--cluster N` measures 1 and 2 replicas on `just up-cluster`'s topology.
 //!
-//! Needs PostgreSQL and NATS (the machine's, as the tests use them), wrk,
-//! and oha for the constant-rate rows; `just bench` installs the last two.
+//! Needs PostgreSQL's binaries (it starts a server of its own with
+//! deploy/postgres.conf, unless `TEST_DATABASE_URL` names one), the
+//! machine's NATS, wrk, and oha for the constant-rate rows; `just bench`
+//! installs the last two.
 
 mod ceiling;
 mod cluster;
