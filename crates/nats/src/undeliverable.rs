@@ -16,7 +16,7 @@ use bytes::Bytes;
 use orders_domain::{Message, MessageMeta, MessageSource, SourceError};
 use serde::Deserialize;
 
-use crate::setup::{JetStreamSettings, NatsError, StreamSettings, covers};
+use crate::setup::{JetStreamSettings, NatsError, StreamSettings};
 use crate::source::JetStreamSource;
 
 /// The advisories of `settings`' consumer, as a [`MessageSource`] of the
@@ -45,47 +45,6 @@ pub fn advisory_subject(settings: &JetStreamSettings) -> String {
     )
 }
 
-/// What the advisory stream captures: the advisories of every durable
-/// consumer of the orders stream, so services with other durables (a second
-/// deployment, a renamed durable) share it; each one's consumer takes only
-/// its own durable's subject.
-fn every_durables_advisories(stream: &str) -> String {
-    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.*")
-}
-
-/// The advisory stream, created capturing [`every_durables_advisories`];
-/// one created by an earlier version, which captured a single durable's
-/// subject and so refused every other durable, is widened to it.
-async fn ensure_advisory_stream(
-    js: &jetstream::Context,
-    settings: &StreamSettings,
-) -> Result<(), NatsError> {
-    let failed = |e: async_nats::Error| NatsError::Stream(settings.name.clone(), e);
-    let mut stream = js
-        .get_or_create_stream(jetstream::stream::Config {
-            name: settings.name.clone(),
-            subjects: vec![settings.subject.clone()],
-            storage: jetstream::stream::StorageType::File,
-            num_replicas: settings.replicas,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| failed(e.into()))?;
-    let mut config = stream
-        .info()
-        .await
-        .map_err(|e| failed(e.into()))?
-        .config
-        .clone();
-    if !config.subjects.iter().any(|s| covers(s, &settings.subject)) {
-        config.subjects = vec![settings.subject.clone()];
-        js.update_stream(config)
-            .await
-            .map_err(|e| failed(e.into()))?;
-    }
-    Ok(())
-}
-
 impl UndeliverableSource {
     /// Ensures the advisory stream (`<stream>_UNDELIVERABLE`) and its
     /// durable consumer exist, and starts pulling.
@@ -93,21 +52,10 @@ impl UndeliverableSource {
         client: async_nats::Client,
         settings: &JetStreamSettings,
     ) -> Result<Self, NatsError> {
-        let js = jetstream::new(client.clone());
-        let name = format!("{}_UNDELIVERABLE", settings.stream.name);
-        ensure_advisory_stream(
-            &js,
-            &StreamSettings {
-                subject: every_durables_advisories(&settings.stream.name),
-                name: name.clone(),
-                replicas: settings.stream.replicas,
-            },
-        )
-        .await?;
         let advisories = JetStreamSettings {
             stream: StreamSettings {
                 subject: advisory_subject(settings),
-                name,
+                name: format!("{}_UNDELIVERABLE", settings.stream.name),
                 replicas: settings.stream.replicas,
             },
             // Recording is idempotent and fails only while the database
@@ -116,7 +64,7 @@ impl UndeliverableSource {
             ..settings.clone()
         };
         Ok(Self {
-            js,
+            js: jetstream::new(client.clone()),
             stream: settings.stream.name.clone(),
             advisories: JetStreamSource::open(client, advisories).await?,
         })

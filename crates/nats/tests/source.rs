@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use orders_domain::{Message, MessageSource};
-use orders_nats::{
-    JetStreamSettings, JetStreamSource, StreamSettings, UndeliverableSource, ensure_stream,
-};
+use orders_nats::{JetStreamSettings, JetStreamSource, StreamSettings, ensure_stream};
 use orders_testkit::TestStream;
 
 fn settings(t: &TestStream) -> JetStreamSettings {
@@ -313,40 +311,5 @@ async fn the_library_pull_stream_still_drops_a_forged_408() {
         first.payload.as_ref(),
         b"after",
         "the forged message was delivered: async-nats tells it from a status now"
-    );
-}
-
-#[tokio::test]
-async fn services_with_other_durables_share_the_advisory_stream_and_an_old_one_is_widened() {
-    let t = TestStream::new();
-    let js = t.create().await;
-    // As an earlier version left it: capturing one durable's advisories.
-    let advisories = format!("{}_UNDELIVERABLE", t.stream);
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: advisories.clone(),
-        subjects: vec![orders_nats::advisory_subject(&settings(&t))],
-        ..Default::default()
-    })
-    .await
-    .expect("the old advisory stream");
-    let other = JetStreamSettings {
-        durable: format!("{}_other", t.durable),
-        ..settings(&t)
-    };
-
-    for s in [settings(&t), other] {
-        UndeliverableSource::open(t.client().await, &s)
-            .await
-            .unwrap_or_else(|e| panic!("durable {} refused: {e:?}", s.durable));
-    }
-
-    let mut stream = js.get_stream(&advisories).await.expect("advisory stream");
-    let subjects = stream.info().await.expect("info").config.subjects.clone();
-    assert_eq!(
-        subjects,
-        [format!(
-            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.*",
-            t.stream
-        )]
     );
 }
