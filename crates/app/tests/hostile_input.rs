@@ -363,6 +363,10 @@ async fn every_malformed_message_is_rejected_with_its_reason_and_every_valid_one
     }
     publish(&app, order_json("twice", 1)).await;
     valid += 1;
+    // Stored before its conflict is sent: with two batches in flight, two
+    // messages in different batches may commit in either order, and the
+    // second to commit is the one rejected.
+    app.wait_stored(valid).await;
     let conflict = case(
         "same uid, other content",
         order_json("twice", 2),
