@@ -11,4 +11,4 @@ pub use setup::{
     covers, ensure_consumer, ensure_stream,
 };
 pub use source::{JetStreamAcker, JetStreamSource};
-pub use undeliverable::{UndeliverableSource, advisory_subject};
+pub use undeliverable::{UndeliverableSource, advisory_stream, advisory_subject};

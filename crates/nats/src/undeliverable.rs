@@ -16,7 +16,7 @@ use bytes::Bytes;
 use orders_domain::{Message, MessageMeta, MessageSource, SourceError};
 use serde::Deserialize;
 
-use crate::setup::{JetStreamSettings, NatsError, StreamSettings};
+use crate::setup::{JetStreamSettings, NatsError, StreamSettings, covers};
 use crate::source::JetStreamSource;
 
 /// The advisories of `settings`' consumer, as a [`MessageSource`] of the
@@ -45,17 +45,53 @@ pub fn advisory_subject(settings: &JetStreamSettings) -> String {
     )
 }
 
+/// The stream that keeps `settings`' consumer's advisories:
+/// `<stream>_<durable>_UNDELIVERABLE`, one per durable, since two streams
+/// may not capture the same subject and each durable has its own. An
+/// earlier version named it `<stream>_UNDELIVERABLE`, for whichever one
+/// durable started first: where that stream captures this durable's
+/// advisories it is kept (it may hold some not yet recorded), and any
+/// other durable gets a stream of its own instead of the "not captured"
+/// error it met before.
+pub async fn advisory_stream(
+    js: &jetstream::Context,
+    settings: &JetStreamSettings,
+) -> Result<String, NatsError> {
+    let subject = advisory_subject(settings);
+    let legacy = format!("{}_UNDELIVERABLE", settings.stream.name);
+    match js.get_stream(&legacy).await {
+        Ok(stream) => {
+            let subjects = &stream.cached_info().config.subjects;
+            if subjects.iter().any(|s| covers(s, &subject)) {
+                return Ok(legacy);
+            }
+        }
+        Err(err)
+            if matches!(
+                err.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(e)
+                    if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            ) => {}
+        Err(err) => return Err(NatsError::Stream(legacy, err.into())),
+    }
+    Ok(format!(
+        "{}_{}_UNDELIVERABLE",
+        settings.stream.name, settings.durable
+    ))
+}
+
 impl UndeliverableSource {
-    /// Ensures the advisory stream (`<stream>_UNDELIVERABLE`) and its
-    /// durable consumer exist, and starts pulling.
+    /// Ensures the advisory stream ([`advisory_stream`]) and its durable
+    /// consumer exist, and starts pulling.
     pub async fn open(
         client: async_nats::Client,
         settings: &JetStreamSettings,
     ) -> Result<Self, NatsError> {
+        let js = jetstream::new(client.clone());
         let advisories = JetStreamSettings {
             stream: StreamSettings {
                 subject: advisory_subject(settings),
-                name: format!("{}_UNDELIVERABLE", settings.stream.name),
+                name: advisory_stream(&js, settings).await?,
                 replicas: settings.stream.replicas,
             },
             // Recording is idempotent and fails only while the database
@@ -64,7 +100,7 @@ impl UndeliverableSource {
             ..settings.clone()
         };
         Ok(Self {
-            js: jetstream::new(client.clone()),
+            js,
             stream: settings.stream.name.clone(),
             advisories: JetStreamSource::open(client, advisories).await?,
         })

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use orders_domain::{Message, MessageSource};
-use orders_nats::{JetStreamSettings, JetStreamSource, StreamSettings, ensure_stream};
+use orders_nats::{
+    JetStreamSettings, JetStreamSource, StreamSettings, UndeliverableSource, ensure_stream,
+};
 use orders_testkit::TestStream;
 
 fn settings(t: &TestStream) -> JetStreamSettings {
@@ -311,5 +313,49 @@ async fn the_library_pull_stream_still_drops_a_forged_408() {
         first.payload.as_ref(),
         b"after",
         "the forged message was delivered: async-nats tells it from a status now"
+    );
+}
+
+#[tokio::test]
+async fn services_with_other_durables_on_one_stream_each_keep_their_advisories() {
+    let t = TestStream::new();
+    let js = t.create().await;
+    // As an earlier version left it: one durable's advisories, in a stream
+    // named after the orders stream alone.
+    let legacy = format!("{}_UNDELIVERABLE", t.stream);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: legacy.clone(),
+        subjects: vec![orders_nats::advisory_subject(&settings(&t))],
+        ..Default::default()
+    })
+    .await
+    .expect("the old advisory stream");
+    let other = JetStreamSettings {
+        durable: format!("{}_other", t.durable),
+        ..settings(&t)
+    };
+
+    for s in [settings(&t), other.clone()] {
+        UndeliverableSource::open(t.client().await, &s)
+            .await
+            .unwrap_or_else(|e| panic!("durable {} refused: {e:?}", s.durable));
+    }
+
+    // The first keeps the old stream (it may hold advisories not yet
+    // recorded); the other has its own, capturing its own advisories.
+    assert_eq!(
+        orders_nats::advisory_stream(&js, &settings(&t))
+            .await
+            .expect("name"),
+        legacy
+    );
+    let own = orders_nats::advisory_stream(&js, &other)
+        .await
+        .expect("name");
+    assert_eq!(own, format!("{}_{}_UNDELIVERABLE", t.stream, other.durable));
+    let stream = js.get_stream(&own).await.expect("its own advisory stream");
+    assert_eq!(
+        stream.cached_info().config.subjects,
+        [orders_nats::advisory_subject(&other)]
     );
 }

@@ -330,8 +330,20 @@ impl Drop for TestStream {
             runtime.block_on(async move {
                 let client = async_nats::connect(&url).await.ok()?;
                 let js = async_nats::jetstream::new(client);
-                // The service's stream of max-deliveries advisories, if it made one.
-                let _ = js.delete_stream(format!("{stream}_UNDELIVERABLE")).await;
+                // The service's streams of max-deliveries advisories, if it
+                // made any (`<stream>_UNDELIVERABLE` of earlier versions,
+                // `<stream>_<durable>_UNDELIVERABLE`).
+                let prefix = format!("{stream}_");
+                let mut names = js.stream_names();
+                let mut advisories = Vec::new();
+                while let Some(Ok(name)) = futures::StreamExt::next(&mut names).await {
+                    if name.starts_with(&prefix) && name.ends_with("_UNDELIVERABLE") {
+                        advisories.push(name);
+                    }
+                }
+                for name in advisories {
+                    let _ = js.delete_stream(name).await;
+                }
                 js.delete_stream(&stream).await.ok()
             })
         })
