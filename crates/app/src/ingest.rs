@@ -307,6 +307,12 @@ mod tests {
         ) -> Result<Option<orders_domain::Order>, RepositoryError> {
             unreachable!("not looked up")
         }
+        async fn find_json(
+            &self,
+            _: &orders_domain::OrderUid,
+        ) -> Result<Option<bytes::Bytes>, RepositoryError> {
+            unreachable!("not looked up")
+        }
         fn load_recent(&self, _: usize) -> orders_domain::OrderChunks {
             unreachable!("not warmed")
         }

@@ -41,19 +41,32 @@ pub async fn seed(db: &TestDb, count: u64) -> anyhow::Result<()> {
 
     let client = db.client().await;
     let last = i64::try_from(count).context("count")? - 1;
+    // The copies' uid, track number and time, as SQL over `g`.
+    let uid = "'b' || lpad(g::text, 10, '0')";
+    let track = "'WB' || lpad(g::text, 10, '0')";
+    let date = "to_char(timestamp '2021-11-26 06:22:19' + g * interval '1 second', \
+                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')";
     for table in TABLES {
         // Each copy differs from the template in its uid and its time.
         let values: Vec<String> = table
             .columns
             .iter()
             .map(|c| match (c.name, c.source) {
-                ("order_uid", _) => "'b' || lpad(g::text, 10, '0')".to_owned(),
+                ("order_uid", _) => uid.to_owned(),
                 // The order's and its item's, as in the sample.
-                ("track_number", _) => "'WB' || lpad(g::text, 10, '0')".to_owned(),
+                ("track_number", _) => track.to_owned(),
                 (_, Source::CreatedAt) => format!("{} + g * interval '1 second'", c.name),
-                ("date_created", _) => "to_char(timestamp '2021-11-26 06:22:19' \
-                    + g * interval '1 second', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-                    .to_owned(),
+                ("date_created", _) => date.to_owned(),
+                // The template's JSON with the same three values replaced
+                // (each occurs in it only where it is that value).
+                (_, Source::Document) => format!(
+                    "convert_to(replace(replace(replace(convert_from({doc}, 'UTF8'), \
+                     '{t_uid}', {uid}), '{t_track}', {track}), '{t_date}', {date}), 'UTF8')",
+                    doc = c.name,
+                    t_uid = seeded_uid(0),
+                    t_track = seeded_track(0),
+                    t_date = "2021-11-26T06:22:19Z",
+                ),
                 (name, _) => name.to_owned(),
             })
             .collect();
@@ -70,6 +83,29 @@ pub async fn seed(db: &TestDb, count: u64) -> anyhow::Result<()> {
             .await
             .map_err(pg_error)
             .with_context(|| format!("seeding {}", table.name))?;
+    }
+    // The last copy reads back as the order its document says.
+    if last > 0 {
+        let repo = orders_postgres::PgOrderRepository::new(orders_postgres::connect_pool(
+            &db.url,
+            orders_postgres::PoolSettings::default(),
+        )?);
+        let uid = orders_domain::OrderUid::try_from(seeded_uid(last as u64))?;
+        let order = repo.find(&uid).await?.context("the last seeded order")?;
+        let document: Vec<u8> = client
+            .query_one(
+                "SELECT document FROM order_info WHERE order_uid = $1",
+                &[&uid.as_str()],
+            )
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        anyhow::ensure!(
+            document == order.to_json(),
+            "a seeded document is not its order's JSON:\n{}\n{}",
+            String::from_utf8_lossy(&document),
+            String::from_utf8_lossy(&order.to_json())
+        );
     }
     // On its own: VACUUM cannot run in the implicit transaction of a batch.
     client

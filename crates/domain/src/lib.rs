@@ -35,7 +35,7 @@ pub use order::{
 };
 pub use ports::{
     AckError, Acker, Message, MessageMeta, MessageSource, OrderCache, OrderChunks, OrderEvents,
-    OrderRepository, Rejection, RepositoryError, SaveOutcome, SourceError,
+    OrderJson, OrderRepository, Rejection, RepositoryError, SaveOutcome, SourceError,
 };
 pub use readiness::{Readiness, ReadinessReport};
 pub use rejected::{

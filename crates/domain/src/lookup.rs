@@ -48,12 +48,11 @@ impl OrderService {
         let Ok(_permit) = self.read_through.try_acquire() else {
             return Err(LookupError::Busy);
         };
-        let Some(order) = self.repo.find(uid).await? else {
+        let Some(json) = self.repo.find_json(uid).await? else {
             self.misses.remember(uid);
             return Err(LookupError::NotFound);
         };
-        let json = Bytes::from(order.to_json());
-        self.cache.insert(order.order_uid, json.clone());
+        self.cache.insert(uid.clone(), json.clone());
         Ok(Lookup {
             json,
             from_cache: false,
@@ -81,16 +80,15 @@ impl OrderService {
     /// Fills the cache with the newest `capacity` orders from the database.
     /// Returns how many orders were loaded.
     ///
-    /// Each chunk is serialized and cached while the repository reads the
-    /// next one, so a large warm-up uses two cores and never holds all the
-    /// orders as structs at once.
+    /// Each chunk is cached while the repository reads the next one, so a
+    /// large warm-up never holds all the orders at once. The repository
+    /// hands over each order's JSON as stored: nothing is serialized here.
     pub async fn warm_up(&self, capacity: usize) -> Result<usize, RepositoryError> {
         let mut chunks = self.repo.load_recent(capacity);
         let mut loaded = 0;
         while let Some(chunk) = chunks.next().await {
             for order in chunk? {
-                let json = Bytes::from(order.to_json());
-                self.cache.insert(order.order_uid, json);
+                self.cache.insert(order.uid, order.json);
                 loaded += 1;
             }
         }
@@ -107,7 +105,7 @@ mod tests {
 
     use super::*;
     use crate::order::Order;
-    use crate::ports::{MockOrderCache, MockOrderRepository, OrderChunks};
+    use crate::ports::{MockOrderCache, MockOrderRepository, OrderChunks, OrderJson};
     use crate::service::testing::{sample, unavailable};
 
     fn service(repo: MockOrderRepository, cache: MockOrderCache) -> OrderService {
@@ -115,13 +113,17 @@ mod tests {
     }
 
     fn chunks(items: Vec<Result<Vec<Order>, RepositoryError>>) -> OrderChunks {
+        let items: Vec<_> = items
+            .into_iter()
+            .map(|chunk| chunk.map(|orders| orders.iter().map(OrderJson::of).collect()))
+            .collect();
         futures::stream::iter(items).boxed()
     }
 
     #[tokio::test]
     async fn lookup_hit_is_answered_from_the_cache_alone() {
         let mut repo = MockOrderRepository::new();
-        repo.expect_find().never();
+        repo.expect_find_json().never();
         let mut cache = MockOrderCache::new();
         cache
             .expect_get()
@@ -139,10 +141,10 @@ mod tests {
     #[tokio::test]
     async fn lookup_miss_reads_through_and_caches() {
         let mut repo = MockOrderRepository::new();
-        repo.expect_find()
+        repo.expect_find_json()
             .with(eq(sample().order_uid))
             .times(1)
-            .returning(|_| Ok(Some(sample())));
+            .returning(|_| Ok(Some(Bytes::from(sample().to_json()))));
         let mut cache = MockOrderCache::new();
         cache.expect_get().returning(|_| None);
         cache
@@ -163,7 +165,7 @@ mod tests {
     #[tokio::test]
     async fn lookup_of_an_unknown_uid_is_not_found() {
         let mut repo = MockOrderRepository::new();
-        repo.expect_find().returning(|_| Ok(None));
+        repo.expect_find_json().returning(|_| Ok(None));
         let mut cache = MockOrderCache::new();
         cache.expect_get().returning(|_| None);
         cache.expect_insert().never();
@@ -178,7 +180,7 @@ mod tests {
     #[tokio::test]
     async fn a_uid_found_missing_is_not_asked_for_again_at_once() {
         let mut repo = MockOrderRepository::new();
-        repo.expect_find().times(1).returning(|_| Ok(None));
+        repo.expect_find_json().times(1).returning(|_| Ok(None));
         let mut cache = MockOrderCache::new();
         cache.expect_get().returning(|_| None);
         let svc = service(repo, cache);
@@ -193,9 +195,9 @@ mod tests {
     async fn lookups_past_the_read_through_limit_are_busy_at_once() {
         let started = Arc::new(tokio::sync::Barrier::new(3));
         let mut repo = MockOrderRepository::new();
-        repo.expect_find()
+        repo.expect_find_json()
             .times(2)
-            .returning(|_| Ok(Some(sample())));
+            .returning(|_| Ok(Some(Bytes::from(sample().to_json()))));
         let mut cache = MockOrderCache::new();
         cache.expect_get().returning(|_| None);
         cache.expect_insert().return_const(());
@@ -216,7 +218,7 @@ mod tests {
     #[tokio::test]
     async fn lookup_reports_a_database_fault() {
         let mut repo = MockOrderRepository::new();
-        repo.expect_find().returning(|_| Err(unavailable()));
+        repo.expect_find_json().returning(|_| Err(unavailable()));
         let mut cache = MockOrderCache::new();
         cache.expect_get().returning(|_| None);
 

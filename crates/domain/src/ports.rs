@@ -17,9 +17,27 @@ use crate::validation::RejectReason;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
+/// An order as the cache keeps it: its uid and its compact JSON, byte for
+/// byte [`Order::to_json`] of the order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderJson {
+    pub uid: OrderUid,
+    pub json: Bytes,
+}
+
+impl OrderJson {
+    /// The order's uid and its JSON.
+    pub fn of(order: &Order) -> Self {
+        Self {
+            uid: order.order_uid.clone(),
+            json: Bytes::from(order.to_json()),
+        }
+    }
+}
+
 /// Orders in chunks, as a repository reads them: the consumer works on one
 /// chunk while the next is read. An error ends the stream.
-pub type OrderChunks = futures::stream::BoxStream<'static, Result<Vec<Order>, RepositoryError>>;
+pub type OrderChunks = futures::stream::BoxStream<'static, Result<Vec<OrderJson>, RepositoryError>>;
 
 /// What storing an order did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,10 +105,16 @@ pub trait OrderRepository: Send + Sync {
     /// MUST return the stored order with this uid, or `None`.
     async fn find(&self, uid: &OrderUid) -> Result<Option<Order>, RepositoryError>;
 
-    /// MUST yield the newest `limit` orders (by `date_created`; all of them
-    /// if there are fewer), in any order, in chunks as they are read, each
-    /// order whole (all its items, in their order), all from one consistent
-    /// snapshot, reading each table once rather than once per order.
+    /// MUST return the JSON of the stored order with this uid, exactly as
+    /// [`Order::to_json`] writes that order, or `None`.
+    async fn find_json(&self, uid: &OrderUid) -> Result<Option<Bytes>, RepositoryError>;
+
+    /// MUST yield the newest `limit` orders (by `date_created`, then uid;
+    /// all of them if there are fewer), in any order, in chunks as they are
+    /// read, each as its JSON exactly as [`Order::to_json`] writes the
+    /// stored order (all its items, in their order), all from one
+    /// consistent snapshot, reading each table at most once rather than
+    /// once per order.
     fn load_recent(&self, limit: usize) -> OrderChunks;
 
     /// MUST return at most `limit` orders that match `query`, newest

@@ -699,7 +699,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_order_is_404_with_the_uid() {
         let mut repo = MockOrderRepository::new();
-        repo.expect_find().returning(|_| Ok(None));
+        repo.expect_find_json().returning(|_| Ok(None));
         let router = router(repo, empty_cache());
 
         let (status, body, _) = call(&router, Method::GET, "/order?order_uid=nope").await;
@@ -715,8 +715,8 @@ mod tests {
     #[tokio::test]
     async fn read_through_answers_a_miss() {
         let mut repo = MockOrderRepository::new();
-        repo.expect_find()
-            .returning(|_| Ok(Some(Order::parse(SAMPLE).expect("valid"))));
+        repo.expect_find_json()
+            .returning(|_| Ok(Some(Order::parse(SAMPLE).expect("valid").to_json().into())));
         let router = router(repo, empty_cache());
 
         let (status, body, _) =
@@ -757,7 +757,7 @@ mod tests {
     #[tokio::test]
     async fn database_fault_is_503_and_says_nothing_internal() {
         let mut repo = MockOrderRepository::new();
-        repo.expect_find().returning(|_| {
+        repo.expect_find_json().returning(|_| {
             Err(RepositoryError::Unavailable(
                 "password=secret host=db".into(),
             ))

@@ -17,6 +17,7 @@ enum ColumnData {
     BigInt(Vec<i64>),
     Integer(Vec<i32>),
     TimestampTz(Vec<OffsetDateTime>),
+    Bytea(Vec<Vec<u8>>),
 }
 
 impl ColumnData {
@@ -26,6 +27,7 @@ impl ColumnData {
             SqlType::BigInt => Self::BigInt(Vec::new()),
             SqlType::Integer => Self::Integer(Vec::new()),
             SqlType::TimestampTz => Self::TimestampTz(Vec::new()),
+            SqlType::Bytea => Self::Bytea(Vec::new()),
         }
     }
 
@@ -35,6 +37,7 @@ impl ColumnData {
             (Self::BigInt(v), Cell::BigInt(n)) => v.push(n),
             (Self::Integer(v), Cell::Integer(n)) => v.push(n),
             (Self::TimestampTz(v), Cell::TimestampTz(t)) => v.push(t),
+            (Self::Bytea(v), Cell::Bytes(b)) => v.push(b.to_vec()),
             // The row writer checks names, not types: a mismatch here is a
             // column list typed unlike the field, caught by the tests.
             (column, cell) => panic!("{cell:?} does not fit the column {column:?}"),
@@ -53,6 +56,7 @@ impl ToSql for ColumnData {
             Self::BigInt(v) => v.to_sql(ty, out),
             Self::Integer(v) => v.to_sql(ty, out),
             Self::TimestampTz(v) => v.to_sql(ty, out),
+            Self::Bytea(v) => v.to_sql(ty, out),
         }
     }
 
@@ -61,6 +65,7 @@ impl ToSql for ColumnData {
             || <Vec<i64> as ToSql>::accepts(ty)
             || <Vec<i32> as ToSql>::accepts(ty)
             || <Vec<OffsetDateTime> as ToSql>::accepts(ty)
+            || <Vec<Vec<u8>> as ToSql>::accepts(ty)
     }
 
     to_sql_checked!();

@@ -82,6 +82,11 @@ impl RowSink for CopyData {
                 out.put_i32(8);
                 out.put_i64(pg_micros(at));
             }
+            Cell::Bytes(b) => {
+                // An order's JSON is at most a little over MAX_ORDER_BYTES.
+                out.put_i32(b.len() as i32);
+                out.put_slice(b);
+            }
         }
     }
 }

@@ -4,12 +4,13 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use deadpool_postgres::{GenericClient, Pool};
 use futures::{SinkExt, StreamExt, TryStreamExt, pin_mut};
 use orders_domain::{
-    EventId, Item, Order, OrderChunks, OrderCursor, OrderQuery, OrderRepository, OrderSummary,
-    OrderUid, Payload, RejectReason, RejectedId, RejectedMessage, RejectedSummary, Rejection,
-    RepositoryError, SaveOutcome, StoredOrder,
+    EventId, Item, Order, OrderChunks, OrderCursor, OrderJson, OrderQuery, OrderRepository,
+    OrderSummary, OrderUid, Payload, RejectReason, RejectedId, RejectedMessage, RejectedSummary,
+    Rejection, RepositoryError, SaveOutcome, StoredOrder,
 };
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::ToSql;
@@ -90,8 +91,8 @@ static CREATE_STAGING: LazyLock<String> = LazyLock::new(|| {
         .iter()
         .map(|t| {
             format!(
-                "CREATE TEMP TABLE IF NOT EXISTS stage_{0} ON COMMIT DELETE ROWS \
-                 AS SELECT {1} FROM {0} WITH NO DATA;",
+                "CREATE TEMP TABLE IF NOT EXISTS stage_{0} WITH (toast_tuple_target = 8160) \
+                 ON COMMIT DELETE ROWS AS SELECT {1} FROM {0} WITH NO DATA;",
                 t.name,
                 t.column_list()
             )
@@ -140,22 +141,39 @@ static FIND_ITEMS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The newest orders, by the index `order_info_newest`.
-const NEWEST: &str = "SELECT * FROM order_info ORDER BY created_at DESC, order_uid DESC LIMIT $1";
+/// One order's document: one row of one table, by its primary key.
+const FIND_DOCUMENT: &str = "SELECT document FROM order_info WHERE order_uid = $1";
 
-/// The newest orders, in no particular order: which orders is decided by
-/// [`NEWEST`]; sorting a million joined rows again would only cost time.
-static RECENT_ORDERS: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {} FROM ({NEWEST}) o {ORDER_JOINS}", *ORDER_FIELDS));
+/// Where the newest `$1 + 1` orders end: the oldest of them, by the
+/// index `order_info_newest` alone (an index-only scan where the table is
+/// vacuumed). No row: there are no more orders than that.
+const NEWEST_CUTOFF: &str = "SELECT created_at, order_uid FROM order_info \
+     ORDER BY created_at DESC, order_uid DESC OFFSET $1 LIMIT 1";
 
-/// Their items, each with its position (sorted per order in memory, which
-/// is cheaper than a sort of every item by the database).
-static RECENT_ITEMS: LazyLock<String> = LazyLock::new(|| {
+/// Every order's document, read straight through the table (in no order:
+/// a sequential scan, where the index's order would read the table's pages
+/// at random, 2.3x slower for a million orders).
+const ALL_DOCUMENTS: &str = "SELECT order_uid, document FROM order_info";
+
+/// The documents of the orders at or after a cutoff ($1, $2). The planner
+/// picks the index for a few, a sequential scan for most: the statement is
+/// planned with the cutoff's values.
+const DOCUMENTS_SINCE: &str = "SELECT order_uid, document FROM order_info \
+     WHERE (created_at, order_uid) >= ($1, $2)";
+
+/// The orders whose uids are in $1, with their own fields.
+static ORDERS_OF: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT i.order_uid, i.position, {} FROM ({NEWEST}) o JOIN items i USING (order_uid)",
-        ITEMS.field_select()
+        "SELECT {} FROM order_info o {ORDER_JOINS} WHERE o.order_uid = ANY($1)",
+        *ORDER_FIELDS
     )
 });
+
+/// Writes the documents of orders stored before they were kept (V5):
+/// only where none is yet, so a document is never replaced.
+const BACKFILL_DOCUMENTS: &str = "UPDATE order_info o SET document = d.document \
+     FROM UNNEST($1::text[], $2::bytea[]) AS d(order_uid, document) \
+     WHERE o.order_uid = d.order_uid AND o.document IS NULL";
 
 /// The orders after an event id ($1), through another ($2), lowest id
 /// first, at most $3, with their ids, by the index `order_info_event`.
@@ -174,11 +192,6 @@ static ITEMS_OF: LazyLock<String> = LazyLock::new(|| {
         ITEMS.field_select()
     )
 });
-
-/// The memory a warm-up query may use for its hash joins: with the default
-/// (4 MB) a million orders' joins spill to disk and take twice as long.
-/// For the warm-up's two transactions only.
-const WARM_UP_WORK_MEM: &str = "SET LOCAL work_mem = '256MB'";
 
 /// Whether our commits are confirmed by a synchronous standby: the primary
 /// names synchronous standbys, this session's commits wait for them
@@ -506,76 +519,65 @@ const LOAD_CHUNK: usize = 4_096;
 /// Chunks read ahead of the consumer: bounds the memory a slow consumer costs.
 const LOAD_CHUNKS_AHEAD: usize = 4;
 
-/// Sends the newest `limit` orders to `sender` in chunks. The items and
-/// the orders are read at the same time on two connections, from ONE
-/// snapshot (the second transaction takes the first's exported snapshot):
-/// an order committed meanwhile would otherwise be read without its items,
-/// and the newest `limit` would not be the same set in both. Stops early,
-/// without an error, when the receiver is dropped.
-async fn stream_recent(
-    mut first: deadpool_postgres::Object,
-    mut second: deadpool_postgres::Object,
-    limit: usize,
-    sender: &mut futures::channel::mpsc::Sender<Result<Vec<Order>, RepositoryError>>,
-) -> Result<(), RepositoryError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let orders_tx = first
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(from_pg)?;
-    orders_tx
-        .batch_execute(WARM_UP_WORK_MEM)
-        .await
-        .map_err(from_pg)?;
-    let snapshot: String = orders_tx
-        .query_one("SELECT pg_export_snapshot()", &[])
-        .await
-        .map_err(from_pg)?
-        .get(0);
-    let items_tx = second
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(from_pg)?;
-    // A snapshot name is the server's own token (hex and dashes): safe to quote.
-    items_tx
-        .batch_execute(&format!(
-            "SET TRANSACTION SNAPSHOT '{snapshot}'; {WARM_UP_WORK_MEM}"
-        ))
-        .await
-        .map_err(from_pg)?;
+type ChunkSender = futures::channel::mpsc::Sender<Result<Vec<OrderJson>, RepositoryError>>;
 
-    let read_items = async {
-        let mut items = ItemsByOrder::default();
-        let rows = items_tx
-            .query_raw(RECENT_ITEMS.as_str(), [&limit])
-            .await
-            .map_err(from_pg)?;
-        pin_mut!(rows);
-        while let Some(row) = rows.try_next().await.map_err(from_pg)? {
-            items.add(&row)?;
+/// Sends the newest `limit` orders' documents to `sender` in chunks, all
+/// read in ONE snapshot (a repeatable-read transaction on `reads`):
+/// which orders are the newest `limit` is decided first, by the index,
+/// then their documents are read in one pass over the table. Orders stored
+/// before documents were kept are read from their rows afterwards, in the
+/// same snapshot, and their documents written on the `primary` for the
+/// next time. Stops early, without an error, when the receiver is dropped.
+async fn stream_recent(
+    mut reads: deadpool_postgres::Object,
+    primary: &Pool,
+    limit: usize,
+    sender: &mut ChunkSender,
+) -> Result<(), RepositoryError> {
+    if limit == 0 {
+        return Ok(());
+    }
+    let offset = i64::try_from(limit - 1).unwrap_or(i64::MAX);
+    let tx = reads
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(from_pg)?;
+    let cutoff = tx
+        .query_opt(NEWEST_CUTOFF, &[&offset])
+        .await
+        .map_err(from_pg)?;
+    let rows = match &cutoff {
+        Some(row) => {
+            let at: time::OffsetDateTime = row.try_get(0).map_err(|e| corrupt("order row", e))?;
+            let uid: &str = row.try_get(1).map_err(|e| corrupt("order row", e))?;
+            let params: [&(dyn ToSql + Sync); 2] = [&at, &uid];
+            tx.query_raw(DOCUMENTS_SINCE, params).await
         }
-        Ok::<_, RepositoryError>(items)
-    };
-    // The orders' query starts at once: the database joins while the items
-    // arrive; its rows wait on the socket until they are read.
-    let (items, rows) = tokio::try_join!(read_items, async {
-        orders_tx
-            .query_raw(RECENT_ORDERS.as_str(), [&limit])
-            .await
-            .map_err(from_pg)
-    })?;
-    let mut items = items;
+        None => {
+            tx.query_raw(ALL_DOCUMENTS, std::iter::empty::<&(dyn ToSql + Sync)>())
+                .await
+        }
+    }
+    .map_err(from_pg)?;
     pin_mut!(rows);
     let mut chunk = Vec::with_capacity(LOAD_CHUNK);
+    let mut without_document = Vec::new();
     while let Some(row) = rows.try_next().await.map_err(from_pg)? {
-        let uid: &str = row.try_get(0).map_err(|e| corrupt("order row", e))?;
-        chunk.push(read_order(&row, items.take(uid))?);
+        let read = |e| corrupt("order row", e);
+        let uid: &str = row.try_get(0).map_err(read)?;
+        let Some(json) = row.try_get::<_, Option<&[u8]>>(1).map_err(read)? else {
+            without_document.push(uid.to_owned());
+            continue;
+        };
+        let uid = OrderUid::try_from(uid.to_owned())
+            .map_err(|e| corrupt("order row", format!("order_uid {uid:?}: {e}")))?;
+        chunk.push(OrderJson {
+            uid,
+            json: Bytes::copy_from_slice(json),
+        });
         if chunk.len() == LOAD_CHUNK {
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK));
             if sender.send(Ok(full)).await.is_err() {
@@ -583,12 +585,71 @@ async fn stream_recent(
             }
         }
     }
-    orders_tx.commit().await.map_err(from_pg)?;
-    items_tx.commit().await.map_err(from_pg)?;
-    if !chunk.is_empty() {
-        let _ = sender.send(Ok(chunk)).await;
+    if !chunk.is_empty() && sender.send(Ok(chunk)).await.is_err() {
+        return Ok(());
     }
+    for uids in without_document.chunks(LOAD_CHUNK) {
+        let orders = orders_of(&tx, uids).await?;
+        let documents: Vec<OrderJson> = orders.iter().map(OrderJson::of).collect();
+        backfill(primary, &documents).await;
+        if sender.send(Ok(documents)).await.is_err() {
+            return Ok(());
+        }
+    }
+    tx.commit().await.map_err(from_pg)?;
     Ok(())
+}
+
+/// The orders with these uids, read from their rows (in any order; a uid
+/// with no order is left out).
+async fn orders_of(
+    client: &impl GenericClient,
+    uids: &[String],
+) -> Result<Vec<Order>, RepositoryError> {
+    let (orders, items_of) = tokio::try_join!(
+        client.prepare_cached(&ORDERS_OF),
+        client.prepare_cached(&ITEMS_OF)
+    )
+    .map_err(from_pg)?;
+    let params: [&(dyn ToSql + Sync); 1] = [&uids];
+    let (rows, item_rows) = tokio::try_join!(
+        client.query(&orders, &params),
+        client.query(&items_of, &params)
+    )
+    .map_err(from_pg)?;
+    let mut items = ItemsByOrder::default();
+    for row in &item_rows {
+        items.add(row)?;
+    }
+    rows.iter()
+        .map(|row| {
+            let uid: &str = row.try_get(0).map_err(|e| corrupt("order row", e))?;
+            read_order(row, items.take(uid))
+        })
+        .collect()
+}
+
+/// Writes the documents of orders stored without one, on the primary. Best
+/// effort: the warm-up has what it needs either way, and the next one
+/// tries again.
+async fn backfill(primary: &Pool, documents: &[OrderJson]) {
+    let uids: Vec<&str> = documents.iter().map(|d| d.uid.as_str()).collect();
+    let jsons: Vec<&[u8]> = documents.iter().map(|d| d.json.as_ref()).collect();
+    let written = async {
+        let client = primary.get().await.map_err(from_pool)?;
+        client
+            .execute(BACKFILL_DOCUMENTS, &[&uids, &jsons])
+            .await
+            .map_err(from_pg)
+    }
+    .await;
+    match written {
+        Ok(rows) => tracing::info!(rows, "wrote the documents of orders stored without one"),
+        Err(err) => tracing::warn!(
+            error = %orders_domain::error_chain(&err),
+            "could not write the documents of orders stored without one; the next warm-up tries again"
+        ),
+    }
 }
 
 #[async_trait]
@@ -700,8 +761,25 @@ impl OrderRepository for PgOrderRepository {
         find_with(&read.client, uid).await
     }
 
-    /// Read by a task of its own, so the caller serializes one chunk while
-    /// the next is read.
+    /// The stored document; for an order stored before documents were
+    /// kept, its rows, serialized here.
+    async fn find_json(&self, uid: &OrderUid) -> Result<Option<Bytes>, RepositoryError> {
+        let read = self.read_client().await?;
+        if read.from_reads {
+            match find_json_with(&read.client, uid).await {
+                Ok(Some(json)) => return Ok(Some(json)),
+                // A standby behind the primary may not have it yet.
+                Ok(None) => {}
+                Err(err) => self.read_failed(&err),
+            }
+            drop(read);
+            return find_json_with(&self.client().await?, uid).await;
+        }
+        find_json_with(&read.client, uid).await
+    }
+
+    /// Read by a task of its own, so the caller caches one chunk while the
+    /// next is read.
     fn load_recent(&self, limit: usize) -> OrderChunks {
         let repo = self.clone();
         let (mut sender, receiver) = futures::channel::mpsc::channel(LOAD_CHUNKS_AHEAD);
@@ -709,19 +787,7 @@ impl OrderRepository for PgOrderRepository {
             let streamed = match repo.read_client().await {
                 Ok(read) => {
                     let from_reads = read.from_reads;
-                    // The second connection from the same server as the first.
-                    let second = if from_reads {
-                        repo.reads
-                            .as_ref()
-                            .map(|r| r.pool.clone())
-                            .unwrap_or_else(|| repo.pool.clone())
-                    } else {
-                        repo.pool.clone()
-                    };
-                    let streamed = match second.get().await.map_err(from_pool) {
-                        Ok(second) => stream_recent(read.client, second, limit, &mut sender).await,
-                        Err(err) => Err(err),
-                    };
+                    let streamed = stream_recent(read.client, &repo.pool, limit, &mut sender).await;
                     if let (true, Err(err)) = (from_reads, &streamed) {
                         // The warm-up is retried; the next try reads the primary.
                         repo.read_failed(err);
@@ -901,6 +967,34 @@ async fn find_with(
         .map(read_item)
         .collect::<Result<Vec<_>, _>>()?;
     read_order(&row, items).map(Some)
+}
+
+/// The order's document, from its one row; from all its rows for an order
+/// stored without one.
+async fn find_json_with(
+    client: &deadpool_postgres::Object,
+    uid: &OrderUid,
+) -> Result<Option<Bytes>, RepositoryError> {
+    let statement = client
+        .prepare_cached(FIND_DOCUMENT)
+        .await
+        .map_err(from_pg)?;
+    let Some(row) = client
+        .query_opt(&statement, &[&uid.as_str()])
+        .await
+        .map_err(from_pg)?
+    else {
+        return Ok(None);
+    };
+    match row
+        .try_get::<_, Option<&[u8]>>(0)
+        .map_err(|e| corrupt("order row", e))?
+    {
+        Some(json) => Ok(Some(Bytes::copy_from_slice(json))),
+        None => Ok(find_with(client, uid)
+            .await?
+            .map(|order| Bytes::from(order.to_json()))),
+    }
 }
 
 /// Runs a built statement on `client`.

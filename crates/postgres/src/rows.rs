@@ -27,6 +27,7 @@ pub enum Cell<'a> {
     BigInt(i64),
     Integer(i32),
     TimestampTz(OffsetDateTime),
+    Bytes(&'a [u8]),
 }
 
 /// Where [`write_order`] puts an order's values.
@@ -87,9 +88,14 @@ impl RowWriter<'_, '_> {
     fn derived(&mut self) -> Result<(), SchemaMismatch> {
         while let Some(column) = self.table.columns.get(self.next) {
             let order = self.writer.order;
+            let json;
             let cell = match column.source {
                 Source::Field => return Ok(()),
                 Source::OrderUid => Cell::Text(order.order_uid.as_str()),
+                Source::Document => {
+                    json = order.to_json();
+                    Cell::Bytes(&json)
+                }
                 Source::CreatedAt => Cell::TimestampTz(order.date_created.instant()),
                 Source::Position => Cell::Integer(self.position.ok_or_else(|| {
                     SchemaMismatch(format!("{}: a position outside a list", self.table.name))

@@ -16,6 +16,7 @@ pub enum SqlType {
     BigInt,
     Integer,
     TimestampTz,
+    Bytea,
 }
 
 impl SqlType {
@@ -25,6 +26,7 @@ impl SqlType {
             Self::BigInt => "bigint",
             Self::Integer => "integer",
             Self::TimestampTz => "timestamptz",
+            Self::Bytea => "bytea",
         }
     }
 }
@@ -40,6 +42,12 @@ pub enum Source {
     Position,
     /// `date_created` as an instant, for ordering the newest first.
     CreatedAt,
+    /// The whole order as compact JSON ([`Order::to_json`]), as lookups
+    /// answer it: the warm-up reads this column alone instead of joining
+    /// four tables and serializing every order again.
+    ///
+    /// [`Order::to_json`]: orders_domain::Order::to_json
+    Document,
 }
 
 /// One column of one table.
@@ -113,6 +121,11 @@ pub const ORDER_INFO: Table = Table {
             source: Source::CreatedAt,
         },
         text("oof_shard"),
+        Column {
+            name: "document",
+            sql_type: SqlType::Bytea,
+            source: Source::Document,
+        },
     ],
 };
 

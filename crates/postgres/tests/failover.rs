@@ -11,11 +11,7 @@ use orders_testkit::{SAMPLE, order_json};
 
 /// Every order `load_recent` yields, as it yields them.
 async fn load(repo: &PgOrderRepository, limit: usize) -> Vec<Order> {
-    use futures::TryStreamExt;
-    repo.load_recent(limit)
-        .try_concat()
-        .await
-        .expect("load_recent")
+    orders_testkit::load_documents(repo.load_recent(limit)).await
 }
 
 /// The warm-up promises the newest orders in any order; sorted here by uid.

@@ -16,11 +16,7 @@ async fn repository() -> (TestDb, PgOrderRepository) {
 
 /// Every order `load_recent` yields, as it yields them.
 async fn load(repo: &PgOrderRepository, limit: usize) -> Vec<Order> {
-    use futures::TryStreamExt;
-    repo.load_recent(limit)
-        .try_concat()
-        .await
-        .expect("load_recent")
+    orders_testkit::load_documents(repo.load_recent(limit)).await
 }
 
 fn sample() -> Order {
@@ -566,7 +562,7 @@ async fn both_insert_methods_store_judge_and_refuse_alike() {
         assert_eq!(rows_per_table(&db, "r").await, [0, 0, 0, 0], "{method:?}");
         assert_eq!(
             repo.find(&two_items.order_uid).await.expect("find"),
-            Some(two_items),
+            Some(two_items.clone()),
             "{method:?}"
         );
         // Staging rows do not outlive their transaction.
@@ -580,5 +576,70 @@ async fn both_insert_methods_store_judge_and_refuse_alike() {
             4,
             "{method:?}"
         );
+        // Each stored order's document is its JSON (`load` checks the bytes).
+        let mut loaded = load(&repo, 10).await;
+        loaded.sort_by(|a, b| a.order_uid.as_str().cmp(b.order_uid.as_str()));
+        let want = [
+            numbered("a", 1),
+            numbered("b", 2),
+            numbered("c", 3),
+            two_items,
+        ];
+        assert_eq!(loaded, want, "{method:?}");
     }
+}
+
+#[tokio::test]
+async fn orders_stored_before_documents_are_warmed_from_their_rows_and_given_theirs() {
+    let (db, repo) = repository().await;
+    let orders: Vec<Order> = (0..5).map(|n| numbered(&format!("old-{n}"), n)).collect();
+    repo.save(&orders).await.expect("save");
+    // As an upgrade from V4 leaves them: no documents, but for one order.
+    db.client()
+        .await
+        .batch_execute("UPDATE order_info SET document = NULL WHERE order_uid <> 'old-4'")
+        .await
+        .expect("forget the documents");
+    let sorted = |mut orders: Vec<Order>| {
+        orders.sort_by(|a, b| a.order_uid.as_str().cmp(b.order_uid.as_str()));
+        orders
+    };
+
+    for order in &orders {
+        assert_eq!(
+            repo.find_json(&order.order_uid).await.expect("find_json"),
+            Some(order.to_json().into()),
+            "{}",
+            order.order_uid
+        );
+    }
+    assert_eq!(
+        repo.find_json(&OrderUid::parse("missing").expect("uid"))
+            .await
+            .expect("find_json"),
+        None
+    );
+    assert_eq!(
+        sorted(load(&repo, 10).await),
+        orders,
+        "read from their rows"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM order_info WHERE document IS NULL")
+            .await,
+        0,
+        "the warm-up wrote the missing documents"
+    );
+    assert_eq!(
+        sorted(load(&repo, 10).await),
+        orders,
+        "read from the documents"
+    );
+    // The newest three only: the cutoff holds for orders without documents too.
+    db.client()
+        .await
+        .batch_execute("UPDATE order_info SET document = NULL")
+        .await
+        .expect("forget the documents");
+    assert_eq!(sorted(load(&repo, 3).await), orders[2..]);
 }

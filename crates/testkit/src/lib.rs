@@ -44,6 +44,24 @@ pub fn order_json(uid: &str, n: u64) -> Vec<u8> {
     serde_json::to_vec(&order_value(uid, n)).expect("serializable")
 }
 
+/// Every order of a repository's `load_recent`, as it yields them: each
+/// document read back as the order it is, after checking that it is keyed
+/// by that order's uid and is byte for byte what `to_json` makes of it.
+pub async fn load_documents(chunks: orders_domain::OrderChunks) -> Vec<orders_domain::Order> {
+    let mut orders = Vec::new();
+    let mut chunks = chunks;
+    while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+        for document in chunk.expect("load_recent") {
+            let order =
+                orders_domain::Order::parse(&document.json).expect("a document is an order");
+            assert_eq!(order.order_uid, document.uid, "keyed by its own uid");
+            assert_eq!(order.to_json(), document.json, "as to_json writes it");
+            orders.push(order);
+        }
+    }
+    orders
+}
+
 /// `unix` seconds as an RFC 3339 time in UTC (`2021-11-26T06:22:19Z`).
 pub fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
