@@ -216,18 +216,20 @@ ON CONFLICT ON CONSTRAINT rejected_once DO NOTHING";
 /// `orders-bench --only ingest` measures both alone, on the same orders.
 /// With two batches in flight (the service's default) COPY into staging
 /// was 1.25x, 1.08x, 1.06x, 0.88x and 1.07x UNNEST in five runs on
-/// 2026-11-26 (median 1.07x; the machine was noisy), and end to end 0.630x
-/// the COPY ceiling against UNNEST's 0.593x; with one batch in flight UNNEST was
-/// ahead in two of three (one round trip instead of five). A narrow win:
-/// the service uses COPY, and UNNEST stays for that comparison row.
+/// 2026-11-26 (median 1.07x; the machine was noisy), and the service used
+/// COPY. Since each order also stores its document, staging copies every
+/// document twice (into the staging table, then into `order_info`), and
+/// UNNEST was ahead in four runs of four, interleaved with and without
+/// documents: 1.22x, 1.07x, 1.07x, 1.28x. The service uses UNNEST; COPY
+/// stays for that comparison row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InsertMethod {
     /// One statement: every column as an array, `UNNEST`ed into the four
     /// tables in data-modifying CTEs. One round trip.
+    #[default]
     Unnest,
     /// Binary COPY into staging tables, then one `INSERT ... SELECT ... ON
     /// CONFLICT` from them, in one transaction.
-    #[default]
     CopyStaging,
 }
 
