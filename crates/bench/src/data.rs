@@ -198,11 +198,18 @@ pub async fn copy_in(
 async fn copy_one(client: &mut tokio_postgres::Client, data: CopyData) -> anyhow::Result<()> {
     use futures::SinkExt as _;
 
+    /// PostgreSQL takes at most 1 GB in one message, and a million orders'
+    /// `order_info` with their documents is more than that.
+    const CHUNK: usize = 1 << 20;
+
     let tx = client.transaction().await?;
-    for (table, statement, bytes) in data.into_parts() {
+    for (table, statement, mut bytes) in data.into_parts() {
         let sink = tx.copy_in(&statement).await.map_err(pg_error)?;
         futures::pin_mut!(sink);
-        sink.send(bytes).await?;
+        while !bytes.is_empty() {
+            let chunk = bytes.split_to(bytes.len().min(CHUNK));
+            sink.feed(chunk).await?;
+        }
         sink.finish().await.map_err(pg_error).context(table.name)?;
     }
     tx.commit().await?;
