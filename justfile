@@ -34,7 +34,7 @@ down-cluster:
 bench-cluster orders="30000":
     @scripts/bench-cluster.sh {{orders}}
 
-# Measure speed and memory against ceilings taken in the same run; prints the table and writes docs/benchmarks.md (about 9 minutes).
+# Measure speed and memory against ceilings taken in the same run; prints the table and writes docs/benchmarks.md (5-10 minutes).
 bench: services
     @scripts/bench.sh
 
