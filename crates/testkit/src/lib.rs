@@ -47,9 +47,8 @@ pub fn order_json(uid: &str, n: u64) -> Vec<u8> {
 /// Every order of a repository's `load_recent`, as it yields them: each
 /// document read back as the order it is, after checking that it is keyed
 /// by that order's uid and is byte for byte what `to_json` makes of it.
-pub async fn load_documents(chunks: orders_domain::OrderChunks) -> Vec<orders_domain::Order> {
+pub async fn load_documents(mut chunks: orders_domain::OrderChunks) -> Vec<orders_domain::Order> {
     let mut orders = Vec::new();
-    let mut chunks = chunks;
     while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
         for document in chunk.expect("load_recent") {
             let order =
