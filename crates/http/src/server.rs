@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -28,7 +28,8 @@ pub struct HttpSettings {
     /// limit at start).
     pub max_connections: usize,
     /// A client must send its whole request head within this time, or it is
-    /// cut off (slow-header attacks).
+    /// cut off (slow-header attacks): from the connection's start for its
+    /// first request, from the head's first bytes for later ones.
     pub header_read_timeout: Duration,
     /// Largest request head (request line and headers) accepted; a larger
     /// one is refused with 431. hyper's smallest allowed value is 8 KiB.
@@ -103,24 +104,29 @@ pub async fn serve(
         // request clones only this connection's own Arc, whose count no
         // other core touches (a clone of the router per request moved
         // half a dozen shared reference counts between the cores).
+        let requests = Arc::new(Requests::default());
         let conn = Arc::new(Connection {
             router: router.clone(),
-            busy: AtomicUsize::new(0),
+            requests: Arc::clone(&requests),
         });
-        let busy = Arc::clone(&conn);
         let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let conn = Arc::clone(&conn);
-            conn.busy.fetch_add(1, Ordering::SeqCst);
+            conn.requests.started.fetch_add(1, Ordering::SeqCst);
             async move {
                 let response = conn.router.handle_from(req, peer).await;
-                conn.busy.fetch_sub(1, Ordering::SeqCst);
+                conn.requests.finished.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, Infallible>(response)
             }
         });
-        let io = TimedIo::new(stream, settings.write_timeout, settings.idle_timeout);
+        let io = TimedIo::new(stream, settings, Arc::clone(&requests));
+        // The head deadline is TimedIo's, not hyper's: hyper's arms a timer
+        // for every request (an allocation and a timer-wheel entry added
+        // and removed, about 4% of a cached lookup) and, since it runs
+        // while a kept-alive connection waits for its next request, closed
+        // every idle connection after the header timeout instead of
+        // HTTP_IDLE_TIMEOUT.
         let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout)
+            .header_read_timeout(None)
             .max_buf_size(settings.max_head_bytes.max(8192))
             .serve_connection(TokioIo::new(io), service);
         let stop = Stopped::new(shutdown.clone());
@@ -129,7 +135,7 @@ pub async fn serve(
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
                 () = stop => {
-                    if busy.busy.load(Ordering::SeqCst) == 0 {
+                    if requests.in_flight() == 0 {
                         // Nothing in flight: close now.
                         Ok(())
                     } else {
@@ -158,9 +164,24 @@ pub async fn serve(
 /// One connection's share of the server.
 struct Connection {
     router: Router,
-    /// Requests of this connection being answered: at shutdown a
-    /// connection with none is closed at once.
-    busy: AtomicUsize,
+    requests: Arc<Requests>,
+}
+
+/// A connection's requests so far, counted when hyper hands one to the
+/// router and when its answer is ready. At shutdown a connection with
+/// none in flight is closed at once; [`TimedIo`] tells from them whether
+/// the bytes it reads belong to a request head.
+#[derive(Debug, Default)]
+struct Requests {
+    started: AtomicUsize,
+    finished: AtomicUsize,
+}
+
+impl Requests {
+    fn in_flight(&self) -> usize {
+        let finished = self.finished.load(Ordering::SeqCst);
+        self.started.load(Ordering::SeqCst).wrapping_sub(finished)
+    }
 }
 
 /// `token.cancelled()` for a connection's `select!`, which polls it at
@@ -203,33 +224,75 @@ impl Future for Stopped {
     }
 }
 
-/// A TCP stream whose writes must make progress within `write_timeout`
-/// and which ends after `idle_timeout` without any read or write.
+/// A TCP stream whose writes must make progress within `write_timeout`,
+/// whose request heads must arrive within `header_read_timeout` and which
+/// ends after `idle_timeout` without any read or write.
 ///
 /// Cheap on the hot path: a read or write only sets a flag; the clock is
-/// read when the idle timer fires (once per idle period) or when a write
-/// has to wait for the client.
+/// read when the idle timer fires (once per idle period), when a write
+/// has to wait for the client, or when a read has to wait in the middle of
+/// a request head (a client that sends each head whole never arms it).
 struct TimedIo {
     inner: TcpStream,
     write_timeout: Duration,
     idle_timeout: Duration,
+    header_read_timeout: Duration,
+    requests: Arc<Requests>,
     /// Whether anything was read or written since the idle timer was set.
     used: bool,
     /// Armed while a write waits for the client.
     write_deadline: Option<Pin<Box<Sleep>>>,
     idle_deadline: Pin<Box<Sleep>>,
+    /// `requests.started` when bytes were last read with no request in
+    /// flight: if no request has started since, a head is half read.
+    head_bytes_after: Option<usize>,
+    /// Armed while a head is awaited (on a new connection) or half read:
+    /// the number of requests started before it, and its deadline.
+    head_deadline: Option<(usize, Pin<Box<Sleep>>)>,
 }
 
 impl TimedIo {
-    fn new(inner: TcpStream, write_timeout: Duration, idle_timeout: Duration) -> Self {
+    fn new(inner: TcpStream, settings: HttpSettings, requests: Arc<Requests>) -> Self {
         Self {
             inner,
-            write_timeout,
-            idle_timeout,
+            write_timeout: settings.write_timeout,
+            idle_timeout: settings.idle_timeout,
+            header_read_timeout: settings.header_read_timeout,
+            requests,
             used: false,
             write_deadline: None,
-            idle_deadline: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle_deadline: Box::pin(tokio::time::sleep(settings.idle_timeout)),
+            head_bytes_after: None,
+            head_deadline: None,
         }
+    }
+
+    /// Whether a request head has been awaited for a whole
+    /// `header_read_timeout`: the first head of the connection, or one of
+    /// which some bytes arrived while no request was in flight. A kept-alive
+    /// connection waiting for its next request without a byte of it is
+    /// idle, not slow: the idle timeout is its limit. (A head whose first
+    /// bytes arrive while a pipelined request is answered is timed from its
+    /// next bytes; the idle timeout bounds the wait for those.)
+    fn head_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let finished = self.requests.finished.load(Ordering::Relaxed);
+        let started = self.requests.started.load(Ordering::Relaxed);
+        let awaited =
+            started == finished && (started == 0 || self.head_bytes_after == Some(started));
+        if !awaited {
+            self.head_deadline = None;
+            return false;
+        }
+        let timeout = self.header_read_timeout;
+        let deadline = match &mut self.head_deadline {
+            Some((after, deadline)) if *after == started => deadline,
+            slot => {
+                &mut slot
+                    .insert((started, Box::pin(tokio::time::sleep(timeout))))
+                    .1
+            }
+        };
+        deadline.as_mut().poll(cx).is_ready()
     }
 
     /// Whether the connection has been idle for a whole `idle_timeout`;
@@ -264,12 +327,19 @@ impl AsyncRead for TimedIo {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
                     self.used = true;
+                    let started = self.requests.started.load(Ordering::Relaxed);
+                    if self.requests.finished.load(Ordering::Relaxed) == started {
+                        self.head_bytes_after = Some(started);
+                    }
                 }
                 Poll::Ready(result)
             }
             Poll::Pending if self.idle_expired(cx) => {
                 Poll::Ready(Err(timed_out("connection idle too long")))
             }
+            Poll::Pending if self.head_expired(cx) => Poll::Ready(Err(timed_out(
+                "the request head did not arrive within the header timeout",
+            ))),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -319,10 +389,24 @@ mod tests {
         (client.expect("connect"), server.expect("accept").0)
     }
 
+    fn timed(server: TcpStream, write: u64, idle: u64, header: u64) -> (TimedIo, Arc<Requests>) {
+        let settings = HttpSettings {
+            write_timeout: Duration::from_millis(write),
+            idle_timeout: Duration::from_millis(idle),
+            header_read_timeout: Duration::from_millis(header),
+            ..HttpSettings::default()
+        };
+        let requests = Arc::new(Requests::default());
+        (
+            TimedIo::new(server, settings, Arc::clone(&requests)),
+            requests,
+        )
+    }
+
     #[tokio::test]
     async fn a_write_the_client_never_takes_times_out() {
         let (_client, server) = pair().await;
-        let mut io = TimedIo::new(server, Duration::from_millis(300), Duration::from_secs(60));
+        let (mut io, _) = timed(server, 300, 60_000, 60_000);
         let chunk = vec![0u8; 1 << 20];
 
         let started = std::time::Instant::now();
@@ -339,7 +423,7 @@ mod tests {
     #[tokio::test]
     async fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
         let (mut client, server) = pair().await;
-        let mut io = TimedIo::new(server, Duration::from_secs(30), Duration::from_millis(400));
+        let (mut io, _) = timed(server, 30_000, 400, 60_000);
 
         // Bytes every 100 ms keep it open past the idle timeout.
         let talk = async {
@@ -364,6 +448,68 @@ mod tests {
             idle.expect_err("closed when idle").kind(),
             io::ErrorKind::TimedOut
         );
+    }
+
+    #[tokio::test]
+    async fn a_head_is_timed_from_its_first_bytes_and_a_kept_alive_wait_is_not() {
+        let (mut client, server) = pair().await;
+        let (mut io, requests) = timed(server, 30_000, 60_000, 400);
+        let mut buf = [0u8; 64];
+
+        // A whole head, answered: the connection then waits for the next
+        // one, with no header deadline (the idle timeout is 60 s).
+        client
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
+        let got = io.read(&mut buf).await.expect("read");
+        assert!(got > 0);
+        requests.started.fetch_add(1, Ordering::SeqCst);
+        requests.finished.fetch_add(1, Ordering::SeqCst);
+        let waited = tokio::time::timeout(Duration::from_millis(1_200), io.read(&mut buf)).await;
+        assert!(
+            waited.is_err(),
+            "a kept-alive connection was cut: {waited:?}"
+        );
+
+        // The next head trickles in, a byte every 100 ms: bytes keep coming,
+        // but the head is not whole within 400 ms.
+        let started = std::time::Instant::now();
+        let trickle = async {
+            for byte in b"GET /slow HTTP/1.1\r\nX-Slow: 1\r\n" {
+                if client.write_all(&[*byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let listen = async {
+            loop {
+                match io.read(&mut buf).await {
+                    Ok(n) if n > 0 => {}
+                    other => break (other, started.elapsed()),
+                }
+            }
+        };
+        let ((), (ended, took)) = tokio::join!(trickle, listen);
+        assert_eq!(ended.expect_err("cut off").kind(), io::ErrorKind::TimedOut);
+        assert!(
+            took >= Duration::from_millis(350) && took < Duration::from_millis(1_500),
+            "cut off after {took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_that_sends_nothing_is_cut_at_the_header_timeout() {
+        let (_client, server) = pair().await;
+        let (mut io, _) = timed(server, 30_000, 60_000, 300);
+        let mut buf = [0u8; 16];
+
+        let read = tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf))
+            .await
+            .expect("cut off before 5 s");
+
+        assert_eq!(read.expect_err("cut off").kind(), io::ErrorKind::TimedOut);
     }
 
     #[tokio::test]
