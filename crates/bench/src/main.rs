@@ -706,6 +706,14 @@ async fn ingest(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result
             .collect::<Vec<_>>()
             .join(", "),
     );
+    for (name, values) in &run.pg_by_tenth {
+        report.info(
+            &format!("ingest by tenth, PostgreSQL: {name}"),
+            "same run; pg_stat_wal, pg_stat_bgwriter, pg_stat_database, pg_stat_user_tables \
+             read as each tenth is reached (changes over the tenth; sizes at its end)",
+            values.clone(),
+        );
+    }
 
     let few = &orders[..plan.per_message_orders as usize];
     let single = ingest_run(args, few, &[("INGEST_BATCH_SIZE", "1")]).await?;
@@ -731,6 +739,8 @@ struct IngestRun {
     cpu: String,
     /// Orders per second over each tenth of the orders, in order.
     by_tenth: Vec<f64>,
+    /// PostgreSQL's statistics over each tenth (empty if not read).
+    pg_by_tenth: Vec<(&'static str, String)>,
 }
 
 /// Publishes `orders`, then starts the service and times until every one
@@ -756,14 +766,31 @@ async fn ingest_run(
     let (mut first_from, mut first_at, mut last_from) = (None, None, None);
     // When the count first reached each tenth of the total (0 = the first order).
     let mut tenths: Vec<Option<Duration>> = vec![None; 11];
+    // PostgreSQL's counters as each tenth is reached: what explains a slope.
+    // The connection opens once the service has created the database.
+    let mut pg_client = None;
+    let mut pg_stats: Vec<Option<probe::PgStats>> = vec![None; 11];
     loop {
         let stored = probe::metric(svc.addr(), "orders_messages_stored_total")
             .await
             .unwrap_or(0.0);
         let now = started.elapsed();
+        let mut reached = Vec::new();
         for (k, at) in tenths.iter_mut().enumerate() {
             if at.is_none() && (stored >= tenth * k as f64 && stored > 0.0) {
                 *at = Some(now);
+                reached.push(k);
+            }
+        }
+        if !reached.is_empty() {
+            if pg_client.is_none() {
+                pg_client = Some(db.client().await);
+            }
+            if let Some(client) = &pg_client {
+                let stats = probe::PgStats::now(client).await;
+                for k in reached {
+                    pg_stats[k] = stats;
+                }
             }
         }
         if first_from.is_none() && stored > 0.0 {
@@ -805,6 +832,12 @@ async fn ingest_run(
         last: per_second(tenth, all.saturating_sub(last_from.unwrap_or_default())),
         wall: all,
         cpu,
+        pg_by_tenth: pg_stats
+            .iter()
+            .copied()
+            .collect::<Option<Vec<_>>>()
+            .map(|snapshots| probe::PgStats::by_interval(&snapshots))
+            .unwrap_or_default(),
         by_tenth: tenths
             .windows(2)
             .map(|w| match (w[0], w[1]) {

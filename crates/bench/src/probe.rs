@@ -112,6 +112,111 @@ impl Cpu {
     }
 }
 
+/// PostgreSQL's own counters, read at each tenth of an ingest run: what
+/// explains a rate that falls as the tables grow (issue 15). Cumulative
+/// counters are server-wide (bgwriter, WAL) or this database's; sizes are
+/// this database's tables and indexes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PgStats {
+    values: [f64; PG_STATS.len()],
+}
+
+/// Each statistic: its name in the report, whether it is a cumulative
+/// counter (reported as the change over a tenth) or a level (reported as
+/// it stands at the end of the tenth), and the SQL that reads it.
+const PG_STATS: [(&str, bool, &str); 10] = [
+    ("WAL MB", true, "(SELECT wal_bytes / 1e6 FROM pg_stat_wal)"),
+    (
+        "full-page images",
+        true,
+        "(SELECT wal_fpi FROM pg_stat_wal)",
+    ),
+    (
+        "checkpoints",
+        true,
+        "(SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter)",
+    ),
+    (
+        "buffers written by the checkpointer",
+        true,
+        "(SELECT buffers_checkpoint FROM pg_stat_bgwriter)",
+    ),
+    (
+        "buffers written by the background writer",
+        true,
+        "(SELECT buffers_clean FROM pg_stat_bgwriter)",
+    ),
+    (
+        "buffers written by backends to free one",
+        true,
+        "(SELECT buffers_backend FROM pg_stat_bgwriter)",
+    ),
+    (
+        "blocks read from outside shared_buffers",
+        true,
+        "(SELECT blks_read FROM pg_stat_database WHERE datname = current_database())",
+    ),
+    (
+        "autovacuum and autoanalyze runs",
+        true,
+        "(SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0) FROM pg_stat_user_tables)",
+    ),
+    (
+        "tables MB",
+        false,
+        "(SELECT coalesce(sum(pg_table_size(relid)), 0) / 1e6 FROM pg_stat_user_tables)",
+    ),
+    (
+        "indexes MB",
+        false,
+        "(SELECT coalesce(sum(pg_indexes_size(relid)), 0) / 1e6 FROM pg_stat_user_tables)",
+    ),
+];
+
+impl PgStats {
+    /// A snapshot over `client` (a connection to the measured database);
+    /// `None` if the query fails (the run goes on without it).
+    pub async fn now(client: &tokio_postgres::Client) -> Option<Self> {
+        let columns: Vec<String> = PG_STATS
+            .iter()
+            .map(|(_, _, sql)| format!("{sql}::float8"))
+            .collect();
+        let row = client
+            .query_one(&format!("SELECT {}", columns.join(", ")), &[])
+            .await
+            .ok()?;
+        let mut values = [0.0; PG_STATS.len()];
+        for (k, value) in values.iter_mut().enumerate() {
+            *value = row.try_get::<_, Option<f64>>(k).ok()??;
+        }
+        Some(Self { values })
+    }
+
+    /// One line per statistic over successive snapshots: `name: a, b, ...`,
+    /// the change over each interval for counters, the level at its end
+    /// for sizes.
+    pub fn by_interval(snapshots: &[Self]) -> Vec<(&'static str, String)> {
+        PG_STATS
+            .iter()
+            .enumerate()
+            .map(|(k, (name, counter, _))| {
+                let values: Vec<String> = snapshots
+                    .windows(2)
+                    .map(|w| {
+                        let v = if *counter {
+                            w[1].values[k] - w[0].values[k]
+                        } else {
+                            w[1].values[k]
+                        };
+                        format!("{v:.0}")
+                    })
+                    .collect();
+                (*name, values.join(", "))
+            })
+            .collect()
+    }
+}
+
 /// `(comm, utime + stime in seconds)` from a /proc/PID/stat line.
 fn parse_stat(stat: &str) -> Option<(&str, f64)> {
     let open = stat.find('(')?;
@@ -159,5 +264,19 @@ mod tests {
         assert_eq!(parse_stat(stat), Some(("order-service", 3.0)));
         let machine = "cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 1 2 3\n";
         assert_eq!(parse_machine(machine), Some((2.0, 10.0)));
+    }
+
+    #[test]
+    fn postgres_counters_are_reported_as_changes_and_sizes_as_levels() {
+        let at = |wal: f64, tables: f64| {
+            let mut stats = PgStats::default();
+            stats.values[0] = wal;
+            stats.values[8] = tables;
+            stats
+        };
+        let lines = PgStats::by_interval(&[at(100.0, 5.0), at(130.0, 7.0), at(190.0, 9.0)]);
+        assert_eq!(lines[0], ("WAL MB", "30, 60".to_owned()));
+        assert_eq!(lines[8], ("tables MB", "7, 9".to_owned()));
+        assert_eq!(lines.len(), PG_STATS.len());
     }
 }
