@@ -787,9 +787,9 @@ async fn ingest_run(
                 pg_client = Some(db.client().await);
             }
             if let Some(client) = &pg_client {
-                let stats = probe::PgStats::now(client).await;
+                let stats = probe::PgStats::now(client).await?;
                 for k in reached {
-                    pg_stats[k] = stats;
+                    pg_stats[k] = Some(stats);
                 }
             }
         }

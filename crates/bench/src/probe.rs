@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// `GET /metrics` and the value of the sample named exactly `name` (no
@@ -174,9 +175,10 @@ const PG_STATS: [(&str, bool, &str); 10] = [
 ];
 
 impl PgStats {
-    /// A snapshot over `client` (a connection to the measured database);
-    /// `None` if the query fails (the run goes on without it).
-    pub async fn now(client: &tokio_postgres::Client) -> Option<Self> {
+    /// A snapshot over `client` (a connection to the measured database).
+    /// An error (a server without `pg_stat_wal`, before PostgreSQL 14,
+    /// say) ends the measure: `just bench-smoke` then fails in CI.
+    pub async fn now(client: &tokio_postgres::Client) -> anyhow::Result<Self> {
         let columns: Vec<String> = PG_STATS
             .iter()
             .map(|(_, _, sql)| format!("{sql}::float8"))
@@ -184,12 +186,14 @@ impl PgStats {
         let row = client
             .query_one(&format!("SELECT {}", columns.join(", ")), &[])
             .await
-            .ok()?;
+            .context("reading PostgreSQL's statistics")?;
         let mut values = [0.0; PG_STATS.len()];
         for (k, value) in values.iter_mut().enumerate() {
-            *value = row.try_get::<_, Option<f64>>(k).ok()??;
+            *value = row
+                .try_get::<_, Option<f64>>(k)?
+                .with_context(|| format!("no value for {}", PG_STATS[k].0))?;
         }
-        Some(Self { values })
+        Ok(Self { values })
     }
 
     /// One line per statistic over successive snapshots: `name: a, b, ...`,
