@@ -739,7 +739,7 @@ struct IngestRun {
     cpu: String,
     /// Orders per second over each tenth of the orders, in order.
     by_tenth: Vec<f64>,
-    /// PostgreSQL's statistics over each tenth (empty if not read).
+    /// PostgreSQL's statistics over each tenth, one line per statistic.
     pg_by_tenth: Vec<(&'static str, String)>,
 }
 
@@ -786,11 +786,10 @@ async fn ingest_run(
             if pg_client.is_none() {
                 pg_client = Some(db.client().await);
             }
-            if let Some(client) = &pg_client {
-                let stats = probe::PgStats::now(client).await?;
-                for k in reached {
-                    pg_stats[k] = Some(stats);
-                }
+            let client = pg_client.as_ref().expect("opened above");
+            let stats = probe::PgStats::now(client).await?;
+            for k in reached {
+                pg_stats[k] = Some(stats);
             }
         }
         if first_from.is_none() && stored > 0.0 {

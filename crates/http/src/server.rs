@@ -111,17 +111,18 @@ pub async fn serve(
         });
         let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let conn = Arc::clone(&conn);
-            conn.requests.started.fetch_add(1, Ordering::SeqCst);
+            conn.requests.started.fetch_add(1, Ordering::Relaxed);
             async move {
                 let response = conn.router.handle_from(req, peer).await;
-                conn.requests.finished.fetch_add(1, Ordering::SeqCst);
+                conn.requests.finished.fetch_add(1, Ordering::Relaxed);
                 Ok::<_, Infallible>(response)
             }
         });
         let io = TimedIo::new(stream, settings, Arc::clone(&requests));
         // The head deadline is TimedIo's, not hyper's: hyper's arms a timer
         // for every request (an allocation and a timer-wheel entry added
-        // and removed, about 4% of a cached lookup) and, since it runs
+        // and removed: 12% of a cached lookup's instructions in callgrind,
+        // docs/benchmarks.md) and, since it runs
         // while a kept-alive connection waits for its next request, closed
         // every idle connection after the header timeout instead of
         // HTTP_IDLE_TIMEOUT.
@@ -135,7 +136,7 @@ pub async fn serve(
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
                 () = stop => {
-                    if requests.in_flight() == 0 {
+                    if requests.all_finished().is_some() {
                         // Nothing in flight: close now.
                         Ok(())
                     } else {
@@ -178,9 +179,13 @@ struct Requests {
 }
 
 impl Requests {
-    fn in_flight(&self) -> usize {
-        let finished = self.finished.load(Ordering::SeqCst);
-        self.started.load(Ordering::SeqCst).wrapping_sub(finished)
+    /// How many requests have started, if every one of them has finished
+    /// (`None` while one is in flight). Only the connection's own task
+    /// changes and reads the counts, so no ordering is needed.
+    fn all_finished(&self) -> Option<usize> {
+        let finished = self.finished.load(Ordering::Relaxed);
+        let started = self.started.load(Ordering::Relaxed);
+        (started == finished).then_some(started)
     }
 }
 
@@ -275,14 +280,14 @@ impl TimedIo {
     /// bytes arrive while a pipelined request is answered is timed from its
     /// next bytes; the idle timeout bounds the wait for those.)
     fn head_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let finished = self.requests.finished.load(Ordering::Relaxed);
-        let started = self.requests.started.load(Ordering::Relaxed);
-        let awaited =
-            started == finished && (started == 0 || self.head_bytes_after == Some(started));
-        if !awaited {
+        let Some(started) = self
+            .requests
+            .all_finished()
+            .filter(|&started| started == 0 || self.head_bytes_after == Some(started))
+        else {
             self.head_deadline = None;
             return false;
-        }
+        };
         let timeout = self.header_read_timeout;
         let deadline = match &mut self.head_deadline {
             Some((after, deadline)) if *after == started => deadline,
@@ -327,8 +332,7 @@ impl AsyncRead for TimedIo {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
                     self.used = true;
-                    let started = self.requests.started.load(Ordering::Relaxed);
-                    if self.requests.finished.load(Ordering::Relaxed) == started {
+                    if let Some(started) = self.requests.all_finished() {
                         self.head_bytes_after = Some(started);
                     }
                 }
