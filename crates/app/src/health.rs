@@ -37,6 +37,9 @@ pub struct Health {
     require_sync_standby: bool,
     /// Asks the watcher to look again soon.
     recheck: Notify,
+    /// The messages ingest has pulled and not yet settled: how long the
+    /// oldest has waited says whether ingest is stuck.
+    unsettled: crate::ingest::Unsettled,
 }
 
 impl Health {
@@ -50,7 +53,13 @@ impl Health {
             writable: watch::Sender::new(false),
             require_sync_standby,
             recheck: Notify::new(),
+            unsettled: crate::ingest::Unsettled::default(),
         }
+    }
+
+    /// The batches of orders pulled and not yet settled.
+    pub fn unsettled(&self) -> &crate::ingest::Unsettled {
+        &self.unsettled
     }
 
     /// What `/readyz` reads.

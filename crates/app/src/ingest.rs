@@ -5,8 +5,9 @@
 //! `REQUIRE_SYNC_STANDBY`, while it has no synchronous standby), pull
 //! nothing.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use orders_domain::{
     IngestOutcome, Ingested, Message, MessageSource, OrderService, error_chain, retry_delay,
@@ -40,6 +41,47 @@ pub struct IngestSettings {
     /// does not matter: the unique index serializes two batches that hold
     /// the same uid.
     pub in_flight: usize,
+}
+
+/// The batches pulled and not yet settled, each with the broker's
+/// timestamp of its oldest message: how long the oldest message in hand
+/// has waited is a gauge (`orders_ingest_oldest_unsettled_seconds`). A
+/// handful of entries (one per batch in flight), so a mutex held for a
+/// push or a removal is all it needs.
+#[derive(Debug, Default)]
+pub struct Unsettled {
+    batches: Mutex<Vec<(u64, SystemTime)>>,
+    next_id: AtomicU64,
+}
+
+impl Unsettled {
+    /// Notes a batch whose oldest message the broker stored at `oldest`.
+    pub(crate) fn add(&self, oldest: SystemTime) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut batches) = self.batches.lock() {
+            batches.push((id, oldest));
+        }
+        id
+    }
+
+    pub(crate) fn settled(&self, id: u64) {
+        if let Ok(mut batches) = self.batches.lock() {
+            batches.retain(|(each, _)| *each != id);
+        }
+    }
+
+    /// How long ago the broker stored the oldest message in hand (zero
+    /// when none is).
+    pub fn oldest_age(&self) -> Duration {
+        let oldest = self
+            .batches
+            .lock()
+            .ok()
+            .and_then(|b| b.iter().map(|(_, at)| *at).min());
+        oldest
+            .and_then(|at| SystemTime::now().duration_since(at).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// Runs until `shutdown` is cancelled or the source closes. The token is
@@ -98,6 +140,8 @@ pub async fn run_ingest(
                     Arc::clone(&health),
                     Arc::clone(&metrics),
                 );
+                let oldest = batch.iter().filter_map(|m| m.meta.published).min();
+                let in_hand = oldest.map(|at| health.unsettled().add(at));
                 storing.spawn(async move {
                     let started = Instant::now();
                     let ingested = match feed {
@@ -105,6 +149,9 @@ pub async fn run_ingest(
                         Feed::Undeliverable => service.undeliverable(batch).await,
                     };
                     let elapsed = started.elapsed();
+                    if let Some(id) = in_hand {
+                        health.unsettled().settled(id);
+                    }
                     // Counted as soon as settled, not when the loop next looks.
                     for one in &ingested {
                         metrics.record_ingest(one, elapsed);
@@ -155,6 +202,8 @@ async fn give_back(batch: Vec<Message>, metrics: &Metrics) {
             delivered: message.meta.delivered,
             defaulted: Vec::new(),
             unknown_fields: 0,
+            lag: None,
+            panicked: false,
         };
         metrics.record_ingest(&ingested, Duration::ZERO);
     }
@@ -462,6 +511,122 @@ mod tests {
         shutdown.cancel();
         running.await.expect("stops");
         assert!(counted.is_ok(), "{}", metrics.encode());
+    }
+
+    /// A repository whose save waits until `release` is notified.
+    struct HeldSave {
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    #[async_trait::async_trait]
+    impl OrderRepository for HeldSave {
+        async fn save(
+            &self,
+            orders: &[orders_domain::Order],
+        ) -> Result<Vec<SaveOutcome>, RepositoryError> {
+            self.release.notified().await;
+            Ok(vec![SaveOutcome::Stored; orders.len()])
+        }
+        async fn find(
+            &self,
+            _: &orders_domain::OrderUid,
+        ) -> Result<Option<orders_domain::Order>, RepositoryError> {
+            unreachable!("not looked up")
+        }
+        async fn find_json(
+            &self,
+            _: &orders_domain::OrderUid,
+        ) -> Result<Option<bytes::Bytes>, RepositoryError> {
+            unreachable!("not looked up")
+        }
+        fn load_recent(&self, _: usize) -> orders_domain::OrderChunks {
+            unreachable!("not warmed")
+        }
+        async fn list_recent(
+            &self,
+            _: &orders_domain::OrderQuery,
+            _: usize,
+            _: Option<orders_domain::OrderCursor>,
+        ) -> Result<Vec<orders_domain::OrderSummary>, RepositoryError> {
+            unreachable!("not listed")
+        }
+        async fn list_rejected(
+            &self,
+            _: Option<orders_domain::RejectReason>,
+            _: usize,
+            _: Option<orders_domain::RejectedId>,
+        ) -> Result<Vec<orders_domain::RejectedSummary>, RepositoryError> {
+            unreachable!("not listed")
+        }
+        async fn find_rejected(
+            &self,
+            _: orders_domain::RejectedId,
+        ) -> Result<Option<orders_domain::RejectedMessage>, RepositoryError> {
+            unreachable!("not looked up")
+        }
+        async fn stored_since(
+            &self,
+            _: orders_domain::EventId,
+            _: Option<orders_domain::EventId>,
+            _: usize,
+        ) -> Result<Vec<orders_domain::StoredOrder>, RepositoryError> {
+            unreachable!("not followed")
+        }
+        async fn record_rejection(
+            &self,
+            _: &orders_domain::Rejection,
+        ) -> Result<(), RepositoryError> {
+            unreachable!("nothing rejected")
+        }
+        async fn has_sync_standby(&self) -> Result<bool, RepositoryError> {
+            Ok(false)
+        }
+        async fn ping(&self) -> Result<(), RepositoryError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_oldest_unsettled_message_ages_while_its_batch_is_stored() {
+        let release = Arc::new(tokio::sync::Notify::new());
+        let repo: Arc<dyn OrderRepository> = Arc::new(HeldSave {
+            release: Arc::clone(&release),
+        });
+        let shutdown = CancellationToken::new();
+        let health = Arc::new(Health::new(false));
+        watched(&health, Arc::clone(&repo), &shutdown);
+        let mut acker = MockAcker::new();
+        acker.expect_ack().times(1).returning(|| Ok(()));
+        let mut old = message(acker);
+        old.meta.published = Some(SystemTime::now() - Duration::from_secs(40));
+        let running = tokio::spawn(run_ingest(
+            Feed::Orders,
+            service(repo),
+            Box::new(OneBatch(Some(vec![old]))),
+            Arc::clone(&health),
+            Arc::new(Metrics::new()),
+            SETTINGS,
+            shutdown.clone(),
+        ));
+
+        let held = tokio::time::timeout(Duration::from_secs(5), async {
+            while health.unsettled().oldest_age() < Duration::from_secs(40) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        release.notify_one();
+        let settled = tokio::time::timeout(Duration::from_secs(5), async {
+            while health.unsettled().oldest_age() > Duration::ZERO {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+
+        shutdown.cancel();
+        running.await.expect("stops");
+        assert!(held.is_ok(), "the batch in hand was not counted");
+        assert!(settled.is_ok(), "the settled batch still counted");
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use orders_cache::MemoryCache;
-use orders_domain::{OrderRepository, OrderService, Readiness};
+use orders_domain::{OrderRepository, OrderService};
 use orders_http::{Access, HttpSettings, RateLimit, Router};
 use orders_metrics::{Gauges, Metrics};
 use orders_nats::{
@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 pub use health::Health;
-pub use ingest::{Feed, IngestSettings, run_ingest};
+pub use ingest::{Feed, IngestSettings, Unsettled, run_ingest};
 
 /// The newest orders loaded before the service says it is ready; the rest
 /// of `CACHE_CAPACITY` is loaded in the background meanwhile, and a lookup
@@ -157,7 +157,10 @@ impl App {
                 config.max_order_bytes,
             )
             .with_read_through_limit(config.read_through_limit)
-            .with_max_event_streams(config.sse_max_clients),
+            .with_max_event_streams(config.sse_max_clients)
+            // Three reports per ack wait: one may be late or lost and the
+            // delivery still does not expire.
+            .with_progress_every(config.nats_ack_wait / 3),
         );
         Ok(App {
             config,
@@ -319,7 +322,7 @@ impl App {
             let gauges = refresh_gauges(
                 Arc::clone(&service),
                 Arc::clone(&repo),
-                Arc::clone(health.readiness()),
+                Arc::clone(&health),
                 nats.clone(),
                 jetstream.clone(),
                 Arc::clone(&metrics),
@@ -480,7 +483,7 @@ async fn prepare_then_ingest(
 async fn refresh_gauges(
     service: Arc<OrderService>,
     repo: Arc<PgOrderRepository>,
-    readiness: Arc<Readiness>,
+    health: Arc<Health>,
     nats: async_nats::Client,
     jetstream: JetStreamSettings,
     metrics: Arc<Metrics>,
@@ -507,10 +510,11 @@ async fn refresh_gauges(
             pool_size: pool.size,
             pool_available: pool.available,
             pool_waiting: pool.waiting,
-            sync_standby: readiness.report().sync_standby,
+            sync_standby: health.readiness().report().sync_standby,
             consumer_pending: consumer.map(|c| c.num_pending),
             consumer_ack_pending: consumer.map(|c| c.num_ack_pending as u64),
         });
+        metrics.set_oldest_unsettled(health.unsettled().oldest_age());
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(GAUGE_INTERVAL) => {}

@@ -260,6 +260,10 @@ async fn metrics_count_what_happened() {
         "orders_http_requests_total{route=\"/order\",status=\"200\"} 1",
         "orders_http_requests_total{route=\"/order\",status=\"404\"} 1",
         "orders_ingest_latency_seconds_count 7",
+        // The lag is measured for the five orders that became visible.
+        "orders_ingest_lag_seconds_count 5",
+        "orders_ingest_oldest_unsettled_seconds 0",
+        "orders_panics_total{stage=\"ingest\"} 0",
         "orders_consumer_pending 0",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");

@@ -1,13 +1,14 @@
 //! The ingest use case: a batch of messages in, each one settled by its own
 //! outcome. A batch of one is a batch; there is no other path.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tracing::Instrument as _;
 
 use crate::decode::Decoded;
 use crate::order::Order;
+use crate::panics::{self, Panicked};
 use crate::ports::{Acker, Message, MessageMeta, Rejection, RepositoryError, SaveOutcome};
 use crate::service::{OrderService, error_chain};
 use crate::validation::{RejectReason, ValidationError};
@@ -36,6 +37,12 @@ pub struct Ingested {
     pub defaulted: Vec<&'static str>,
     /// How many fields the message had that the order does not know.
     pub unknown_fields: usize,
+    /// For a stored order: from the broker's timestamp of the message to
+    /// the commit (how long it took to become visible).
+    pub lag: Option<Duration>,
+    /// Whether a panic was caught while the message was handled (a bug,
+    /// kept to this message).
+    pub panicked: bool,
 }
 
 /// The delay before a message that met a transient fault is redelivered:
@@ -48,11 +55,17 @@ pub fn retry_delay(delivered: u64) -> Duration {
     (FIRST * 2u32.pow(doublings)).min(MOST)
 }
 
-/// One message of a batch on its way through.
+/// How often the messages of a batch still being stored are reported in
+/// progress to the broker, by default: a third of the default ack wait
+/// (30 s), so a slow commit never lets a delivery expire. The app sets it
+/// from `NATS_ACK_WAIT`.
+pub const DEFAULT_PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// One message of a batch on its way through (its acker is kept apart,
+/// so the batch can be reported in progress while it is worked on).
 struct InHand {
     payload: Bytes,
     meta: MessageMeta,
-    acker: Box<dyn Acker>,
     /// Carries the message's stream sequence and, once read, its uid, so
     /// every log line about it says which message it is.
     span: tracing::Span,
@@ -61,26 +74,57 @@ struct InHand {
     settled: Option<IngestOutcome>,
 }
 
+/// What saving one order of a batch came to.
+type Saved = Result<SaveOutcome, Panicked>;
+
 impl OrderService {
     /// Stores a batch of messages' orders and settles each message: the
     /// valid orders in ONE transaction, each message acked, nak'ed or
     /// terminated by its own outcome, the acks sent only after the commit.
     /// An order the database refuses is rejected on its own; the rest of
-    /// the batch is stored all the same.
+    /// the batch is stored all the same. A panic while a message is decoded
+    /// or stored is kept to that message (rejected as `internal`). While
+    /// the batch is worked on, its messages are reported in progress to the
+    /// broker, so a slow commit does not expire their deliveries.
     #[tracing::instrument(name = "ingest", skip_all, fields(size = batch.len()))]
     pub async fn ingest(&self, batch: Vec<Message>) -> Vec<Ingested> {
-        let mut in_hand: Vec<InHand> = batch.into_iter().map(InHand::new).collect();
+        let (mut in_hand, ackers): (Vec<InHand>, Vec<Box<dyn Acker>>) =
+            batch.into_iter().map(InHand::new).unzip();
+        {
+            let work = std::pin::pin!(self.store(&mut in_hand));
+            let progress = std::pin::pin!(self.keep_in_progress(&ackers));
+            futures::future::select(work, progress).await;
+        }
+        let settled = in_hand
+            .into_iter()
+            .zip(ackers)
+            .map(|(m, acker)| async move {
+                let outcome = m
+                    .settled
+                    .unwrap_or(IngestOutcome::Retry(retry_delay(m.meta.delivered)));
+                settle(acker.as_ref(), outcome).instrument(m.span).await;
+                Ingested {
+                    outcome,
+                    ..m.ingested
+                }
+            });
+        futures::future::join_all(settled).await
+    }
 
+    /// Decodes each message, saves the valid orders, and notes each
+    /// message's outcome (none: retry).
+    async fn store(&self, in_hand: &mut [InHand]) {
         let mut positions = Vec::with_capacity(in_hand.len());
         let mut orders = Vec::with_capacity(in_hand.len());
         for (i, m) in in_hand.iter_mut().enumerate() {
-            match self.parse(&m.payload) {
-                Ok(decoded) => {
+            let parsed = panics::catch(|| self.parse(&m.payload));
+            match parsed {
+                Ok(Ok(decoded)) => {
                     m.read(&decoded);
                     positions.push(i);
                     orders.push(decoded.order);
                 }
-                Err(invalid) => {
+                Ok(Err(invalid)) => {
                     let uid = match invalid {
                         ValidationError::TooLarge { .. } => None,
                         _ => uid_hint(&m.payload),
@@ -93,46 +137,108 @@ impl OrderService {
                         .await;
                     m.settled = Some(outcome);
                 }
+                Err(panicked) => {
+                    m.ingested.panicked = true;
+                    let outcome = self.reject_panic(m, "decoding", &panicked, None).await;
+                    m.settled = Some(outcome);
+                }
             }
         }
+        if orders.is_empty() {
+            return;
+        }
+        let saved = match self.save_containing_panics(&orders).await {
+            Ok(saved) => saved,
+            Err(err) => {
+                tracing::warn!(
+                    error = %error_chain(&err),
+                    orders = orders.len(),
+                    "storing the batch failed; its orders will be retried"
+                );
+                return;
+            }
+        };
+        let committed = SystemTime::now();
+        for ((i, order), result) in positions.iter().zip(orders).zip(saved) {
+            let m = &mut in_hand[*i];
+            m.settled = match result {
+                // A part of the batch met a transient fault: retried.
+                None => None,
+                Some(Ok(outcome)) => Some(self.saved(m, order, outcome, committed).await),
+                Some(Err(panicked)) => {
+                    m.ingested.panicked = true;
+                    let uid = Some(order.order_uid.to_string());
+                    Some(self.reject_panic(m, "storing", &panicked, uid).await)
+                }
+            };
+        }
+    }
 
-        if !orders.is_empty() {
-            match self.repo.save(&orders).await {
-                Ok(results) if results.len() == orders.len() => {
-                    for ((i, order), result) in positions.iter().zip(orders).zip(results) {
-                        let m = &mut in_hand[*i];
-                        m.settled = Some(self.saved(m, order, result).await);
+    /// Saves `orders` in one call; if the call panics, saves the halves
+    /// apart, and so on, until the orders it panics on stand alone. Each
+    /// order's result, by its place (`None`: its part met a transient
+    /// fault, to be retried). Only a panic splits the batch, so the usual
+    /// batch is still one transaction; an order that panics costs about
+    /// 2 log2(n) calls, not one per order.
+    async fn save_containing_panics(
+        &self,
+        orders: &[Order],
+    ) -> Result<Vec<Option<Saved>>, RepositoryError> {
+        match panics::catch_async(self.repo.save(orders)).await {
+            Ok(saved) => {
+                return checked(saved?, orders.len())
+                    .map(|s| s.into_iter().map(|o| Some(Ok(o))).collect());
+            }
+            Err(panicked) if orders.len() == 1 => return Ok(vec![Some(Err(panicked))]),
+            Err(panicked) => {
+                tracing::error!(%panicked, orders = orders.len(), "storing a batch panicked; storing its halves apart to find the order");
+            }
+        }
+        let mut results: Vec<Option<Saved>> = vec![None; orders.len()];
+        let half = orders.len() / 2;
+        let mut pending = vec![(half, &orders[half..]), (0, &orders[..half])];
+        while let Some((at, part)) = pending.pop() {
+            match panics::catch_async(self.repo.save(part)).await {
+                Ok(Ok(saved)) => match checked(saved, part.len()) {
+                    Ok(saved) => {
+                        for (slot, outcome) in results[at..].iter_mut().zip(saved) {
+                            *slot = Some(Ok(outcome));
+                        }
                     }
+                    Err(err) => {
+                        tracing::warn!(error = %error_chain(&err), "part of a batch will be retried")
+                    }
+                },
+                Ok(Err(err)) => {
+                    // The parts already stored stay stored; this one is retried.
+                    tracing::warn!(error = %error_chain(&err), orders = part.len(), "storing part of a batch failed; it will be retried");
                 }
-                Ok(results) => {
-                    // A repository that breaks its contract: retry rather than guess.
-                    tracing::error!(
-                        orders = orders.len(),
-                        results = results.len(),
-                        "the repository returned the wrong number of outcomes; the batch will be retried"
-                    );
-                }
-                Err(err) => {
-                    tracing::warn!(
-                        error = %error_chain(&err),
-                        orders = orders.len(),
-                        "storing the batch failed; its orders will be retried"
-                    );
+                Err(panicked) if part.len() == 1 => results[at] = Some(Err(panicked)),
+                Err(_) => {
+                    let half = part.len() / 2;
+                    pending.push((at + half, &part[half..]));
+                    pending.push((at, &part[..half]));
                 }
             }
         }
+        Ok(results)
+    }
 
-        let settled = in_hand.into_iter().map(|m| async move {
-            let outcome = m
-                .settled
-                .unwrap_or(IngestOutcome::Retry(retry_delay(m.meta.delivered)));
-            settle(m.acker.as_ref(), outcome).instrument(m.span).await;
-            Ingested {
-                outcome,
-                ..m.ingested
+    /// Reports every message of the batch in progress, every
+    /// `progress_every`, for as long as it is worked on (never returns).
+    async fn keep_in_progress(&self, ackers: &[Box<dyn Acker>]) {
+        loop {
+            tokio::time::sleep(self.progress_every).await;
+            tracing::debug!(
+                messages = ackers.len(),
+                "batch still being stored; reporting it in progress"
+            );
+            for acker in ackers {
+                if let Err(err) = acker.in_progress().await {
+                    tracing::debug!(error = %error_chain(&err), "reporting progress failed");
+                }
             }
-        });
-        futures::future::join_all(settled).await
+        }
     }
 
     /// Records messages the broker gave up on (delivered `max_deliver`
@@ -145,7 +251,7 @@ impl OrderService {
     pub async fn undeliverable(&self, batch: Vec<Message>) -> Vec<Ingested> {
         let mut settled = Vec::with_capacity(batch.len());
         for message in batch {
-            let m = InHand::new(message);
+            let (m, acker) = InHand::new(message);
             let uid = uid_hint(&m.payload);
             if let Some(uid) = &uid {
                 m.span.record("order_uid", uid.as_str());
@@ -157,7 +263,7 @@ impl OrderService {
             let outcome = self
                 .reject(&m, RejectReason::Undeliverable, detail, uid)
                 .await;
-            settle(m.acker.as_ref(), outcome).instrument(m.span).await;
+            settle(acker.as_ref(), outcome).instrument(m.span).await;
             settled.push(Ingested {
                 outcome,
                 ..m.ingested
@@ -180,13 +286,28 @@ impl OrderService {
 
     /// What a save's result means for the message: cache a new order,
     /// reject a conflict or refused data.
-    async fn saved(&self, m: &InHand, order: Order, result: SaveOutcome) -> IngestOutcome {
+    async fn saved(
+        &self,
+        m: &mut InHand,
+        order: Order,
+        result: SaveOutcome,
+        committed: SystemTime,
+    ) -> IngestOutcome {
         match result {
             SaveOutcome::Stored => {
                 m.span.in_scope(|| tracing::debug!("stored"));
+                m.ingested.lag = m
+                    .meta
+                    .published
+                    .map(|at| committed.duration_since(at).unwrap_or_default());
                 self.misses.forget(&order.order_uid);
                 let json = Bytes::from(order.to_json());
-                self.cache.insert(order.order_uid, json);
+                // Committed already: a panic in the cache loses only the
+                // cached copy (a lookup reads it through), never the order.
+                if let Err(panicked) = panics::catch(|| self.cache.insert(order.order_uid, json)) {
+                    m.ingested.panicked = true;
+                    m.span.in_scope(|| tracing::error!(%panicked, "caching a stored order panicked; lookups read it through"));
+                }
                 IngestOutcome::Stored
             }
             SaveOutcome::Duplicate => {
@@ -205,6 +326,22 @@ impl OrderService {
                 self.reject(m, RejectReason::Refused, detail, uid).await
             }
         }
+    }
+
+    /// Rejects a message the service panicked on, as `internal`, saying
+    /// while doing what and where.
+    async fn reject_panic(
+        &self,
+        m: &InHand,
+        doing: &str,
+        panicked: &Panicked,
+        order_uid: Option<String>,
+    ) -> IngestOutcome {
+        m.span
+            .in_scope(|| tracing::error!(%panicked, "the service panicked while {doing} this message; rejecting it alone"));
+        let detail = format!("the service {panicked} while {doing} this message");
+        self.reject(m, RejectReason::Internal, detail, order_uid)
+            .await
     }
 
     /// Records the message in `rejected_messages`; if that fails for a
@@ -250,8 +387,24 @@ impl OrderService {
     }
 }
 
+/// The outcomes of a save, if there is one per order; a repository that
+/// breaks its contract is met with a retry rather than a guess.
+fn checked(saved: Vec<SaveOutcome>, orders: usize) -> Result<Vec<SaveOutcome>, RepositoryError> {
+    if saved.len() == orders {
+        return Ok(saved);
+    }
+    tracing::error!(
+        orders,
+        results = saved.len(),
+        "the repository returned the wrong number of outcomes; the batch will be retried"
+    );
+    Err(RepositoryError::Unavailable(
+        "the repository returned the wrong number of outcomes".into(),
+    ))
+}
+
 impl InHand {
-    fn new(message: Message) -> Self {
+    fn new(message: Message) -> (Self, Box<dyn Acker>) {
         let Message {
             payload,
             meta,
@@ -263,19 +416,21 @@ impl InHand {
             delivered = meta.delivered,
             order_uid = tracing::field::Empty,
         );
-        Self {
+        let m = Self {
             ingested: Ingested {
                 outcome: IngestOutcome::Retry(Duration::ZERO),
                 delivered: meta.delivered,
                 defaulted: Vec::new(),
                 unknown_fields: 0,
+                lag: None,
+                panicked: false,
             },
             payload,
             meta,
-            acker,
             span,
             settled: None,
-        }
+        };
+        (m, acker)
     }
 
     /// Notes what decoding found: the uid in the span, defaulted and
@@ -716,6 +871,268 @@ mod tests {
             ["payment.request_id", "payment.custom_fee", "items[].sale"]
         );
         assert_eq!(ingested[0].unknown_fields, 1);
+    }
+
+    /// A repository whose save panics on any batch holding the uid
+    /// `boom` and stores every other order (mockall's lock would be
+    /// poisoned by a panic inside an expectation, so a plain fake).
+    struct PanicsOnBoom {
+        saves: std::sync::Mutex<Vec<Vec<String>>>,
+        rejections: std::sync::Mutex<Vec<Rejection>>,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::ports::OrderRepository for PanicsOnBoom {
+        async fn save(&self, orders: &[Order]) -> Result<Vec<SaveOutcome>, RepositoryError> {
+            let uids: Vec<String> = uids(orders).into_iter().map(String::from).collect();
+            self.saves.lock().expect("saves").push(uids.clone());
+            tokio::task::yield_now().await;
+            if uids.iter().any(|u| u == "boom") {
+                panic!("a bug met order {}", uids.len());
+            }
+            Ok(vec![SaveOutcome::Stored; orders.len()])
+        }
+        async fn record_rejection(&self, r: &Rejection) -> Result<(), RepositoryError> {
+            self.rejections.lock().expect("rejections").push(r.clone());
+            Ok(())
+        }
+        async fn find(&self, _: &crate::OrderUid) -> Result<Option<Order>, RepositoryError> {
+            unreachable!()
+        }
+        async fn find_json(&self, _: &crate::OrderUid) -> Result<Option<Bytes>, RepositoryError> {
+            unreachable!()
+        }
+        fn load_recent(&self, _: usize) -> crate::OrderChunks {
+            unreachable!()
+        }
+        async fn list_recent(
+            &self,
+            _: &crate::OrderQuery,
+            _: usize,
+            _: Option<crate::OrderCursor>,
+        ) -> Result<Vec<crate::OrderSummary>, RepositoryError> {
+            unreachable!()
+        }
+        async fn list_rejected(
+            &self,
+            _: Option<RejectReason>,
+            _: usize,
+            _: Option<crate::RejectedId>,
+        ) -> Result<Vec<crate::RejectedSummary>, RepositoryError> {
+            unreachable!()
+        }
+        async fn find_rejected(
+            &self,
+            _: crate::RejectedId,
+        ) -> Result<Option<crate::RejectedMessage>, RepositoryError> {
+            unreachable!()
+        }
+        async fn stored_since(
+            &self,
+            _: crate::EventId,
+            _: Option<crate::EventId>,
+            _: usize,
+        ) -> Result<Vec<crate::StoredOrder>, RepositoryError> {
+            unreachable!()
+        }
+        async fn ping(&self) -> Result<(), RepositoryError> {
+            unreachable!()
+        }
+        async fn has_sync_standby(&self) -> Result<bool, RepositoryError> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_storing_one_order_rejects_it_alone_and_the_rest_are_stored_and_acked() {
+        let repo = Arc::new(PanicsOnBoom {
+            saves: Default::default(),
+            rejections: Default::default(),
+        });
+        let mut cache = MockOrderCache::new();
+        cache
+            .expect_insert()
+            .withf(|uid, _| uid.as_str() != "boom")
+            .times(7)
+            .return_const(());
+        let svc = OrderService::new(repo.clone(), Arc::new(cache), 1 << 20);
+        let uids = ["a", "b", "c", "boom", "d", "e", "f", "g"];
+        let batch = uids
+            .iter()
+            .map(|uid| {
+                let settled = if *uid == "boom" { "term" } else { "ack" };
+                message(&order_bytes(uid), acker_expecting(settled))
+            })
+            .collect();
+
+        let ingested = svc.ingest(batch).await;
+
+        let expected: Vec<IngestOutcome> = uids
+            .iter()
+            .map(|uid| match *uid {
+                "boom" => IngestOutcome::Rejected(RejectReason::Internal),
+                _ => IngestOutcome::Stored,
+            })
+            .collect();
+        assert_eq!(outcomes(ingested.clone()), expected);
+        assert!(ingested[3].panicked);
+        assert!(!ingested[0].panicked);
+        let rejections = repo.rejections.lock().expect("rejections");
+        assert_eq!(rejections.len(), 1);
+        let rejected = &rejections[0];
+        assert_eq!(rejected.reason, RejectReason::Internal);
+        assert_eq!(rejected.order_uid.as_deref(), Some("boom"));
+        assert!(
+            rejected.detail.contains("a bug met order 1")
+                && rejected.detail.contains("src/ingest.rs:")
+                && rejected.detail.contains("while storing"),
+            "{}",
+            rejected.detail
+        );
+        // The whole batch first, then halves down to the order alone:
+        // about 2 log2(8) saves, not one per order.
+        let saves = repo.saves.lock().expect("saves");
+        assert_eq!(saves[0].len(), 8);
+        assert!(saves.len() <= 7, "{saves:?}");
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_cache_after_the_commit_still_acks_the_stored_order() {
+        let mut repo = MockOrderRepository::new();
+        repo.expect_save()
+            .returning(|_| Ok(vec![SaveOutcome::Stored]));
+        repo.expect_record_rejection().never();
+        let mut cache = MockOrderCache::new();
+        cache.expect_insert().returning(|_, _| panic!("cache bug"));
+
+        let ingested = service(repo, cache)
+            .ingest(vec![message(SAMPLE, acker_expecting("ack"))])
+            .await;
+
+        assert_eq!(ingested[0].outcome, IngestOutcome::Stored);
+        assert!(ingested[0].panicked);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_stored_slowly_is_reported_in_progress_until_it_is_settled() {
+        let mut repo = MockOrderRepository::new();
+        repo.expect_save()
+            .returning(|_| Ok(vec![SaveOutcome::Stored]));
+        let slow = Arc::new(SlowSave(repo));
+        let mut cache = MockOrderCache::new();
+        cache.expect_insert().return_const(());
+        let mut seq = mockall::Sequence::new();
+        let mut acker = MockAcker::new();
+        acker
+            .expect_in_progress()
+            .times(2)
+            .in_sequence(&mut seq)
+            .returning(|| Ok(()));
+        acker
+            .expect_ack()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|| Ok(()));
+        let svc = OrderService::new(slow, Arc::new(cache), 1 << 20)
+            .with_progress_every(Duration::from_secs(10));
+
+        let ingested = svc.ingest(vec![message(SAMPLE, acker)]).await;
+
+        assert_eq!(outcomes(ingested), [IngestOutcome::Stored]);
+    }
+
+    #[tokio::test]
+    async fn a_quick_batch_sends_no_progress() {
+        let mut repo = MockOrderRepository::new();
+        repo.expect_save()
+            .returning(|_| Ok(vec![SaveOutcome::Stored]));
+        let mut cache = MockOrderCache::new();
+        cache.expect_insert().return_const(());
+        let mut acker = MockAcker::new();
+        acker.expect_in_progress().never();
+        acker.expect_ack().times(1).returning(|| Ok(()));
+
+        service(repo, cache)
+            .ingest(vec![message(SAMPLE, acker)])
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_stored_order_reports_its_lag_from_the_broker_timestamp() {
+        let mut repo = MockOrderRepository::new();
+        repo.expect_save()
+            .returning(|_| Ok(vec![SaveOutcome::Stored]));
+        let mut cache = MockOrderCache::new();
+        cache.expect_insert().return_const(());
+        let mut m = message(SAMPLE, acker_expecting("ack"));
+        m.meta.published = Some(SystemTime::now() - Duration::from_secs(3));
+
+        let ingested = service(repo, cache).ingest(vec![m]).await;
+
+        let lag = ingested[0].lag.expect("a lag");
+        assert!(
+            lag >= Duration::from_secs(3) && lag < Duration::from_secs(60),
+            "{lag:?}"
+        );
+    }
+
+    /// A repository whose save takes 25 s of (paused) time, then asks the mock.
+    struct SlowSave(MockOrderRepository);
+
+    #[async_trait::async_trait]
+    impl crate::ports::OrderRepository for SlowSave {
+        async fn save(&self, orders: &[Order]) -> Result<Vec<SaveOutcome>, RepositoryError> {
+            tokio::time::sleep(Duration::from_secs(25)).await;
+            self.0.save(orders).await
+        }
+        async fn record_rejection(&self, r: &Rejection) -> Result<(), RepositoryError> {
+            self.0.record_rejection(r).await
+        }
+        async fn find(&self, _: &crate::OrderUid) -> Result<Option<Order>, RepositoryError> {
+            unreachable!()
+        }
+        async fn find_json(&self, _: &crate::OrderUid) -> Result<Option<Bytes>, RepositoryError> {
+            unreachable!()
+        }
+        fn load_recent(&self, _: usize) -> crate::OrderChunks {
+            unreachable!()
+        }
+        async fn list_recent(
+            &self,
+            _: &crate::OrderQuery,
+            _: usize,
+            _: Option<crate::OrderCursor>,
+        ) -> Result<Vec<crate::OrderSummary>, RepositoryError> {
+            unreachable!()
+        }
+        async fn list_rejected(
+            &self,
+            _: Option<RejectReason>,
+            _: usize,
+            _: Option<crate::RejectedId>,
+        ) -> Result<Vec<crate::RejectedSummary>, RepositoryError> {
+            unreachable!()
+        }
+        async fn find_rejected(
+            &self,
+            _: crate::RejectedId,
+        ) -> Result<Option<crate::RejectedMessage>, RepositoryError> {
+            unreachable!()
+        }
+        async fn stored_since(
+            &self,
+            _: crate::EventId,
+            _: Option<crate::EventId>,
+            _: usize,
+        ) -> Result<Vec<crate::StoredOrder>, RepositoryError> {
+            unreachable!()
+        }
+        async fn ping(&self) -> Result<(), RepositoryError> {
+            unreachable!()
+        }
+        async fn has_sync_standby(&self) -> Result<bool, RepositoryError> {
+            unreachable!()
+        }
     }
 
     #[tokio::test]

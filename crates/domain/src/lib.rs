@@ -13,6 +13,7 @@ mod lookup;
 mod misses;
 mod newtype;
 mod order;
+mod panics;
 mod ports;
 mod readiness;
 mod rejected;
@@ -22,7 +23,7 @@ mod uid;
 mod validation;
 
 pub use decode::Decoded;
-pub use ingest::{IngestOutcome, Ingested, retry_delay};
+pub use ingest::{DEFAULT_PROGRESS_EVERY, IngestOutcome, Ingested, retry_delay};
 pub use listing::{DEFAULT_PAGE, InvalidCursor, MAX_PAGE, OrderCursor, OrderPage, OrderSummary};
 pub use live::{
     DEFAULT_MAX_STREAMS, EventId, InvalidEventId, LiveItem, LiveOrder, LiveStream, Notice,
@@ -33,6 +34,7 @@ pub use misses::MISS_TTL;
 pub use order::{
     DateCreated, Delivery, InvalidDate, InvalidPercent, Item, Order, Payment, Percent,
 };
+pub use panics::{Panicked, catch as catch_panic, catch_async as catch_panic_async};
 pub use ports::{
     AckError, Acker, Message, MessageMeta, MessageSource, OrderCache, OrderChunks, OrderEvents,
     OrderJson, OrderRepository, Rejection, RepositoryError, SaveOutcome, SourceError,

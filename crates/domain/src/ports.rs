@@ -206,6 +206,9 @@ pub struct MessageMeta {
     pub delivered: u64,
     /// Its NATS headers as they arrived (see [`Rejection::headers`]).
     pub headers: Option<String>,
+    /// When the broker stored it (its JetStream timestamp): ingest lag is
+    /// measured from here to the commit.
+    pub published: Option<std::time::SystemTime>,
 }
 
 /// A message from the broker, with the handle that settles it.
@@ -243,6 +246,10 @@ pub trait Acker: Send + Sync {
     async fn nak(&self, delay: Duration) -> Result<(), AckError>;
     /// Tells the broker never to deliver this message again.
     async fn term(&self) -> Result<(), AckError>;
+    /// Tells the broker the message is still being worked on, so its ack
+    /// wait starts again: a slow commit MUST NOT turn into a redelivery.
+    /// Need not wait for the broker's confirmation.
+    async fn in_progress(&self) -> Result<(), AckError>;
 }
 
 /// The broker could not deliver.

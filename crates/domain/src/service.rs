@@ -26,6 +26,9 @@ pub struct OrderService {
     pub(crate) read_through: tokio::sync::Semaphore,
     /// The orders just stored, fanned out to the open event streams.
     pub(crate) live: Live,
+    /// How often a batch still being stored is reported in progress to
+    /// the broker (well within its ack wait).
+    pub(crate) progress_every: std::time::Duration,
 }
 
 impl std::fmt::Debug for OrderService {
@@ -49,7 +52,16 @@ impl OrderService {
             misses: RecentMisses::default(),
             read_through: tokio::sync::Semaphore::new(DEFAULT_READ_THROUGH),
             live: Live::new(DEFAULT_MAX_STREAMS),
+            progress_every: crate::ingest::DEFAULT_PROGRESS_EVERY,
         }
+    }
+
+    /// Reports a batch still being stored in progress to the broker every
+    /// `period` (a third of `NATS_ACK_WAIT`), so a slow commit never lets
+    /// its messages' deliveries expire.
+    pub fn with_progress_every(mut self, period: std::time::Duration) -> Self {
+        self.progress_every = period.max(std::time::Duration::from_millis(10));
+        self
     }
 
     /// At most `permits` lookups read through to the database at once
@@ -102,6 +114,7 @@ pub(crate) mod testing {
                 stream_sequence: 7,
                 delivered: 1,
                 headers: None,
+                published: None,
             },
             acker: Box::new(acker),
         }

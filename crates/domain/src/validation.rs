@@ -84,11 +84,14 @@ pub enum RejectReason {
     /// The broker gave up delivering the message (its deliveries ran out)
     /// before the service could settle it.
     Undeliverable,
+    /// The service panicked while handling this message (a bug): the
+    /// panic is kept to the message, whose row says where it happened.
+    Internal,
 }
 
 impl RejectReason {
     /// Every reason, for metrics that start at zero.
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 9] = [
         Self::TooLarge,
         Self::InvalidJson,
         Self::DuplicateKey,
@@ -97,6 +100,7 @@ impl RejectReason {
         Self::Conflict,
         Self::Refused,
         Self::Undeliverable,
+        Self::Internal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +113,7 @@ impl RejectReason {
             Self::Conflict => "conflict",
             Self::Refused => "refused",
             Self::Undeliverable => "undeliverable",
+            Self::Internal => "internal",
         }
     }
 

@@ -205,7 +205,16 @@ impl Router {
         let route = Route::of(req.uri().path());
         let label = Route::label_index(route.as_ref());
         let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path());
-        let (response, caller) = self.route(&req, route, client).instrument(span).await;
+        // A bug that panics answers this request 500; the connection's
+        // other requests and the process carry on.
+        let answered = orders_domain::catch_panic_async(self.route(&req, route, client))
+            .instrument(span)
+            .await;
+        let (response, caller) = answered.unwrap_or_else(|panicked| {
+            tracing::error!(%panicked, method = %req.method(), path = req.uri().path(), "answering a request panicked");
+            self.metrics.record_panic("http");
+            (error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"), None)
+        });
         let elapsed = started.elapsed();
         let recorder =
             self.recorders[label].get_or_init(|| self.metrics.route_recorder(LABELS[label]));

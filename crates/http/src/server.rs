@@ -517,6 +517,77 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_that_panics_gets_500_and_the_connection_serves_the_next() {
+        // A cache (a port) that panics on one chosen uid. (Not a mockall
+        // mock: a panic inside its expectation poisons the mock's lock.)
+        struct PanicsOnBoom;
+        impl orders_domain::OrderCache for PanicsOnBoom {
+            fn get(&self, uid: &orders_domain::OrderUid) -> Option<bytes::Bytes> {
+                if uid.as_str() == "boom" {
+                    panic!("a bug met {}", uid.as_str());
+                }
+                Some(bytes::Bytes::from_static(b"{\"order_uid\":\"fine\"}"))
+            }
+            fn insert(&self, _: orders_domain::OrderUid, _: bytes::Bytes) {}
+            fn len(&self) -> usize {
+                0
+            }
+        }
+        let cache = PanicsOnBoom;
+        let service = orders_domain::OrderService::new(
+            Arc::new(orders_domain::MockOrderRepository::new()),
+            Arc::new(cache),
+            1 << 20,
+        );
+        let metrics = Arc::new(orders_metrics::Metrics::new());
+        let router = Router::new(
+            Arc::new(service),
+            Arc::new(orders_domain::Readiness::default()),
+            Arc::clone(&metrics),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            router,
+            HttpSettings::default(),
+            shutdown.clone(),
+        ));
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+
+        // Both requests on one kept-alive connection.
+        let mut answers = String::new();
+        for uid in ["boom", "fine"] {
+            let request = format!("GET /order?order_uid={uid} HTTP/1.1\r\nHost: x\r\n\r\n");
+            client.write_all(request.as_bytes()).await.expect("write");
+            let mut buf = vec![0; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+                .await
+                .expect("an answer")
+                .expect("read");
+            answers.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        shutdown.cancel();
+        server.await.expect("the server stops");
+
+        let (first, second) = answers.split_once("HTTP/1.1 200").expect("then a 200");
+        assert!(first.starts_with("HTTP/1.1 500"), "{answers}");
+        assert!(
+            first.contains("{\"error\":\"internal error\"}"),
+            "{answers}"
+        );
+        assert!(second.contains("{\"order_uid\":\"fine\"}"), "{answers}");
+        assert!(
+            metrics
+                .encode()
+                .contains("orders_panics_total{stage=\"http\"} 1"),
+            "{}",
+            metrics.encode()
+        );
+    }
+
+    #[tokio::test]
     async fn a_stop_is_seen_by_a_task_that_polled_before_it() {
         let token = CancellationToken::new();
         let stopped = tokio::spawn(Stopped::new(token.clone()));

@@ -42,6 +42,21 @@ struct RouteLabel {
     route: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    /// `ingest` or `http`: where a panic was caught.
+    stage: &'static str,
+}
+
+/// Where a caught panic happened, as [`Metrics::record_panic`] labels it.
+pub const PANIC_STAGES: [&str; 2] = ["ingest", "http"];
+
+/// Ingest lag buckets, in seconds: fine below a second (the usual lag),
+/// then the service-level objective's 5 s, then an outage's minutes.
+const LAG_BUCKETS: [f64; 13] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
 /// Latency buckets from 100 µs to about 13 s, doubling: fine enough for a
 /// cache hit, wide enough for a commit during a database hiccup.
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -65,6 +80,9 @@ pub struct Metrics {
     defaulted: Family<FieldLabel, Counter>,
     unknown_fields: Counter,
     ingest_latency: Histogram,
+    ingest_lag: Histogram,
+    oldest_unsettled: Gauge<f64, std::sync::atomic::AtomicU64>,
+    panics: Family<StageLabel, Counter>,
     requests: Family<RequestLabels, Counter>,
     request_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
     callers: Family<CallerLabel, Counter>,
@@ -135,6 +153,9 @@ impl Metrics {
             defaulted: Family::default(),
             unknown_fields: Counter::default(),
             ingest_latency: latency_histogram(),
+            ingest_lag: Histogram::new(LAG_BUCKETS),
+            oldest_unsettled: Gauge::default(),
+            panics: Family::default(),
             requests: Family::default(),
             request_latency: Family::new_with_constructor(latency_histogram),
             callers: Family::default(),
@@ -195,6 +216,21 @@ impl Metrics {
             "ingest_latency_seconds",
             "From taking a message to settling it (commit included)",
             m.ingest_latency.clone(),
+        );
+        registry.register(
+            "ingest_lag_seconds",
+            "From the broker's timestamp of a message to the commit of its order: how long a new order took to become visible",
+            m.ingest_lag.clone(),
+        );
+        registry.register(
+            "ingest_oldest_unsettled_seconds",
+            "Age (since the broker stored it) of the oldest message pulled and not yet settled; 0 when none",
+            m.oldest_unsettled.clone(),
+        );
+        registry.register(
+            "panics",
+            "Panics caught and kept to one message (stage ingest: rejected as internal) or one request (stage http: answered 500)",
+            m.panics.clone(),
         );
         registry.register(
             "http_requests",
@@ -272,6 +308,9 @@ impl Metrics {
                 reason: reason.as_str(),
             }));
         }
+        for stage in PANIC_STAGES {
+            drop(m.panics.get_or_create(&StageLabel { stage }));
+        }
         Self { registry, ..m }
     }
 
@@ -305,6 +344,23 @@ impl Metrics {
         }
         self.unknown_fields.inc_by(ingested.unknown_fields as u64);
         self.ingest_latency.observe(elapsed.as_secs_f64());
+        if let Some(lag) = ingested.lag {
+            self.ingest_lag.observe(lag.as_secs_f64());
+        }
+        if ingested.panicked {
+            self.record_panic("ingest");
+        }
+    }
+
+    /// A panic caught at `stage` (one of [`PANIC_STAGES`]).
+    pub fn record_panic(&self, stage: &'static str) {
+        self.panics.get_or_create(&StageLabel { stage }).inc();
+    }
+
+    /// The age of the oldest message pulled and not yet settled (zero
+    /// when none is).
+    pub fn set_oldest_unsettled(&self, age: Duration) {
+        self.oldest_unsettled.set(age.as_secs_f64());
     }
 
     /// One order lookup, answered from memory or not.
@@ -407,6 +463,8 @@ mod tests {
             delivered,
             defaulted: Vec::new(),
             unknown_fields: 0,
+            lag: None,
+            panicked: false,
         }
     }
 
@@ -418,10 +476,20 @@ mod tests {
             &Ingested {
                 defaulted: vec!["payment.request_id", "items[].sale"],
                 unknown_fields: 2,
+                lag: Some(Duration::from_millis(700)),
                 ..ingested(IngestOutcome::Stored, 1)
             },
             Duration::from_millis(2),
         );
+        m.record_ingest(
+            &Ingested {
+                panicked: true,
+                ..ingested(IngestOutcome::Rejected(RejectReason::Internal), 1)
+            },
+            Duration::from_millis(1),
+        );
+        m.record_panic("http");
+        m.set_oldest_unsettled(Duration::from_millis(1500));
         m.record_ingest(
             &ingested(IngestOutcome::Duplicate, 2),
             Duration::from_millis(1),
@@ -451,7 +519,14 @@ mod tests {
         let text = m.encode();
 
         for line in [
-            "orders_messages_received_total 4",
+            "orders_messages_received_total 5",
+            "orders_messages_rejected_total{reason=\"internal\"} 1",
+            "orders_panics_total{stage=\"ingest\"} 1",
+            "orders_panics_total{stage=\"http\"} 1",
+            "orders_ingest_lag_seconds_count 1",
+            "orders_ingest_lag_seconds_bucket{le=\"1.0\"} 1",
+            "orders_ingest_lag_seconds_bucket{le=\"0.5\"} 0",
+            "orders_ingest_oldest_unsettled_seconds 1.5",
             "orders_messages_stored_total 1",
             "orders_messages_duplicate_total 1",
             "orders_messages_redelivered_total 1",
@@ -469,7 +544,7 @@ mod tests {
             "orders_db_sync_standby 1",
             "orders_http_requests_total{route=\"/order\",status=\"200\"} 2",
             "orders_http_requests_total{route=\"/order\",status=\"404\"} 1",
-            "orders_ingest_latency_seconds_count 4",
+            "orders_ingest_latency_seconds_count 5",
             "orders_http_request_duration_seconds_count{route=\"/order\"} 3",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");

@@ -353,13 +353,14 @@ impl MessageSource for JetStreamSource {
 }
 
 fn message_of(message: jetstream::Message) -> Message {
-    let (stream, stream_sequence, delivered) = match message.info() {
+    let (stream, stream_sequence, delivered, published) = match message.info() {
         Ok(info) => (
             info.stream.to_owned(),
             info.stream_sequence,
             u64::try_from(info.delivered).unwrap_or(1),
+            Some(std::time::SystemTime::from(info.published)),
         ),
-        Err(_) => (String::new(), 0, 1),
+        Err(_) => (String::new(), 0, 1, None),
     };
     let headers = headers_text(&message.message);
     let (message, acker) = message.split();
@@ -371,6 +372,7 @@ fn message_of(message: jetstream::Message) -> Message {
             stream_sequence,
             delivered,
             headers,
+            published,
         },
         acker: Box::new(JetStreamAcker(acker)),
     }
@@ -436,5 +438,11 @@ impl Acker for JetStreamAcker {
             .double_ack_with(AckKind::Term)
             .await
             .map_err(AckError)
+    }
+
+    async fn in_progress(&self) -> Result<(), AckError> {
+        // Sent only while a batch takes longer than a third of the ack
+        // wait: no round trip to wait for on the usual path.
+        self.0.ack_with(AckKind::Progress).await.map_err(AckError)
     }
 }

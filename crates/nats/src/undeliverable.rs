@@ -129,6 +129,8 @@ impl UndeliverableSource {
                 stream_sequence: event.stream_seq,
                 delivered: event.deliveries,
                 headers,
+                // The advisory's own time is not the message's: no lag.
+                published: None,
             },
             acker: advisory.acker,
         }

@@ -21,7 +21,8 @@ pub struct ReplayArgs {
     pub ids: Vec<i64>,
 
     /// Rows rejected for this reason (too_large, invalid_json, duplicate_key,
-    /// not_an_object, invalid_field, conflict, refused, undeliverable).
+    /// not_an_object, invalid_field, conflict, refused, undeliverable,
+    /// internal).
     #[arg(long, value_parser = reason)]
     pub reason: Option<RejectReason>,
 
