@@ -22,9 +22,15 @@ use tokio::time::Instant;
 
 use crate::setup::{JetStreamSettings, NatsError, ensure_consumer, ensure_stream};
 
-/// How many messages one pull asks for. Enough to fill the ingest loop's
-/// batches while the next pull is under way, few enough that a crash delays
-/// little work until `ack_wait`.
+/// The most messages one pull asks for (and so the largest batch).
+///
+/// A pull asks only for what the batch being filled still lacks, not for
+/// more ahead: a message delivered to us starts its ack wait at once, and
+/// one waiting in our inbox while earlier batches commit could expire on a
+/// busy machine and be redelivered, its next wait doubled by the backoff
+/// (a chain of such expiries left orders waiting minutes with a 2 s ack
+/// wait). Asking per batch costs one small request per batch and no
+/// throughput: the server delivers a backlog at once.
 const PULL_BATCH: usize = 1_000;
 
 /// How long one pull request waits on the server for messages.
@@ -68,6 +74,8 @@ pub struct JetStreamSource {
     open: bool,
     /// Messages asked for by pulls the server still holds.
     requested: usize,
+    /// Messages the batch being filled still lacks: pulls ask for no more.
+    wanted: usize,
     /// The last time anything arrived on the inbox.
     last_heard: Instant,
     faults_in_a_row: u32,
@@ -115,6 +123,7 @@ impl JetStreamSource {
             backlog: std::collections::VecDeque::new(),
             open: false,
             requested: 0,
+            wanted: 1,
             last_heard: Instant::now(),
             faults_in_a_row: 0,
             connects: 0,
@@ -178,13 +187,18 @@ impl JetStreamSource {
         Ok(())
     }
 
-    /// Asks for more when fewer than half a pull's worth are still coming
-    /// (one at a time while careful).
+    /// Asks for what the batch being filled lacks beyond what is still
+    /// coming (one at a time while careful).
     async fn pull_if_low(&mut self) -> Result<(), SourceError> {
-        let batch = if self.careful > 0 { 1 } else { PULL_BATCH };
-        if self.requested > batch / 2 {
+        let wanted = if self.careful > 0 {
+            1
+        } else {
+            self.wanted.clamp(1, PULL_BATCH)
+        };
+        if self.requested >= wanted {
             return Ok(());
         }
+        let batch = wanted - self.requested;
         let request = serde_json::json!({
             "batch": batch,
             "expires": PULL_EXPIRES.as_nanos() as u64,
@@ -329,15 +343,18 @@ impl MessageSource for JetStreamSource {
         max: usize,
         linger: Duration,
     ) -> Result<Vec<Message>, SourceError> {
+        let max = max.clamp(1, PULL_BATCH);
+        self.wanted = max;
         let first = loop {
             if let Some(message) = self.next_message(None).await? {
                 break message;
             }
         };
-        let mut batch = Vec::with_capacity(max.clamp(1, PULL_BATCH));
+        let mut batch = Vec::with_capacity(max);
         batch.push(message_of(first));
         let deadline = Instant::now() + linger;
         while batch.len() < max {
+            self.wanted = max - batch.len();
             match self.next_message(Some(deadline)).await {
                 Ok(Some(message)) => batch.push(message_of(message)),
                 Ok(None) => break,
