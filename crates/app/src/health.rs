@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use orders_domain::{OrderRepository, Readiness, error_chain};
+use orders_domain::{DatabaseProbe, Readiness, error_chain};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -103,7 +103,7 @@ impl Health {
     /// and soon after the ingest loop reports a fault.
     pub async fn watch(
         &self,
-        database: Arc<dyn OrderRepository>,
+        database: Arc<dyn DatabaseProbe>,
         broker_connected: impl Fn() -> bool,
         shutdown: CancellationToken,
     ) {
@@ -152,7 +152,7 @@ impl Health {
 
     /// Whether a synchronous standby holds each commit; a database that
     /// cannot say counts as having none.
-    async fn ask_sync_standby(&self, database: &dyn OrderRepository) -> bool {
+    async fn ask_sync_standby(&self, database: &dyn DatabaseProbe) -> bool {
         match tokio::time::timeout(INTERVAL, database.has_sync_standby()).await {
             Ok(Ok(attached)) => attached,
             Ok(Err(err)) => {
@@ -188,14 +188,14 @@ impl Default for Health {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use orders_domain::{MockOrderRepository, RepositoryError};
+    use orders_domain::{MockDatabaseProbe, RepositoryError};
 
     use super::*;
 
     /// A database that answers its `n`th ping and every one after, with a
     /// synchronous standby.
-    fn answering_from(n: usize, pings: Arc<AtomicUsize>) -> Arc<dyn OrderRepository> {
-        let mut repo = MockOrderRepository::new();
+    fn answering_from(n: usize, pings: Arc<AtomicUsize>) -> Arc<dyn DatabaseProbe> {
+        let mut repo = MockDatabaseProbe::new();
         repo.expect_ping().returning(move || {
             if pings.fetch_add(1, Ordering::SeqCst) + 1 >= n {
                 Ok(())
@@ -209,9 +209,9 @@ mod tests {
 
     /// A database that always answers, and whose `n`th answer about a
     /// synchronous standby is `standby[n]` (the last one from then on).
-    fn with_standby(standby: &'static [bool]) -> Arc<dyn OrderRepository> {
+    fn with_standby(standby: &'static [bool]) -> Arc<dyn DatabaseProbe> {
         let asked = AtomicUsize::new(0);
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockDatabaseProbe::new();
         repo.expect_ping().returning(|| Ok(()));
         repo.expect_has_sync_standby().returning(move || {
             let n = asked.fetch_add(1, Ordering::SeqCst);
@@ -220,7 +220,7 @@ mod tests {
         Arc::new(repo)
     }
 
-    fn watching(health: &Arc<Health>, db: Arc<dyn OrderRepository>, shutdown: &CancellationToken) {
+    fn watching(health: &Arc<Health>, db: Arc<dyn DatabaseProbe>, shutdown: &CancellationToken) {
         let health = Arc::clone(health);
         let shutdown = shutdown.clone();
         tokio::spawn(async move { health.watch(db, || true, shutdown).await });

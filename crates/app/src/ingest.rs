@@ -215,8 +215,8 @@ mod tests {
     use crate::health::INTERVAL;
     use bytes::Bytes;
     use orders_domain::{
-        Message, MessageMeta, MockAcker, MockMessageSource, MockOrderCache, MockOrderRepository,
-        OrderRepository, RepositoryError, SaveOutcome,
+        DatabaseProbe, Message, MessageMeta, MockAcker, MockDatabaseProbe, MockMessageSource,
+        MockOrderCache, MockOrderStore, OrderStore, Ports, RepositoryError, SaveOutcome,
     };
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -238,18 +238,25 @@ mod tests {
         }
     }
 
-    fn service(repo: Arc<dyn OrderRepository>) -> Arc<OrderService> {
+    fn service(store: Arc<dyn OrderStore>) -> Arc<OrderService> {
         let mut cache = MockOrderCache::new();
         cache.expect_insert().return_const(());
-        Arc::new(OrderService::new(repo, Arc::new(cache), 1 << 20))
+        Arc::new(OrderService::new(
+            Ports {
+                store,
+                cache: Arc::new(cache),
+                ..Ports::mocks()
+            },
+            1 << 20,
+        ))
     }
 
     #[tokio::test(start_paused = true)]
     async fn after_a_transient_fault_no_message_is_pulled_until_the_database_answers() {
         let pings = Arc::new(AtomicUsize::new(0));
-        let mut repo = MockOrderRepository::new();
+        let mut store = MockOrderStore::new();
         let mut saves = 0;
-        repo.expect_save().times(2).returning(move |_| {
+        store.expect_save().times(2).returning(move |_| {
             saves += 1;
             if saves == 1 {
                 Err(RepositoryError::Unavailable("down".into()))
@@ -258,23 +265,18 @@ mod tests {
             }
         });
         let seen = Arc::clone(&pings);
-        repo.expect_ping().returning(move || {
+        let mut probe = MockDatabaseProbe::new();
+        probe.expect_ping().returning(move || {
             // Up at first; after the fault, down for two pings.
             match seen.fetch_add(1, Ordering::SeqCst) {
                 1 | 2 => Err(RepositoryError::Unavailable("still down".into())),
                 _ => Ok(()),
             }
         });
-        repo.expect_has_sync_standby().returning(|| Ok(false));
-        let repo: Arc<dyn OrderRepository> = Arc::new(repo);
+        probe.expect_has_sync_standby().returning(|| Ok(false));
         let shutdown = CancellationToken::new();
         let health = Arc::new(Health::new(false));
-        {
-            let health = Arc::clone(&health);
-            let repo = Arc::clone(&repo);
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move { health.watch(repo, || true, shutdown).await });
-        }
+        watched(&health, Arc::new(probe), &shutdown);
         // The watcher's first ping: the database answers.
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(health.readiness().report().database);
@@ -311,7 +313,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         run_ingest(
             Feed::Orders,
-            service(repo),
+            service(Arc::new(store)),
             Box::new(source),
             Arc::clone(&health),
             Arc::clone(&metrics),
@@ -341,59 +343,14 @@ mod tests {
     }
 
     #[async_trait::async_trait]
-    impl OrderRepository for Overlapping {
+    impl OrderStore for Overlapping {
         async fn save(
             &self,
-            orders: &[orders_domain::Order],
+            orders: &[orders_domain::NewOrder],
         ) -> Result<Vec<SaveOutcome>, RepositoryError> {
             self.both_saving.wait().await;
             self.committed.fetch_add(1, Ordering::SeqCst);
             Ok(vec![SaveOutcome::Stored; orders.len()])
-        }
-        async fn find(
-            &self,
-            _: &orders_domain::OrderUid,
-        ) -> Result<Option<orders_domain::Order>, RepositoryError> {
-            unreachable!("not looked up")
-        }
-        async fn find_json(
-            &self,
-            _: &orders_domain::OrderUid,
-        ) -> Result<Option<bytes::Bytes>, RepositoryError> {
-            unreachable!("not looked up")
-        }
-        fn load_recent(&self, _: usize) -> orders_domain::OrderChunks {
-            unreachable!("not warmed")
-        }
-        async fn list_recent(
-            &self,
-            _: &orders_domain::OrderQuery,
-            _: usize,
-            _: Option<orders_domain::OrderCursor>,
-        ) -> Result<Vec<orders_domain::OrderSummary>, RepositoryError> {
-            unreachable!("not listed")
-        }
-        async fn list_rejected(
-            &self,
-            _: Option<orders_domain::RejectReason>,
-            _: usize,
-            _: Option<orders_domain::RejectedId>,
-        ) -> Result<Vec<orders_domain::RejectedSummary>, RepositoryError> {
-            unreachable!("not listed")
-        }
-        async fn find_rejected(
-            &self,
-            _: orders_domain::RejectedId,
-        ) -> Result<Option<orders_domain::RejectedMessage>, RepositoryError> {
-            unreachable!("not looked up")
-        }
-        async fn stored_since(
-            &self,
-            _: orders_domain::EventId,
-            _: Option<orders_domain::EventId>,
-            _: usize,
-        ) -> Result<Vec<orders_domain::StoredOrder>, RepositoryError> {
-            unreachable!("not followed")
         }
         async fn record_rejection(
             &self,
@@ -401,24 +358,18 @@ mod tests {
         ) -> Result<(), RepositoryError> {
             unreachable!("nothing rejected")
         }
-        async fn has_sync_standby(&self) -> Result<bool, RepositoryError> {
-            Ok(false)
-        }
-        async fn ping(&self) -> Result<(), RepositoryError> {
-            Ok(())
-        }
     }
 
     #[tokio::test]
     async fn two_batches_are_stored_at_once_and_each_is_acked_after_its_own_commit() {
         let committed = Arc::new(AtomicUsize::new(0));
-        let repo: Arc<dyn OrderRepository> = Arc::new(Overlapping {
+        let repo: Arc<dyn OrderStore> = Arc::new(Overlapping {
             both_saving: tokio::sync::Barrier::new(2),
             committed: Arc::clone(&committed),
         });
         let shutdown = CancellationToken::new();
         let health = Arc::new(Health::new(false));
-        watched(&health, Arc::clone(&repo), &shutdown);
+        watched(&health, answering(&[false]), &shutdown);
         let mut source = MockMessageSource::new();
         let mut pulls = 0;
         let stop = shutdown.clone();
@@ -479,18 +430,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_stored_batch_is_counted_while_the_loop_waits_for_the_next() {
-        let mut repo = MockOrderRepository::new();
-        repo.expect_save()
+        let mut store = MockOrderStore::new();
+        store
+            .expect_save()
             .returning(|_| Ok(vec![SaveOutcome::Stored]));
-        repo.expect_ping().returning(|| Ok(()));
-        repo.expect_has_sync_standby().returning(|| Ok(false));
-        let repo: Arc<dyn OrderRepository> = Arc::new(repo);
+        let repo: Arc<dyn OrderStore> = Arc::new(store);
         let mut acker = MockAcker::new();
         acker.expect_ack().times(1).returning(|| Ok(()));
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
         let health = Arc::new(Health::new(false));
-        watched(&health, Arc::clone(&repo), &shutdown);
+        watched(&health, answering(&[false]), &shutdown);
         let running = tokio::spawn(run_ingest(
             Feed::Orders,
             service(repo),
@@ -519,58 +469,13 @@ mod tests {
     }
 
     #[async_trait::async_trait]
-    impl OrderRepository for HeldSave {
+    impl OrderStore for HeldSave {
         async fn save(
             &self,
-            orders: &[orders_domain::Order],
+            orders: &[orders_domain::NewOrder],
         ) -> Result<Vec<SaveOutcome>, RepositoryError> {
             self.release.notified().await;
             Ok(vec![SaveOutcome::Stored; orders.len()])
-        }
-        async fn find(
-            &self,
-            _: &orders_domain::OrderUid,
-        ) -> Result<Option<orders_domain::Order>, RepositoryError> {
-            unreachable!("not looked up")
-        }
-        async fn find_json(
-            &self,
-            _: &orders_domain::OrderUid,
-        ) -> Result<Option<bytes::Bytes>, RepositoryError> {
-            unreachable!("not looked up")
-        }
-        fn load_recent(&self, _: usize) -> orders_domain::OrderChunks {
-            unreachable!("not warmed")
-        }
-        async fn list_recent(
-            &self,
-            _: &orders_domain::OrderQuery,
-            _: usize,
-            _: Option<orders_domain::OrderCursor>,
-        ) -> Result<Vec<orders_domain::OrderSummary>, RepositoryError> {
-            unreachable!("not listed")
-        }
-        async fn list_rejected(
-            &self,
-            _: Option<orders_domain::RejectReason>,
-            _: usize,
-            _: Option<orders_domain::RejectedId>,
-        ) -> Result<Vec<orders_domain::RejectedSummary>, RepositoryError> {
-            unreachable!("not listed")
-        }
-        async fn find_rejected(
-            &self,
-            _: orders_domain::RejectedId,
-        ) -> Result<Option<orders_domain::RejectedMessage>, RepositoryError> {
-            unreachable!("not looked up")
-        }
-        async fn stored_since(
-            &self,
-            _: orders_domain::EventId,
-            _: Option<orders_domain::EventId>,
-            _: usize,
-        ) -> Result<Vec<orders_domain::StoredOrder>, RepositoryError> {
-            unreachable!("not followed")
         }
         async fn record_rejection(
             &self,
@@ -578,23 +483,17 @@ mod tests {
         ) -> Result<(), RepositoryError> {
             unreachable!("nothing rejected")
         }
-        async fn has_sync_standby(&self) -> Result<bool, RepositoryError> {
-            Ok(false)
-        }
-        async fn ping(&self) -> Result<(), RepositoryError> {
-            Ok(())
-        }
     }
 
     #[tokio::test]
     async fn the_oldest_unsettled_message_ages_while_its_batch_is_stored() {
         let release = Arc::new(tokio::sync::Notify::new());
-        let repo: Arc<dyn OrderRepository> = Arc::new(HeldSave {
+        let repo: Arc<dyn OrderStore> = Arc::new(HeldSave {
             release: Arc::clone(&release),
         });
         let shutdown = CancellationToken::new();
         let health = Arc::new(Health::new(false));
-        watched(&health, Arc::clone(&repo), &shutdown);
+        watched(&health, answering(&[false]), &shutdown);
         let mut acker = MockAcker::new();
         acker.expect_ack().times(1).returning(|| Ok(()));
         let mut old = message(acker);
@@ -638,7 +537,7 @@ mod tests {
 
         run_ingest(
             Feed::Orders,
-            service(Arc::new(MockOrderRepository::new())),
+            service(Arc::new(MockOrderStore::new())),
             Box::new(source),
             Arc::new(Health::new(false)),
             Arc::new(Metrics::new()),
@@ -665,7 +564,7 @@ mod tests {
 
         run_ingest(
             Feed::Orders,
-            service(Arc::new(MockOrderRepository::new())),
+            service(Arc::new(MockOrderStore::new())),
             Box::new(source),
             health,
             Arc::new(Metrics::new()),
@@ -678,8 +577,8 @@ mod tests {
     /// A database that always answers, and whose `n`th answer about a
     /// synchronous standby is `standby[n]` (the last one from then on),
     /// counting the answers in `asked`.
-    fn answering_counted(standby: &'static [bool], asked: Arc<AtomicUsize>) -> MockOrderRepository {
-        let mut repo = MockOrderRepository::new();
+    fn answering_counted(standby: &'static [bool], asked: Arc<AtomicUsize>) -> MockDatabaseProbe {
+        let mut repo = MockDatabaseProbe::new();
         repo.expect_ping().returning(|| Ok(()));
         repo.expect_has_sync_standby().returning(move || {
             let n = asked.fetch_add(1, Ordering::SeqCst);
@@ -688,12 +587,12 @@ mod tests {
         repo
     }
 
-    fn answering(standby: &'static [bool]) -> Arc<dyn OrderRepository> {
+    fn answering(standby: &'static [bool]) -> Arc<dyn DatabaseProbe> {
         Arc::new(answering_counted(standby, Arc::default()))
     }
 
     /// The health watcher running on `db` until `shutdown`.
-    fn watched(health: &Arc<Health>, db: Arc<dyn OrderRepository>, shutdown: &CancellationToken) {
+    fn watched(health: &Arc<Health>, db: Arc<dyn DatabaseProbe>, shutdown: &CancellationToken) {
         let health = Arc::clone(health);
         let shutdown = shutdown.clone();
         tokio::spawn(async move { health.watch(db, || true, shutdown).await });
@@ -703,14 +602,16 @@ mod tests {
     async fn with_a_sync_standby_required_nothing_is_pulled_until_one_attaches() {
         // No synchronous standby at the first three looks (0, 1, 2 s).
         let asked = Arc::new(AtomicUsize::new(0));
-        let mut repo = answering_counted(&[false, false, false, true], Arc::clone(&asked));
-        repo.expect_save()
+        let probe = answering_counted(&[false, false, false, true], Arc::clone(&asked));
+        let mut store = MockOrderStore::new();
+        store
+            .expect_save()
             .times(1)
             .returning(|_| Ok(vec![SaveOutcome::Stored]));
-        let repo: Arc<dyn OrderRepository> = Arc::new(repo);
+        let repo: Arc<dyn OrderStore> = Arc::new(store);
         let shutdown = CancellationToken::new();
         let health = Arc::new(Health::new(true));
-        watched(&health, Arc::clone(&repo), &shutdown);
+        watched(&health, Arc::new(probe), &shutdown);
         let mut source = MockMessageSource::new();
         let mut pulls = 0;
         let stop = shutdown.clone();
@@ -745,12 +646,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_batch_that_arrives_after_writes_stopped_goes_back_unstored() {
-        let mut repo = answering_counted(&[true], Arc::default());
-        repo.expect_save().never();
-        let repo: Arc<dyn OrderRepository> = Arc::new(repo);
+        let mut store = MockOrderStore::new();
+        store.expect_save().never();
+        let repo: Arc<dyn OrderStore> = Arc::new(store);
         let shutdown = CancellationToken::new();
         let health = Arc::new(Health::new(false));
-        watched(&health, Arc::clone(&repo), &shutdown);
+        watched(&health, answering(&[true]), &shutdown);
         tokio::time::sleep(Duration::from_millis(10)).await;
         let mut source = MockMessageSource::new();
         let mut pulls = 0;

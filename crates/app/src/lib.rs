@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use orders_cache::MemoryCache;
-use orders_domain::{OrderRepository, OrderService};
+use orders_domain::{DatabaseProbe, OrderService, Ports};
 use orders_http::{Access, HttpSettings, RateLimit, Router};
 use orders_metrics::{Gauges, Metrics};
 use orders_nats::{
@@ -151,11 +151,7 @@ impl App {
         let health = Arc::new(Health::new(config.require_sync_standby));
         let cache = Arc::new(MemoryCache::new(config.cache_capacity));
         let service = Arc::new(
-            OrderService::new(
-                Arc::clone(&repo) as Arc<dyn OrderRepository>,
-                cache,
-                config.max_order_bytes,
-            )
+            OrderService::new(Ports::of(Arc::clone(&repo), cache), config.max_order_bytes)
             .with_read_through_limit(config.read_through_limit)
             .with_max_event_streams(config.sse_max_clients)
             // Three reports per ack wait: one may be late or lost and the
@@ -304,7 +300,7 @@ impl App {
         });
         spawn_critical("health checks", {
             let health = Arc::clone(&health);
-            let repo = Arc::clone(&repo) as Arc<dyn OrderRepository>;
+            let repo = Arc::clone(&repo) as Arc<dyn DatabaseProbe>;
             let nats = nats.clone();
             let shutdown = shutdown.child_token();
             tokio::spawn(async move {

@@ -425,7 +425,7 @@ async fn replay_publishes_chosen_rejections_again_and_marks_them_never_deleting(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_is_ready_with_the_newest_and_answers_every_stored_order_meanwhile() {
-    use orders_domain::OrderRepository as _;
+    use orders_domain::OrderStore as _;
 
     // More orders than the service loads before it says ready (10,000).
     let db = TestDb::new().await;
@@ -441,7 +441,9 @@ async fn a_restart_is_ready_with_the_newest_and_answers_every_stored_order_meanw
                 orders_domain::Order::parse(&order_json(&format!("r-{n}"), *n)).expect("valid")
             })
             .collect();
-        repo.save(&orders).await.expect("stored");
+        repo.save(&orders_testkit::new_orders(&orders))
+            .await
+            .expect("stored");
     }
 
     let app = spawn_with(db, TestStream::new(), |c| c).await;

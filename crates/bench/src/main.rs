@@ -10,6 +10,7 @@
 
 mod ceiling;
 mod cluster;
+mod copy;
 mod data;
 mod load;
 mod probe;
@@ -580,7 +581,7 @@ async fn ingest(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result
     let ceiling = copies.iter().map(|(rate, _)| *rate).fold(0.0, f64::max);
     // The service's insert alone, both ways it can insert: where the gap
     // to COPY lies.
-    use orders_postgres::InsertMethod;
+    use data::InsertMethod;
     let mut alone = Vec::new();
     for method in [InsertMethod::Unnest, InsertMethod::CopyStaging] {
         for in_flight in [1, 2] {
@@ -665,7 +666,7 @@ async fn ingest(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result
         report.command(
             &measure,
             &format!(
-                "orders-bench --only ingest: PgOrderRepository::save with InsertMethod::{method:?} \
+                "orders-bench --only ingest: PgOrderRepository::save (Unnest) or the bench's staging insert (CopyStaging), InsertMethod::{method:?} \
                  on the same orders, batches of 500, {in_flight} at a time, new migrated \
                  database, no broker"
             ),

@@ -42,23 +42,57 @@ pub struct Decoded {
     pub unknown_fields: Vec<String>,
 }
 
+/// A message that is not an order: why, and the `order_uid` it held when
+/// one could be read (it helps whoever reads `rejected_messages`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotAnOrder {
+    pub error: ValidationError,
+    /// The message's `order_uid` as it was, if it was a string (NUL
+    /// characters dropped, at most 128 characters), valid or not.
+    pub order_uid: Option<String>,
+}
+
 impl Order {
     /// Turns a message body into an order, or says which fields are wrong
     /// and how. See the module documentation for the rules.
     pub fn parse(bytes: &[u8]) -> Result<Order, ValidationError> {
-        decode(bytes).map(|d| d.order)
+        decode(bytes).map(|d| d.order).map_err(|e| e.error)
     }
 
     /// [`parse`](Self::parse), and what was defaulted or unknown.
     pub fn decode(bytes: &[u8]) -> Result<Decoded, ValidationError> {
+        decode(bytes).map_err(|e| e.error)
+    }
+
+    /// [`decode`](Self::decode), and on failure the uid the message held:
+    /// the message is read once, whatever comes of it.
+    pub fn decode_message(bytes: &[u8]) -> Result<Decoded, NotAnOrder> {
         decode(bytes)
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<Decoded, ValidationError> {
-    let value = strict_json(bytes)?;
+/// The longest uid a rejection keeps of a message that is not an order.
+const MAX_UID_HINT: usize = 128;
+
+fn decode(bytes: &[u8]) -> Result<Decoded, NotAnOrder> {
+    let value = strict_json(bytes).map_err(|error| NotAnOrder {
+        error,
+        order_uid: None,
+    })?;
+    let failed = |error| NotAnOrder {
+        error,
+        order_uid: match value.get("order_uid") {
+            Some(Value::String(uid)) => Some(
+                uid.chars()
+                    .filter(|c| *c != '\0')
+                    .take(MAX_UID_HINT)
+                    .collect(),
+            ),
+            _ => None,
+        },
+    };
     if !value.is_object() {
-        return Err(ValidationError::NotAnObject(kind_of(&value)));
+        return Err(failed(ValidationError::NotAnObject(kind_of(&value))));
     }
     let report = Report::default();
     let root = Node {
@@ -82,18 +116,18 @@ fn decode(bytes: &[u8]) -> Result<Decoded, ValidationError> {
         // A decoder error is a shape this walk does not know: a bug here,
         // reported rather than hidden.
         Err(DecodeError(why)) if report.problems.borrow().is_empty() => {
-            Err(ValidationError::Fields(FieldProblems {
+            Err(failed(ValidationError::Fields(FieldProblems {
                 listed: vec![FieldProblem {
                     path: "order".into(),
                     problem: why,
                 }],
                 more: 0,
-            }))
+            })))
         }
-        _ => Err(ValidationError::Fields(FieldProblems {
+        _ => Err(failed(ValidationError::Fields(FieldProblems {
             listed: report.problems.take(),
             more: report.more.get(),
-        })),
+        }))),
     }
 }
 

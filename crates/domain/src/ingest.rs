@@ -6,10 +6,12 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use tracing::Instrument as _;
 
-use crate::decode::Decoded;
+use crate::decode::{Decoded, NotAnOrder};
 use crate::order::Order;
 use crate::panics::{self, Panicked};
-use crate::ports::{Acker, Message, MessageMeta, Rejection, RepositoryError, SaveOutcome};
+use crate::ports::{
+    Acker, Message, MessageMeta, NewOrder, Rejection, RepositoryError, SaveOutcome,
+};
 use crate::service::{OrderService, error_chain};
 use crate::validation::{RejectReason, ValidationError};
 
@@ -117,23 +119,31 @@ impl OrderService {
         let mut positions = Vec::with_capacity(in_hand.len());
         let mut orders = Vec::with_capacity(in_hand.len());
         for (i, m) in in_hand.iter_mut().enumerate() {
-            let parsed = panics::catch(|| self.parse(&m.payload));
+            // The order and its JSON are made here, once: the JSON is the
+            // stored document, the cached answer and the live event's source.
+            let sequence = Some(m.meta.stream_sequence).filter(|s| *s > 0);
+            let parsed = panics::catch(|| {
+                self.parse(&m.payload).map(|decoded| {
+                    let Decoded {
+                        order,
+                        defaulted,
+                        unknown_fields,
+                    } = decoded;
+                    (NewOrder::new(order, sequence), defaulted, unknown_fields)
+                })
+            });
             match parsed {
-                Ok(Ok(decoded)) => {
-                    m.read(&decoded);
+                Ok(Ok((order, defaulted, unknown_fields))) => {
+                    m.read(&order.order, defaulted, &unknown_fields);
                     positions.push(i);
-                    orders.push(decoded.order);
+                    orders.push(order);
                 }
-                Ok(Err(invalid)) => {
-                    let uid = match invalid {
-                        ValidationError::TooLarge { .. } => None,
-                        _ => uid_hint(&m.payload),
-                    };
-                    if let Some(uid) = &uid {
+                Ok(Err(NotAnOrder { error, order_uid })) => {
+                    if let Some(uid) = &order_uid {
                         m.span.record("order_uid", uid.as_str());
                     }
                     let outcome = self
-                        .reject(m, invalid.reason(), invalid.to_string(), uid)
+                        .reject(m, error.reason(), error.to_string(), order_uid)
                         .await;
                     m.settled = Some(outcome);
                 }
@@ -167,7 +177,7 @@ impl OrderService {
                 Some(Ok(outcome)) => Some(self.saved(m, order, outcome, committed).await),
                 Some(Err(panicked)) => {
                     m.ingested.panicked = true;
-                    let uid = Some(order.order_uid.to_string());
+                    let uid = Some(order.order.order_uid.to_string());
                     Some(self.reject_panic(m, "storing", &panicked, uid).await)
                 }
             };
@@ -182,9 +192,9 @@ impl OrderService {
     /// 2 log2(n) calls, not one per order.
     async fn save_containing_panics(
         &self,
-        orders: &[Order],
+        orders: &[NewOrder],
     ) -> Result<Vec<Option<Saved>>, RepositoryError> {
-        match panics::catch_async(self.repo.save(orders)).await {
+        match panics::catch_async(self.store.save(orders)).await {
             Ok(saved) => {
                 return checked(saved?, orders.len())
                     .map(|s| s.into_iter().map(|o| Some(Ok(o))).collect());
@@ -198,7 +208,7 @@ impl OrderService {
         let half = orders.len() / 2;
         let mut pending = vec![(half, &orders[half..]), (0, &orders[..half])];
         while let Some((at, part)) = pending.pop() {
-            match panics::catch_async(self.repo.save(part)).await {
+            match panics::catch_async(self.store.save(part)).await {
                 Ok(Ok(saved)) => match checked(saved, part.len()) {
                     Ok(saved) => {
                         for (slot, outcome) in results[at..].iter_mut().zip(saved) {
@@ -252,7 +262,12 @@ impl OrderService {
         let mut settled = Vec::with_capacity(batch.len());
         for message in batch {
             let (m, acker) = InHand::new(message);
-            let uid = uid_hint(&m.payload);
+            // The same reading of the uid as for any message: the order's,
+            // or the one a message that is no order held.
+            let uid = match Order::decode_message(&m.payload) {
+                Ok(decoded) => Some(decoded.order.order_uid.to_string()),
+                Err(not) => not.order_uid,
+            };
             if let Some(uid) = &uid {
                 m.span.record("order_uid", uid.as_str());
             }
@@ -274,14 +289,17 @@ impl OrderService {
 
     /// The message's order, or why it is not one. Larger than the limit:
     /// rejected without parsing.
-    fn parse(&self, payload: &Bytes) -> Result<Decoded, ValidationError> {
+    fn parse(&self, payload: &Bytes) -> Result<Decoded, NotAnOrder> {
         if payload.len() > self.max_order_bytes {
-            return Err(ValidationError::TooLarge {
-                size: payload.len(),
-                limit: self.max_order_bytes,
+            return Err(NotAnOrder {
+                error: ValidationError::TooLarge {
+                    size: payload.len(),
+                    limit: self.max_order_bytes,
+                },
+                order_uid: None,
             });
         }
-        Order::decode(payload)
+        Order::decode_message(payload)
     }
 
     /// What a save's result means for the message: cache a new order,
@@ -289,10 +307,11 @@ impl OrderService {
     async fn saved(
         &self,
         m: &mut InHand,
-        order: Order,
+        order: NewOrder,
         result: SaveOutcome,
         committed: SystemTime,
     ) -> IngestOutcome {
+        let NewOrder { order, json, .. } = order;
         match result {
             SaveOutcome::Stored => {
                 m.span.in_scope(|| tracing::debug!("stored"));
@@ -301,7 +320,6 @@ impl OrderService {
                     .published
                     .map(|at| committed.duration_since(at).unwrap_or_default());
                 self.misses.forget(&order.order_uid);
-                let json = Bytes::from(order.to_json());
                 // Committed already: a panic in the cache loses only the
                 // cached copy (a lookup reads it through), never the order.
                 if let Err(panicked) = panics::catch(|| self.cache.insert(order.order_uid, json)) {
@@ -366,7 +384,7 @@ impl OrderService {
                 headers: m.meta.headers.clone(),
                 payload: m.payload.clone(),
             };
-            match self.repo.record_rejection(&rejection).await {
+            match self.store.record_rejection(&rejection).await {
                 Ok(()) => IngestOutcome::Rejected(reason),
                 Err(err @ RepositoryError::Unavailable(_)) => {
                     let delay = retry_delay(m.meta.delivered);
@@ -435,16 +453,15 @@ impl InHand {
 
     /// Notes what decoding found: the uid in the span, defaulted and
     /// unknown fields for the metrics (and the unknown names in the log).
-    fn read(&mut self, decoded: &Decoded) {
-        self.span
-            .record("order_uid", decoded.order.order_uid.as_str());
-        if !decoded.unknown_fields.is_empty() {
+    fn read(&mut self, order: &Order, defaulted: Vec<&'static str>, unknown_fields: &[String]) {
+        self.span.record("order_uid", order.order_uid.as_str());
+        if !unknown_fields.is_empty() {
             self.span.in_scope(|| {
-                tracing::debug!(fields = ?decoded.unknown_fields, "fields the order does not know, ignored");
+                tracing::debug!(fields = ?unknown_fields, "fields the order does not know, ignored");
             });
         }
-        self.ingested.defaulted.clone_from(&decoded.defaulted);
-        self.ingested.unknown_fields = decoded.unknown_fields.len();
+        self.ingested.defaulted = defaulted;
+        self.ingested.unknown_fields = unknown_fields.len();
     }
 }
 
@@ -460,20 +477,6 @@ async fn settle(acker: &dyn Acker, outcome: IngestOutcome) {
     }
 }
 
-/// The `order_uid` of a message that is not a valid order, when it has a
-/// readable one: it helps whoever reads `rejected_messages`.
-fn uid_hint(payload: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        order_uid: Option<serde_json::Value>,
-    }
-    let probe: Probe = serde_json::from_slice(payload).ok()?;
-    match probe.order_uid? {
-        serde_json::Value::String(s) => Some(s.chars().filter(|c| *c != '\0').take(128).collect()),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -481,27 +484,43 @@ mod tests {
     use mockall::predicate::eq;
 
     use super::*;
-    use crate::ports::{AckError, MockAcker, MockOrderCache, MockOrderRepository};
+    use crate::ports::{AckError, MockAcker, MockOrderCache, MockOrderStore};
     use crate::service::testing::{
         SAMPLE, acker_expecting, message, order_bytes, sample, unavailable,
     };
 
-    fn service(repo: MockOrderRepository, cache: MockOrderCache) -> OrderService {
-        OrderService::new(Arc::new(repo), Arc::new(cache), 1024 * 1024)
+    fn service(store: MockOrderStore, cache: MockOrderCache) -> OrderService {
+        on(Arc::new(store), cache, 1024 * 1024)
+    }
+
+    /// The service with this store and cache (and no other port).
+    fn on(
+        store: Arc<dyn crate::ports::OrderStore>,
+        cache: MockOrderCache,
+        max: usize,
+    ) -> OrderService {
+        OrderService::new(
+            crate::service::Ports {
+                store,
+                cache: Arc::new(cache),
+                ..crate::service::Ports::mocks()
+            },
+            max,
+        )
     }
 
     fn outcomes(ingested: Vec<Ingested>) -> Vec<IngestOutcome> {
         ingested.into_iter().map(|i| i.outcome).collect()
     }
 
-    fn uids(orders: &[Order]) -> Vec<&str> {
-        orders.iter().map(|o| o.order_uid.as_str()).collect()
+    fn uids(orders: &[NewOrder]) -> Vec<&str> {
+        orders.iter().map(|o| o.order.order_uid.as_str()).collect()
     }
 
     #[tokio::test]
     async fn new_order_is_committed_then_cached_then_acked() {
         let mut seq = mockall::Sequence::new();
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderStore::new();
         repo.expect_save()
             .withf(|orders| uids(orders) == ["b563feb7b2b84b6test"])
             .times(1)
@@ -530,7 +549,7 @@ mod tests {
 
     #[tokio::test]
     async fn duplicate_is_acked_and_does_not_touch_the_cache() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderStore::new();
         repo.expect_save()
             .returning(|_| Ok(vec![SaveOutcome::Duplicate]));
         let mut cache = MockOrderCache::new();
@@ -545,7 +564,7 @@ mod tests {
 
     #[tokio::test]
     async fn conflict_is_recorded_and_terminated_and_the_first_order_stays_cached() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderStore::new();
         repo.expect_save()
             .returning(|_| Ok(vec![SaveOutcome::Conflict]));
         repo.expect_record_rejection()
@@ -593,7 +612,7 @@ mod tests {
             ),
         ];
         for (payload, reason, detail) in cases {
-            let mut repo = MockOrderRepository::new();
+            let mut repo = MockOrderStore::new();
             repo.expect_save().never();
             repo.expect_record_rejection()
                 .withf(move |r| {
@@ -616,7 +635,7 @@ mod tests {
 
     #[tokio::test]
     async fn oversized_message_is_rejected_without_parsing() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderStore::new();
         repo.expect_save().never();
         repo.expect_record_rejection()
             .withf(|r| {
@@ -630,7 +649,7 @@ mod tests {
             })
             .times(1)
             .returning(|_| Ok(()));
-        let svc = OrderService::new(Arc::new(repo), Arc::new(MockOrderCache::new()), 100);
+        let svc = on(Arc::new(repo), MockOrderCache::new(), 100);
 
         let ingested = svc
             .ingest(vec![message(SAMPLE, acker_expecting("term"))])
@@ -644,7 +663,7 @@ mod tests {
 
     #[tokio::test]
     async fn transient_repository_failure_naks_with_a_delay_and_never_acks() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderStore::new();
         repo.expect_save().returning(|_| Err(unavailable()));
         let mut cache = MockOrderCache::new();
         cache.expect_insert().never();
@@ -669,7 +688,7 @@ mod tests {
 
     #[tokio::test]
     async fn failing_to_record_a_rejection_is_transient_too() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderStore::new();
         repo.expect_record_rejection()
             .returning(|_| Err(unavailable()));
 
@@ -682,7 +701,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_order_the_database_refuses_is_rejected_and_the_rest_stored() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderStore::new();
         repo.expect_save().times(1).returning(|_| {
             Ok(vec![
                 SaveOutcome::Stored,
@@ -721,7 +740,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_ack_does_not_change_the_outcome() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderStore::new();
         repo.expect_save()
             .returning(|_| Ok(vec![SaveOutcome::Stored]));
         let mut cache = MockOrderCache::new();
@@ -740,7 +759,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_is_saved_once_and_each_message_settled_by_its_own_outcome() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderStore::new();
         repo.expect_save()
             .withf(|orders| uids(orders) == ["a", "b", "c"])
             .times(1)
@@ -787,7 +806,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_transient_fault_naks_every_valid_message_of_the_batch_and_acks_none() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderStore::new();
         repo.expect_save().returning(|_| Err(unavailable()));
         repo.expect_record_rejection()
             .times(1)
@@ -815,7 +834,7 @@ mod tests {
     #[tokio::test]
     async fn acks_wait_for_the_commit() {
         let committed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderStore::new();
         let flag = Arc::clone(&committed);
         repo.expect_save().returning(move |orders| {
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -854,7 +873,7 @@ mod tests {
             .expect("object")
             .remove("sale");
         value["gift_wrap"] = serde_json::Value::from(true);
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderStore::new();
         repo.expect_save()
             .returning(|_| Ok(vec![SaveOutcome::Stored]));
         let mut cache = MockOrderCache::new();
@@ -882,8 +901,8 @@ mod tests {
     }
 
     #[async_trait::async_trait]
-    impl crate::ports::OrderRepository for PanicsOnBoom {
-        async fn save(&self, orders: &[Order]) -> Result<Vec<SaveOutcome>, RepositoryError> {
+    impl crate::ports::OrderStore for PanicsOnBoom {
+        async fn save(&self, orders: &[NewOrder]) -> Result<Vec<SaveOutcome>, RepositoryError> {
             let uids: Vec<String> = uids(orders).into_iter().map(String::from).collect();
             self.saves.lock().expect("saves").push(uids.clone());
             tokio::task::yield_now().await;
@@ -895,51 +914,6 @@ mod tests {
         async fn record_rejection(&self, r: &Rejection) -> Result<(), RepositoryError> {
             self.rejections.lock().expect("rejections").push(r.clone());
             Ok(())
-        }
-        async fn find(&self, _: &crate::OrderUid) -> Result<Option<Order>, RepositoryError> {
-            unreachable!()
-        }
-        async fn find_json(&self, _: &crate::OrderUid) -> Result<Option<Bytes>, RepositoryError> {
-            unreachable!()
-        }
-        fn load_recent(&self, _: usize) -> crate::OrderChunks {
-            unreachable!()
-        }
-        async fn list_recent(
-            &self,
-            _: &crate::OrderQuery,
-            _: usize,
-            _: Option<crate::OrderCursor>,
-        ) -> Result<Vec<crate::OrderSummary>, RepositoryError> {
-            unreachable!()
-        }
-        async fn list_rejected(
-            &self,
-            _: Option<RejectReason>,
-            _: usize,
-            _: Option<crate::RejectedId>,
-        ) -> Result<Vec<crate::RejectedSummary>, RepositoryError> {
-            unreachable!()
-        }
-        async fn find_rejected(
-            &self,
-            _: crate::RejectedId,
-        ) -> Result<Option<crate::RejectedMessage>, RepositoryError> {
-            unreachable!()
-        }
-        async fn stored_since(
-            &self,
-            _: crate::EventId,
-            _: Option<crate::EventId>,
-            _: usize,
-        ) -> Result<Vec<crate::StoredOrder>, RepositoryError> {
-            unreachable!()
-        }
-        async fn ping(&self) -> Result<(), RepositoryError> {
-            unreachable!()
-        }
-        async fn has_sync_standby(&self) -> Result<bool, RepositoryError> {
-            unreachable!()
         }
     }
 
@@ -955,7 +929,7 @@ mod tests {
             .withf(|uid, _| uid.as_str() != "boom")
             .times(7)
             .return_const(());
-        let svc = OrderService::new(repo.clone(), Arc::new(cache), 1 << 20);
+        let svc = on(repo.clone(), cache, 1 << 20);
         let uids = ["a", "b", "c", "boom", "d", "e", "f", "g"];
         let batch = uids
             .iter()
@@ -998,7 +972,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_in_the_cache_after_the_commit_still_acks_the_stored_order() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderStore::new();
         repo.expect_save()
             .returning(|_| Ok(vec![SaveOutcome::Stored]));
         repo.expect_record_rejection().never();
@@ -1015,7 +989,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_batch_stored_slowly_is_reported_in_progress_until_it_is_settled() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderStore::new();
         repo.expect_save()
             .returning(|_| Ok(vec![SaveOutcome::Stored]));
         let slow = Arc::new(SlowSave(repo));
@@ -1033,8 +1007,7 @@ mod tests {
             .times(1)
             .in_sequence(&mut seq)
             .returning(|| Ok(()));
-        let svc = OrderService::new(slow, Arc::new(cache), 1 << 20)
-            .with_progress_every(Duration::from_secs(10));
+        let svc = on(slow, cache, 1 << 20).with_progress_every(Duration::from_secs(10));
 
         let ingested = svc.ingest(vec![message(SAMPLE, acker)]).await;
 
@@ -1043,7 +1016,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_quick_batch_sends_no_progress() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderStore::new();
         repo.expect_save()
             .returning(|_| Ok(vec![SaveOutcome::Stored]));
         let mut cache = MockOrderCache::new();
@@ -1059,7 +1032,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stored_order_reports_its_lag_from_the_broker_timestamp() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderStore::new();
         repo.expect_save()
             .returning(|_| Ok(vec![SaveOutcome::Stored]));
         let mut cache = MockOrderCache::new();
@@ -1077,67 +1050,22 @@ mod tests {
     }
 
     /// A repository whose save takes 25 s of (paused) time, then asks the mock.
-    struct SlowSave(MockOrderRepository);
+    struct SlowSave(MockOrderStore);
 
     #[async_trait::async_trait]
-    impl crate::ports::OrderRepository for SlowSave {
-        async fn save(&self, orders: &[Order]) -> Result<Vec<SaveOutcome>, RepositoryError> {
+    impl crate::ports::OrderStore for SlowSave {
+        async fn save(&self, orders: &[NewOrder]) -> Result<Vec<SaveOutcome>, RepositoryError> {
             tokio::time::sleep(Duration::from_secs(25)).await;
             self.0.save(orders).await
         }
         async fn record_rejection(&self, r: &Rejection) -> Result<(), RepositoryError> {
             self.0.record_rejection(r).await
         }
-        async fn find(&self, _: &crate::OrderUid) -> Result<Option<Order>, RepositoryError> {
-            unreachable!()
-        }
-        async fn find_json(&self, _: &crate::OrderUid) -> Result<Option<Bytes>, RepositoryError> {
-            unreachable!()
-        }
-        fn load_recent(&self, _: usize) -> crate::OrderChunks {
-            unreachable!()
-        }
-        async fn list_recent(
-            &self,
-            _: &crate::OrderQuery,
-            _: usize,
-            _: Option<crate::OrderCursor>,
-        ) -> Result<Vec<crate::OrderSummary>, RepositoryError> {
-            unreachable!()
-        }
-        async fn list_rejected(
-            &self,
-            _: Option<RejectReason>,
-            _: usize,
-            _: Option<crate::RejectedId>,
-        ) -> Result<Vec<crate::RejectedSummary>, RepositoryError> {
-            unreachable!()
-        }
-        async fn find_rejected(
-            &self,
-            _: crate::RejectedId,
-        ) -> Result<Option<crate::RejectedMessage>, RepositoryError> {
-            unreachable!()
-        }
-        async fn stored_since(
-            &self,
-            _: crate::EventId,
-            _: Option<crate::EventId>,
-            _: usize,
-        ) -> Result<Vec<crate::StoredOrder>, RepositoryError> {
-            unreachable!()
-        }
-        async fn ping(&self) -> Result<(), RepositoryError> {
-            unreachable!()
-        }
-        async fn has_sync_standby(&self) -> Result<bool, RepositoryError> {
-            unreachable!()
-        }
     }
 
     #[tokio::test]
     async fn an_undeliverable_message_is_recorded_with_its_bytes_then_its_notice_settled() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderStore::new();
         repo.expect_save().never();
         repo.expect_record_rejection()
             .withf(|r| {
@@ -1149,7 +1077,7 @@ mod tests {
             })
             .times(1)
             .returning(|_| Ok(()));
-        let mut failing = MockOrderRepository::new();
+        let mut failing = MockOrderStore::new();
         failing
             .expect_record_rejection()
             .returning(|_| Err(unavailable()));

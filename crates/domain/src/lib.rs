@@ -22,7 +22,7 @@ mod service;
 mod uid;
 mod validation;
 
-pub use decode::Decoded;
+pub use decode::{Decoded, NotAnOrder};
 pub use ingest::{DEFAULT_PROGRESS_EVERY, IngestOutcome, Ingested, retry_delay};
 pub use listing::{DEFAULT_PAGE, InvalidCursor, MAX_PAGE, OrderCursor, OrderPage, OrderSummary};
 pub use live::{
@@ -36,8 +36,9 @@ pub use order::{
 };
 pub use panics::{Panicked, catch as catch_panic, catch_async as catch_panic_async};
 pub use ports::{
-    AckError, Acker, Message, MessageMeta, MessageSource, OrderCache, OrderChunks, OrderEvents,
-    OrderJson, OrderRepository, Rejection, RepositoryError, SaveOutcome, SourceError,
+    AckError, Acker, DatabaseProbe, Message, MessageMeta, MessageSource, NewOrder, OrderCache,
+    OrderChunks, OrderEvents, OrderJson, OrderReads, OrderStore, RejectedReads, Rejection,
+    RepositoryError, SaveOutcome, SourceError,
 };
 pub use readiness::{Readiness, ReadinessReport};
 pub use rejected::{
@@ -47,11 +48,12 @@ pub use rejected::{
 pub use search::{
     InvalidSearch, MAX_SEARCH_LEN, OrderQuery, SEARCH_KEYS, SearchKey, normalize_phone,
 };
-pub use service::{DEFAULT_READ_THROUGH, OrderService, error_chain};
+pub use service::{DEFAULT_READ_THROUGH, OrderService, Ports, error_chain};
 pub use uid::{InvalidOrderUid, MAX_UID_LEN, OrderUid};
 pub use validation::{FieldProblem, FieldProblems, MAX_PROBLEMS, RejectReason, ValidationError};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{
-    MockAcker, MockMessageSource, MockOrderCache, MockOrderEvents, MockOrderRepository,
+    MockAcker, MockDatabaseProbe, MockMessageSource, MockOrderCache, MockOrderEvents,
+    MockOrderReads, MockOrderStore, MockRejectedReads,
 };

@@ -61,11 +61,25 @@ impl fmt::Display for EventId {
     }
 }
 
-/// A stored order and its event id.
+/// A stored order as the live list and the other replicas' caches take
+/// it: its event id, its line of the list, and its JSON as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredOrder {
     pub id: EventId,
-    pub order: Order,
+    pub summary: OrderSummary,
+    /// Byte for byte [`Order::to_json`] of the stored order.
+    pub json: Bytes,
+}
+
+impl StoredOrder {
+    /// `order`, stored with event id `id`.
+    pub fn of(id: EventId, order: &Order) -> Self {
+        Self {
+            id,
+            summary: OrderSummary::of(order),
+            json: Bytes::from(order.to_json()),
+        }
+    }
 }
 
 /// What the database announced.
@@ -94,7 +108,7 @@ pub struct LiveOrder {
 
 impl LiveOrder {
     fn of(stored: &StoredOrder) -> Self {
-        let summary = serde_json::to_vec(&OrderSummary::of(&stored.order))
+        let summary = serde_json::to_vec(&stored.summary)
             .expect("a summary of strings and integers serializes");
         Self {
             id: stored.id,
@@ -253,7 +267,7 @@ impl OrderService {
         seen: &mut SeenIds,
     ) -> Result<(), RepositoryError> {
         loop {
-            let page = self.repo.stored_since(after, through, FOLLOW_PAGE).await?;
+            let page = self.reads.stored_since(after, through, FOLLOW_PAGE).await?;
             let full = page.len() == FOLLOW_PAGE;
             for stored in page {
                 after = after.max(stored.id);
@@ -262,10 +276,8 @@ impl OrderService {
                 }
                 let live = LiveOrder::of(&stored);
                 if !own {
-                    self.cache.insert(
-                        stored.order.order_uid.clone(),
-                        Bytes::from(stored.order.to_json()),
-                    );
+                    self.cache
+                        .insert(stored.summary.order_uid.clone(), stored.json);
                 }
                 // No stream open: nobody to tell.
                 let _ = self.live.sender.send(live);
@@ -292,7 +304,7 @@ impl OrderService {
         let mut replayed = HashSet::new();
         if let Some(after) = after {
             let missed = self
-                .repo
+                .reads
                 .stored_since(after, None, RESUME_LIMIT + 1)
                 .await?;
             if missed.len() > RESUME_LIMIT {
@@ -353,18 +365,25 @@ mod tests {
     use mockall::predicate::eq;
 
     use super::*;
-    use crate::ports::{MockOrderCache, MockOrderEvents, MockOrderRepository};
+    use crate::ports::{MockOrderCache, MockOrderEvents, MockOrderReads};
     use crate::service::testing::{order_bytes, unavailable};
 
-    fn service(repo: MockOrderRepository, cache: MockOrderCache) -> OrderService {
-        OrderService::new(Arc::new(repo), Arc::new(cache), 1 << 20)
+    fn service(reads: MockOrderReads, cache: MockOrderCache) -> OrderService {
+        OrderService::new(
+            crate::service::Ports {
+                reads: Arc::new(reads),
+                cache: Arc::new(cache),
+                ..crate::service::Ports::mocks()
+            },
+            1 << 20,
+        )
     }
 
     fn stored(id: i64, uid: &str) -> StoredOrder {
-        StoredOrder {
-            id: EventId::new(id),
-            order: Order::parse(&order_bytes(uid)).expect("valid order"),
-        }
+        StoredOrder::of(
+            EventId::new(id),
+            &Order::parse(&order_bytes(uid)).expect("valid order"),
+        )
     }
 
     /// Events that yield `notices`, then close.
@@ -405,7 +424,7 @@ mod tests {
     #[tokio::test]
     async fn another_replicas_orders_are_read_then_cached_then_streamed() {
         let mut seq = Sequence::new();
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_stored_since()
             .with(
                 eq(EventId::new(10)),
@@ -438,7 +457,7 @@ mod tests {
 
     #[tokio::test]
     async fn own_orders_are_not_read_while_no_stream_is_open() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_stored_since().never();
         let mut cache = MockOrderCache::new();
         cache.expect_insert().never();
@@ -450,7 +469,7 @@ mod tests {
 
     #[tokio::test]
     async fn own_orders_are_streamed_but_not_cached_again() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_stored_since()
             .times(1)
             .returning(|_, _, _| Ok(vec![stored(1, "mine")]));
@@ -468,7 +487,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_order_in_two_overlapping_announcements_is_streamed_once() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_stored_since()
             .with(
                 eq(EventId::new(0)),
@@ -502,7 +521,7 @@ mod tests {
 
     #[tokio::test]
     async fn after_a_reconnect_the_orders_after_the_highest_id_seen_are_read() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_stored_since()
             .with(
                 eq(EventId::new(4)),
@@ -534,7 +553,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_read_is_read_again_at_the_next_announcement() {
         let mut seq = Sequence::new();
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_stored_since()
             .with(
                 eq(EventId::new(0)),
@@ -566,7 +585,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_resumed_stream_gets_the_missed_orders_first_and_each_once() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_stored_since()
             .with(eq(EventId::new(7)), eq(None), eq(RESUME_LIMIT + 1))
             .times(1)
@@ -597,7 +616,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_missed_too_much_is_told_to_reset() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_stored_since().returning(|after, _, limit| {
             Ok((1..=limit as i64)
                 .map(|n| stored(after.get() + n, &format!("o{n}")))
@@ -615,7 +634,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_that_falls_behind_skips_ahead_with_a_reset() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         let total = FAN_OUT as i64 + 10;
         repo.expect_stored_since().returning(move |_, _, _| {
             Ok((1..=total).map(|n| stored(n, &format!("o{n}"))).collect())
@@ -637,7 +656,7 @@ mod tests {
     #[tokio::test]
     async fn streams_over_the_cap_are_refused_and_a_dropped_one_frees_its_place() {
         let service =
-            service(MockOrderRepository::new(), MockOrderCache::new()).with_max_event_streams(2);
+            service(MockOrderReads::new(), MockOrderCache::new()).with_max_event_streams(2);
 
         let first = service.subscribe(None).await.expect("first");
         let _second = service.subscribe(None).await.expect("second");

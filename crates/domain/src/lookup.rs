@@ -48,7 +48,7 @@ impl OrderService {
         let Ok(_permit) = self.read_through.try_acquire() else {
             return Err(LookupError::Busy);
         };
-        let Some(json) = self.repo.find_json(uid).await? else {
+        let Some(json) = self.reads.find_json(uid).await? else {
             self.misses.remember(uid);
             return Err(LookupError::NotFound);
         };
@@ -73,7 +73,7 @@ impl OrderService {
         before: Option<OrderCursor>,
     ) -> Result<OrderPage, RepositoryError> {
         let limit = limit.clamp(1, MAX_PAGE);
-        let orders = self.repo.list_recent(query, limit, before).await?;
+        let orders = self.reads.list_recent(query, limit, before).await?;
         Ok(OrderPage::new(orders, limit))
     }
 
@@ -84,7 +84,7 @@ impl OrderService {
     /// large warm-up never holds all the orders at once. The repository
     /// hands over each order's JSON as stored: nothing is serialized here.
     pub async fn warm_up(&self, capacity: usize) -> Result<usize, RepositoryError> {
-        let mut chunks = self.repo.load_recent(capacity);
+        let mut chunks = self.reads.load_recent(capacity);
         let mut loaded = 0;
         while let Some(chunk) = chunks.next().await {
             for order in chunk? {
@@ -105,11 +105,18 @@ mod tests {
 
     use super::*;
     use crate::order::Order;
-    use crate::ports::{MockOrderCache, MockOrderRepository, OrderChunks, OrderJson};
+    use crate::ports::{MockOrderCache, MockOrderReads, OrderChunks, OrderJson};
     use crate::service::testing::{sample, unavailable};
 
-    fn service(repo: MockOrderRepository, cache: MockOrderCache) -> OrderService {
-        OrderService::new(Arc::new(repo), Arc::new(cache), 1024 * 1024)
+    fn service(reads: MockOrderReads, cache: MockOrderCache) -> OrderService {
+        OrderService::new(
+            crate::service::Ports {
+                reads: Arc::new(reads),
+                cache: Arc::new(cache),
+                ..crate::service::Ports::mocks()
+            },
+            1024 * 1024,
+        )
     }
 
     fn chunks(items: Vec<Result<Vec<Order>, RepositoryError>>) -> OrderChunks {
@@ -122,7 +129,7 @@ mod tests {
 
     #[tokio::test]
     async fn lookup_hit_is_answered_from_the_cache_alone() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_find_json().never();
         let mut cache = MockOrderCache::new();
         cache
@@ -140,7 +147,7 @@ mod tests {
 
     #[tokio::test]
     async fn lookup_miss_reads_through_and_caches() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_find_json()
             .with(eq(sample().order_uid))
             .times(1)
@@ -164,7 +171,7 @@ mod tests {
 
     #[tokio::test]
     async fn lookup_of_an_unknown_uid_is_not_found() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_find_json().returning(|_| Ok(None));
         let mut cache = MockOrderCache::new();
         cache.expect_get().returning(|_| None);
@@ -179,7 +186,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_uid_found_missing_is_not_asked_for_again_at_once() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_find_json().times(1).returning(|_| Ok(None));
         let mut cache = MockOrderCache::new();
         cache.expect_get().returning(|_| None);
@@ -194,7 +201,7 @@ mod tests {
     #[tokio::test]
     async fn lookups_past_the_read_through_limit_are_busy_at_once() {
         let started = Arc::new(tokio::sync::Barrier::new(3));
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_find_json()
             .times(2)
             .returning(|_| Ok(Some(Bytes::from(sample().to_json()))));
@@ -217,7 +224,7 @@ mod tests {
 
     #[tokio::test]
     async fn lookup_reports_a_database_fault() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_find_json().returning(|_| Err(unavailable()));
         let mut cache = MockOrderCache::new();
         cache.expect_get().returning(|_| None);
@@ -239,7 +246,7 @@ mod tests {
                 order_uid: OrderUid::parse(&format!("o{n}")).expect("uid"),
             },
         };
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_list_recent()
             .withf(|query, limit, before| {
                 *query == OrderQuery::all() && *limit == MAX_PAGE && before.is_none()
@@ -268,7 +275,7 @@ mod tests {
 
     #[tokio::test]
     async fn warm_up_fills_the_cache() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_load_recent()
             .with(eq(500))
             .times(1)
@@ -291,7 +298,7 @@ mod tests {
             order_uid: OrderUid::try_from(uid.to_owned()).expect("uid"),
             ..sample()
         };
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_load_recent().times(1).returning(move |_| {
             chunks(vec![Ok(vec![order("a"), order("b")]), Ok(vec![order("c")])])
         });
@@ -299,7 +306,7 @@ mod tests {
         cache.expect_insert().times(3).return_const(());
         assert_eq!(service(repo, cache).warm_up(10).await.expect("warm-up"), 3);
 
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_load_recent()
             .returning(move |_| chunks(vec![Ok(vec![order("a")]), Err(unavailable())]));
         let mut cache = MockOrderCache::new();

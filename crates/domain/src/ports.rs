@@ -35,6 +35,32 @@ impl OrderJson {
     }
 }
 
+/// An order on its way into storage, made once per message at ingest: the
+/// decoded order, its JSON (which becomes the stored document, the cached
+/// answer and the source of the live event, so it is serialized once), and
+/// where its message came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    pub order: Order,
+    /// Byte for byte [`Order::to_json`] of `order`.
+    pub json: Bytes,
+    /// The message's sequence in the stream, when it came from one: kept
+    /// with the order, so erasing the order can delete its message too.
+    pub stream_sequence: Option<u64>,
+}
+
+impl NewOrder {
+    /// `order` with its JSON, from the stream's message `stream_sequence`.
+    pub fn new(order: Order, stream_sequence: Option<u64>) -> Self {
+        let json = Bytes::from(order.to_json());
+        Self {
+            order,
+            json,
+            stream_sequence,
+        }
+    }
+}
+
 /// Orders in chunks, as a repository reads them: the consumer works on one
 /// chunk while the next is read. An error ends the stream.
 pub type OrderChunks = futures::stream::BoxStream<'static, Result<Vec<OrderJson>, RepositoryError>>;
@@ -86,25 +112,34 @@ pub struct Rejection {
     pub payload: Bytes,
 }
 
-/// Durable storage of orders.
+/// What ingest writes: a batch's orders, and the messages that were not
+/// orders.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
-pub trait OrderRepository: Send + Sync {
+pub trait OrderStore: Send + Sync {
     /// MUST store every order of the batch that is new, each with all its
-    /// parts, in ONE transaction, and return one outcome per order, in
-    /// order. An order whose uid is stored already MUST change nothing and
-    /// be [`SaveOutcome::Duplicate`] if equal to the stored one,
-    /// [`SaveOutcome::Conflict`] if not; a uid repeated within the batch is
-    /// judged against its first occurrence. An order the database refuses
-    /// MUST be [`SaveOutcome::Refused`] with nothing of it stored, while the
+    /// parts and its JSON as its document, in ONE transaction, and return
+    /// one outcome per order, in order. An order whose uid is stored
+    /// already MUST change nothing and be [`SaveOutcome::Duplicate`] if
+    /// its JSON equals the stored document, [`SaveOutcome::Conflict`] if
+    /// not; a uid repeated within the batch is judged against its first
+    /// occurrence. An order the database refuses MUST be
+    /// [`SaveOutcome::Refused`] with nothing of it stored, while the
     /// batch's other orders are stored all the same. MUST return
-    /// [`RepositoryError::Unavailable`], with nothing stored, for faults that
-    /// may heal.
-    async fn save(&self, orders: &[Order]) -> Result<Vec<SaveOutcome>, RepositoryError>;
+    /// [`RepositoryError::Unavailable`], with nothing stored, for faults
+    /// that may heal.
+    async fn save(&self, orders: &[NewOrder]) -> Result<Vec<SaveOutcome>, RepositoryError>;
 
-    /// MUST return the stored order with this uid, or `None`.
-    async fn find(&self, uid: &OrderUid) -> Result<Option<Order>, RepositoryError>;
+    /// MUST record the rejected message; recording the same stream and
+    /// sequence again MUST keep one row.
+    async fn record_rejection(&self, rejection: &Rejection) -> Result<(), RepositoryError>;
+}
 
+/// Reading stored orders: lookups that miss the cache, the list and the
+/// search, the warm-up, the live list.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait OrderReads: Send + Sync {
     /// MUST return the JSON of the stored order with this uid, exactly as
     /// [`Order::to_json`] writes that order, or `None`.
     async fn find_json(&self, uid: &OrderUid) -> Result<Option<Bytes>, RepositoryError>;
@@ -132,6 +167,24 @@ pub trait OrderRepository: Send + Sync {
         before: Option<OrderCursor>,
     ) -> Result<Vec<OrderSummary>, RepositoryError>;
 
+    /// MUST return the stored orders whose event id is greater than `after`
+    /// and, when `through` is given, at most `through`, lowest id first, at
+    /// most `limit` of them, each with its event id, its summary and its
+    /// JSON as [`find_json`](Self::find_json) returns it. Ids are taken
+    /// before the commit, so an order with a lower id MAY appear on a later
+    /// call than one with a higher id.
+    async fn stored_since(
+        &self,
+        after: EventId,
+        through: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<StoredOrder>, RepositoryError>;
+}
+
+/// The rejected messages, as the support desk reads them.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait RejectedReads: Send + Sync {
     /// MUST return at most `limit` rejected messages, newest (highest id)
     /// first, only those of `reason` when given and with an id below
     /// `before` when given.
@@ -148,33 +201,24 @@ pub trait OrderRepository: Send + Sync {
         &self,
         id: RejectedId,
     ) -> Result<Option<RejectedMessage>, RepositoryError>;
+}
 
-    /// MUST return the stored orders whose event id is greater than `after`
-    /// and, when `through` is given, at most `through`, lowest id first, at
-    /// most `limit` of them, each whole (all its items, in their order),
-    /// with its event id. Ids are taken before the commit, so an order
-    /// with a lower id MAY appear on a later call than one with a higher id.
-    async fn stored_since(
-        &self,
-        after: EventId,
-        through: Option<EventId>,
-        limit: usize,
-    ) -> Result<Vec<StoredOrder>, RepositoryError>;
-
-    /// MUST record the rejected message; recording the same stream and
-    /// sequence again MUST keep one row.
-    async fn record_rejection(&self, rejection: &Rejection) -> Result<(), RepositoryError>;
-
+/// Whether the database can take ingest's writes now: what the health
+/// watcher asks.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait DatabaseProbe: Send + Sync {
     /// MUST succeed only when the database answers a query.
     async fn ping(&self) -> Result<(), RepositoryError>;
 
-    /// MUST return whether a commit [`save`](Self::save) acknowledges now is
-    /// held by more than one server: `true` only while the database waits
-    /// for a synchronous standby to confirm each of our commits and at
-    /// least one such standby is attached and streaming; `false` while a
-    /// commit lives on the primary alone (no standby, or only asynchronous
-    /// ones), so that losing the primary may lose it. MUST return
-    /// [`RepositoryError::Unavailable`] when the database does not answer.
+    /// MUST return whether a commit [`OrderStore::save`] acknowledges now
+    /// is held by more than one server: `true` only while the database
+    /// waits for a synchronous standby to confirm each of our commits and
+    /// at least one such standby is attached and streaming; `false` while
+    /// a commit lives on the primary alone (no standby, or only
+    /// asynchronous ones), so that losing the primary may lose it. MUST
+    /// return [`RepositoryError::Unavailable`] when the database does not
+    /// answer.
     async fn has_sync_standby(&self) -> Result<bool, RepositoryError>;
 }
 

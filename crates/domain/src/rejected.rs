@@ -151,7 +151,7 @@ impl crate::service::OrderService {
         before: Option<RejectedId>,
     ) -> Result<RejectedPage, crate::ports::RepositoryError> {
         let limit = limit.clamp(1, MAX_REJECTED_PAGE);
-        let rows = self.repo.list_rejected(reason, limit, before).await?;
+        let rows = self.rejected.list_rejected(reason, limit, before).await?;
         Ok(RejectedPage::new(rows, limit))
     }
 
@@ -160,7 +160,7 @@ impl crate::service::OrderService {
         &self,
         id: RejectedId,
     ) -> Result<Option<RejectedMessage>, crate::ports::RepositoryError> {
-        self.repo.find_rejected(id).await
+        self.rejected.find_rejected(id).await
     }
 }
 
@@ -207,9 +207,10 @@ mod tests {
     async fn rejected_caps_the_limit_and_offers_a_next_page_only_when_full() {
         use std::sync::Arc;
 
-        use crate::ports::{MockOrderCache, MockOrderRepository};
+        use crate::ports::MockRejectedReads;
+        use crate::service::Ports;
 
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockRejectedReads::new();
         repo.expect_list_rejected()
             .withf(|reason, limit, before| {
                 *reason == Some(RejectReason::Conflict)
@@ -223,8 +224,10 @@ mod tests {
             .times(1)
             .returning(|_, _, _| Ok(vec![summary(1)]));
         let svc = crate::service::OrderService::new(
-            Arc::new(repo),
-            Arc::new(MockOrderCache::new()),
+            Ports {
+                rejected: Arc::new(repo),
+                ..Ports::mocks()
+            },
             1 << 20,
         );
 

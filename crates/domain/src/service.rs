@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::live::{DEFAULT_MAX_STREAMS, Live};
 use crate::misses::RecentMisses;
-use crate::ports::{OrderCache, OrderRepository};
+use crate::ports::{OrderCache, OrderReads, OrderStore, RejectedReads};
 
 /// Lookups that may read through to the database at once, by default:
 /// half the connection pool, so misses never take the connections ingest
@@ -15,7 +15,9 @@ pub const DEFAULT_READ_THROUGH: usize = 8;
 /// The core. Inbound adapters (the ingest loop, HTTP) call it directly; it
 /// reaches the outside only through the ports it holds.
 pub struct OrderService {
-    pub(crate) repo: Arc<dyn OrderRepository>,
+    pub(crate) store: Arc<dyn OrderStore>,
+    pub(crate) reads: Arc<dyn OrderReads>,
+    pub(crate) rejected: Arc<dyn RejectedReads>,
     pub(crate) cache: Arc<dyn OrderCache>,
     /// Messages larger than this are rejected without being parsed.
     pub(crate) max_order_bytes: usize,
@@ -39,14 +41,70 @@ impl std::fmt::Debug for OrderService {
     }
 }
 
-impl OrderService {
-    pub fn new(
-        repo: Arc<dyn OrderRepository>,
-        cache: Arc<dyn OrderCache>,
-        max_order_bytes: usize,
-    ) -> Self {
+/// The ports the core reaches the outside through: each use case uses
+/// only some of them, so a test fakes only those.
+#[derive(Clone)]
+pub struct Ports {
+    /// What ingest writes.
+    pub store: Arc<dyn OrderStore>,
+    /// Stored orders, read.
+    pub reads: Arc<dyn OrderReads>,
+    /// The rejected messages, read.
+    pub rejected: Arc<dyn RejectedReads>,
+    /// Orders in memory.
+    pub cache: Arc<dyn OrderCache>,
+}
+
+impl std::fmt::Debug for Ports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ports")
+    }
+}
+
+impl Ports {
+    /// One adapter for the three database ports (as PostgreSQL serves
+    /// them all), and the cache.
+    pub fn of<R>(database: Arc<R>, cache: Arc<dyn OrderCache>) -> Self
+    where
+        R: OrderStore + OrderReads + RejectedReads + 'static,
+    {
         Self {
-            repo,
+            store: Arc::clone(&database) as Arc<dyn OrderStore>,
+            reads: Arc::clone(&database) as Arc<dyn OrderReads>,
+            rejected: database,
+            cache,
+        }
+    }
+}
+
+#[cfg(any(test, feature = "mocks"))]
+impl Ports {
+    /// Mocks that expect nothing: a test replaces the ones it uses
+    /// (`Ports { reads: Arc::new(reads), ..Ports::mocks() }`), and a call
+    /// to any other fails the test.
+    pub fn mocks() -> Self {
+        use crate::ports::{MockOrderCache, MockOrderReads, MockOrderStore, MockRejectedReads};
+        Self {
+            store: Arc::new(MockOrderStore::new()),
+            reads: Arc::new(MockOrderReads::new()),
+            rejected: Arc::new(MockRejectedReads::new()),
+            cache: Arc::new(MockOrderCache::new()),
+        }
+    }
+}
+
+impl OrderService {
+    pub fn new(ports: Ports, max_order_bytes: usize) -> Self {
+        let Ports {
+            store,
+            reads,
+            rejected,
+            cache,
+        } = ports;
+        Self {
+            store,
+            reads,
+            rejected,
             cache,
             max_order_bytes,
             misses: RecentMisses::default(),

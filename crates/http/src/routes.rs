@@ -648,13 +648,23 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-    use orders_domain::{MockOrderCache, MockOrderRepository, Order, RepositoryError};
+    use orders_domain::{
+        MockOrderCache, MockOrderReads, MockRejectedReads, Order, Ports, RepositoryError,
+    };
 
     const SAMPLE: &[u8] = include_bytes!("../../../fixtures/model.json");
 
-    fn router(repo: MockOrderRepository, cache: MockOrderCache) -> Router {
+    fn router(reads: MockOrderReads, cache: MockOrderCache) -> Router {
+        on(Ports {
+            reads: Arc::new(reads),
+            cache: Arc::new(cache),
+            ..Ports::mocks()
+        })
+    }
+
+    fn on(ports: Ports) -> Router {
         Router::new(
-            Arc::new(OrderService::new(Arc::new(repo), Arc::new(cache), 1 << 20)),
+            Arc::new(OrderService::new(ports, 1 << 20)),
             Arc::new(Readiness::default()),
             Arc::new(Metrics::new()),
         )
@@ -695,7 +705,7 @@ mod tests {
         cache
             .expect_get()
             .returning(|_| Some(Bytes::from_static(SAMPLE)));
-        let router = router(MockOrderRepository::new(), cache);
+        let router = router(MockOrderReads::new(), cache);
 
         let (status, body, response) =
             call(&router, Method::GET, "/order?order_uid=b563feb7b2b84b6test").await;
@@ -707,7 +717,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_order_is_404_with_the_uid() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_find_json().returning(|_| Ok(None));
         let router = router(repo, empty_cache());
 
@@ -723,7 +733,7 @@ mod tests {
 
     #[tokio::test]
     async fn read_through_answers_a_miss() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_find_json()
             .returning(|_| Ok(Some(Order::parse(SAMPLE).expect("valid").to_json().into())));
         let router = router(repo, empty_cache());
@@ -739,7 +749,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_uids_are_400_with_a_reason() {
-        let router = router(MockOrderRepository::new(), MockOrderCache::new());
+        let router = router(MockOrderReads::new(), MockOrderCache::new());
         let cases = [
             ("/order", "order_uid is missing"),
             ("/order?other=1", "order_uid is missing"),
@@ -765,7 +775,7 @@ mod tests {
 
     #[tokio::test]
     async fn database_fault_is_503_and_says_nothing_internal() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_find_json().returning(|_| {
             Err(RepositoryError::Unavailable(
                 "password=secret host=db".into(),
@@ -781,7 +791,7 @@ mod tests {
 
     #[tokio::test]
     async fn other_methods_are_405_with_allow() {
-        let router = router(MockOrderRepository::new(), MockOrderCache::new());
+        let router = router(MockOrderReads::new(), MockOrderCache::new());
         for (method, path) in [
             (Method::POST, "/order"),
             (Method::DELETE, "/"),
@@ -795,7 +805,7 @@ mod tests {
 
     #[tokio::test]
     async fn page_is_served_with_a_content_security_policy() {
-        let router = router(MockOrderRepository::new(), MockOrderCache::new());
+        let router = router(MockOrderReads::new(), MockOrderCache::new());
 
         let (status, body, response) = call(&router, Method::GET, "/").await;
 
@@ -814,7 +824,7 @@ mod tests {
 
     #[tokio::test]
     async fn traversal_finds_nothing() {
-        let router = router(MockOrderRepository::new(), MockOrderCache::new());
+        let router = router(MockOrderReads::new(), MockOrderCache::new());
         for path in [
             "/../Cargo.toml",
             "/static/../Cargo.toml",
@@ -828,7 +838,7 @@ mod tests {
 
     #[tokio::test]
     async fn orders_lists_a_page_and_refuses_bad_parameters() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_list_recent()
             .withf(|_, limit, before| {
                 *limit == 2 && before.as_ref().map(|c| c.to_string()).as_deref() == Some("5.abc")
@@ -858,7 +868,7 @@ mod tests {
 
     #[tokio::test]
     async fn orders_take_one_search_key_and_name_the_bad_parameter() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
         repo.expect_list_recent()
             .withf(|query, limit, before| {
                 query.key == Some(orders_domain::SearchKey::Phone("+7900".into()))
@@ -908,7 +918,7 @@ mod tests {
 
     #[tokio::test]
     async fn rejected_messages_are_listed_and_read_by_id() {
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockRejectedReads::new();
         repo.expect_list_rejected()
             .withf(|reason, limit, before| {
                 *reason == Some(orders_domain::RejectReason::Conflict)
@@ -920,7 +930,11 @@ mod tests {
         repo.expect_find_rejected().times(1).returning(|_| Ok(None));
         let mut cache = MockOrderCache::new();
         cache.expect_len().return_const(0usize);
-        let router = router(repo, cache);
+        let router = on(Ports {
+            rejected: Arc::new(repo),
+            cache: Arc::new(cache),
+            ..Ports::mocks()
+        });
 
         let (status, body, _) = call(
             &router,
@@ -973,7 +987,7 @@ mod tests {
             .expect_get()
             .returning(|_| Some(Bytes::from_static(SAMPLE)));
         cache.expect_len().return_const(42usize);
-        let router = router(MockOrderRepository::new(), cache);
+        let router = router(MockOrderReads::new(), cache);
         call(&router, Method::GET, "/order?order_uid=b563feb7b2b84b6test").await;
         call(&router, Method::GET, "/no/such/page").await;
 
@@ -1000,11 +1014,7 @@ mod tests {
     async fn readiness_follows_the_dependencies() {
         let readiness = Arc::new(Readiness::default());
         let router = Router::new(
-            Arc::new(OrderService::new(
-                Arc::new(MockOrderRepository::new()),
-                Arc::new(MockOrderCache::new()),
-                1 << 20,
-            )),
+            Arc::new(OrderService::new(Ports::mocks(), 1 << 20)),
             Arc::clone(&readiness),
             Arc::new(Metrics::new()),
         );
@@ -1054,8 +1064,10 @@ mod tests {
         let tokens = crate::Tokens::parse(&format!("desk:{TOKEN}")).expect("tokens");
         let router = Router::new(
             Arc::new(OrderService::new(
-                Arc::new(MockOrderRepository::new()),
-                Arc::new(cache),
+                Ports {
+                    cache: Arc::new(cache),
+                    ..Ports::mocks()
+                },
                 1 << 20,
             )),
             Arc::new(Readiness::default()),

@@ -535,8 +535,10 @@ mod tests {
         }
         let cache = PanicsOnBoom;
         let service = orders_domain::OrderService::new(
-            Arc::new(orders_domain::MockOrderRepository::new()),
-            Arc::new(cache),
+            orders_domain::Ports {
+                cache: Arc::new(cache),
+                ..orders_domain::Ports::mocks()
+            },
             1 << 20,
         );
         let metrics = Arc::new(orders_metrics::Metrics::new());

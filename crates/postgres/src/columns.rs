@@ -1,71 +1,130 @@
 //! A batch of orders as one array per column, for `INSERT ... UNNEST`.
+//!
+//! Each column is written straight into PostgreSQL's binary array format
+//! as the row writer hands over its values: one growing buffer per
+//! column, so a batch costs a few dozen buffers, not an owned `String`
+//! per text value (about forty per order) and a copy of every document
+//! into a `Vec` of its own.
 
 use std::error::Error as StdError;
 
-use bytes::BytesMut;
-use orders_domain::Order;
+use bytes::{BufMut as _, BytesMut};
+use orders_domain::NewOrder;
 use time::OffsetDateTime;
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::types::{IsNull, Kind, ToSql, Type, to_sql_checked};
 
 use crate::rows::{Cell, RowSink, write_order};
 use crate::schema::{SqlType, TABLES, TableId};
 
-/// One column's values down a batch.
-#[derive(Debug)]
-enum ColumnData {
-    Text(Vec<String>),
-    BigInt(Vec<i64>),
-    Integer(Vec<i32>),
-    TimestampTz(Vec<OffsetDateTime>),
-    Bytea(Vec<Vec<u8>>),
+/// PostgreSQL's epoch for timestamps, 2000-01-01 00:00 UTC, in Unix
+/// microseconds.
+const PG_EPOCH_MICROS: i128 = 946_684_800 * 1_000_000;
+
+/// Microseconds since PostgreSQL's epoch, as `timestamptz` is sent in
+/// binary: the Unix microseconds [`DateCreated::unix_micros`] gives (finer
+/// digits truncated), so a stored instant and a cursor agree.
+///
+/// [`DateCreated::unix_micros`]: orders_domain::DateCreated::unix_micros
+pub fn pg_micros(at: OffsetDateTime) -> i64 {
+    let micros = at.unix_timestamp_nanos() / 1_000 - PG_EPOCH_MICROS;
+    // Years 1-9999 (what the domain accepts) are far inside i64.
+    i64::try_from(micros).unwrap_or(if micros < 0 { i64::MIN } else { i64::MAX })
 }
 
-impl ColumnData {
+/// One column's values down a batch, already in the binary array format's
+/// element encoding (each a length, then its bytes; -1 for NULL).
+#[derive(Debug)]
+struct ArrayColumn {
+    element: Type,
+    count: i32,
+    has_null: bool,
+    elements: BytesMut,
+}
+
+impl ArrayColumn {
     fn of(sql_type: SqlType) -> Self {
-        match sql_type {
-            SqlType::Text => Self::Text(Vec::new()),
-            SqlType::BigInt => Self::BigInt(Vec::new()),
-            SqlType::Integer => Self::Integer(Vec::new()),
-            SqlType::TimestampTz => Self::TimestampTz(Vec::new()),
-            SqlType::Bytea => Self::Bytea(Vec::new()),
+        Self {
+            element: match sql_type {
+                SqlType::Text => Type::TEXT,
+                SqlType::BigInt => Type::INT8,
+                SqlType::Integer => Type::INT4,
+                SqlType::TimestampTz => Type::TIMESTAMPTZ,
+                SqlType::Bytea => Type::BYTEA,
+            },
+            count: 0,
+            has_null: false,
+            elements: BytesMut::new(),
         }
     }
 
     fn push(&mut self, cell: Cell<'_>) {
-        match (self, cell) {
-            (Self::Text(v), Cell::Text(s)) => v.push(s.to_owned()),
-            (Self::BigInt(v), Cell::BigInt(n)) => v.push(n),
-            (Self::Integer(v), Cell::Integer(n)) => v.push(n),
-            (Self::TimestampTz(v), Cell::TimestampTz(t)) => v.push(t),
-            (Self::Bytea(v), Cell::Bytes(b)) => v.push(b.to_vec()),
-            // The row writer checks names, not types: a mismatch here is a
-            // column list typed unlike the field, caught by the tests.
-            (column, cell) => panic!("{cell:?} does not fit the column {column:?}"),
+        let fits = match cell {
+            Cell::Text(_) => self.element == Type::TEXT,
+            Cell::BigInt(_) => self.element == Type::INT8,
+            Cell::Integer(_) => self.element == Type::INT4,
+            Cell::TimestampTz(_) => self.element == Type::TIMESTAMPTZ,
+            Cell::Bytes(_) => self.element == Type::BYTEA,
+            Cell::Null => true,
+        };
+        // The row writer checks names, not types: a mismatch here is a
+        // column list typed unlike the field, caught by the tests.
+        assert!(fits, "{cell:?} does not fit a column of {}", self.element);
+        let out = &mut self.elements;
+        match cell {
+            // A message is at most MAX_ORDER_BYTES: a value fits i32.
+            Cell::Text(s) => {
+                out.put_i32(s.len() as i32);
+                out.put_slice(s.as_bytes());
+            }
+            Cell::Bytes(b) => {
+                out.put_i32(b.len() as i32);
+                out.put_slice(b);
+            }
+            Cell::BigInt(n) => {
+                out.put_i32(8);
+                out.put_i64(n);
+            }
+            Cell::Integer(n) => {
+                out.put_i32(4);
+                out.put_i32(n);
+            }
+            Cell::TimestampTz(at) => {
+                out.put_i32(8);
+                out.put_i64(pg_micros(at));
+            }
+            Cell::Null => {
+                out.put_i32(-1);
+                self.has_null = true;
+            }
         }
+        self.count += 1;
     }
 }
 
-impl ToSql for ColumnData {
+impl ToSql for ArrayColumn {
     fn to_sql(
         &self,
         ty: &Type,
         out: &mut BytesMut,
     ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
-        match self {
-            Self::Text(v) => v.to_sql(ty, out),
-            Self::BigInt(v) => v.to_sql(ty, out),
-            Self::Integer(v) => v.to_sql(ty, out),
-            Self::TimestampTz(v) => v.to_sql(ty, out),
-            Self::Bytea(v) => v.to_sql(ty, out),
+        match ty.kind() {
+            Kind::Array(element) if *element == self.element => {}
+            _ => return Err(format!("an array of {} is not a {ty}", self.element).into()),
         }
+        // One dimension, the NULL flag, the element type, the length and
+        // the lower bound (1), then the elements.
+        out.reserve(20 + self.elements.len());
+        out.put_i32(1);
+        out.put_i32(i32::from(self.has_null));
+        out.put_u32(self.element.oid());
+        out.put_i32(self.count);
+        out.put_i32(1);
+        out.put_slice(&self.elements);
+        Ok(IsNull::No)
     }
 
     fn accepts(ty: &Type) -> bool {
-        <Vec<String> as ToSql>::accepts(ty)
-            || <Vec<i64> as ToSql>::accepts(ty)
-            || <Vec<i32> as ToSql>::accepts(ty)
-            || <Vec<OffsetDateTime> as ToSql>::accepts(ty)
-            || <Vec<Vec<u8>> as ToSql>::accepts(ty)
+        matches!(ty.kind(), Kind::Array(_))
     }
 
     to_sql_checked!();
@@ -74,17 +133,17 @@ impl ToSql for ColumnData {
 /// Every column of the four tables, filled from a batch of orders.
 #[derive(Debug)]
 pub(crate) struct UnnestColumns {
-    tables: [Vec<ColumnData>; 4],
+    tables: [Vec<ArrayColumn>; 4],
     next: [usize; 4],
 }
 
 impl UnnestColumns {
-    pub(crate) fn of<'a>(orders: impl Iterator<Item = &'a Order>) -> Self {
+    pub(crate) fn of<'a>(orders: impl Iterator<Item = &'a NewOrder>) -> Self {
         let mut columns = Self {
             tables: TABLES.map(|t| {
                 t.columns
                     .iter()
-                    .map(|c| ColumnData::of(c.sql_type))
+                    .map(|c| ArrayColumn::of(c.sql_type))
                     .collect()
             }),
             next: [0; 4],
@@ -118,5 +177,37 @@ impl RowSink for UnnestColumns {
         let t = table as usize;
         self.tables[t][self.next[t]].push(cell);
         self.next[t] += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_count_from_2000() {
+        let at = OffsetDateTime::from_unix_timestamp(946_684_801).expect("time");
+        assert_eq!(pg_micros(at), 1_000_000);
+    }
+
+    #[test]
+    fn an_array_is_written_in_the_binary_format() {
+        let mut column = ArrayColumn::of(SqlType::BigInt);
+        column.push(Cell::BigInt(7));
+        column.push(Cell::Null);
+        let mut out = BytesMut::new();
+
+        column
+            .to_sql(&Type::INT8_ARRAY, &mut out)
+            .expect("an int8 array");
+
+        let mut expected = Vec::new();
+        for word in [1i32, 1, 20, 2, 1, 8] {
+            expected.extend_from_slice(&word.to_be_bytes());
+        }
+        expected.extend_from_slice(&7i64.to_be_bytes());
+        expected.extend_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(&out[..], &expected[..]);
+        assert!(column.to_sql(&Type::TEXT_ARRAY, &mut out).is_err());
     }
 }

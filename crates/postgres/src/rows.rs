@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use orders_domain::{Item, Order, RepositoryError};
+use orders_domain::{Item, NewOrder, Order, RepositoryError};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 use serde::ser::{self, Impossible, Serialize};
 use serde::{Deserialize, Serializer};
@@ -28,6 +28,8 @@ pub enum Cell<'a> {
     Integer(i32),
     TimestampTz(OffsetDateTime),
     Bytes(&'a [u8]),
+    /// SQL NULL (a column the order may leave empty).
+    Null,
 }
 
 /// Where [`write_order`] puts an order's values.
@@ -52,11 +54,12 @@ impl ser::Error for SchemaMismatch {
     }
 }
 
-/// Writes one order's rows into `sink`: its `order_info` row, the rows of
-/// its delivery and payment, one row per item.
-pub fn write_order(order: &Order, sink: &mut dyn RowSink) -> Result<(), SchemaMismatch> {
-    let mut writer = Writer { order, sink };
-    order.serialize(Part {
+/// Writes one order's rows into `sink`: its `order_info` row (with the
+/// JSON it was given as its document), the rows of its delivery and
+/// payment, one row per item.
+pub fn write_order(new: &NewOrder, sink: &mut dyn RowSink) -> Result<(), SchemaMismatch> {
+    let mut writer = Writer { new, sink };
+    new.order.serialize(Part {
         writer: &mut writer,
         table: &ORDER_INFO,
         position: None,
@@ -64,7 +67,7 @@ pub fn write_order(order: &Order, sink: &mut dyn RowSink) -> Result<(), SchemaMi
 }
 
 struct Writer<'a> {
-    order: &'a Order,
+    new: &'a NewOrder,
     sink: &'a mut dyn RowSink,
 }
 
@@ -87,15 +90,17 @@ impl RowWriter<'_, '_> {
     /// Fills the columns at the cursor that no field holds.
     fn derived(&mut self) -> Result<(), SchemaMismatch> {
         while let Some(column) = self.table.columns.get(self.next) {
-            let order = self.writer.order;
-            let json;
+            let new = self.writer.new;
+            let order = &new.order;
             let cell = match column.source {
                 Source::Field => return Ok(()),
                 Source::OrderUid => Cell::Text(order.order_uid.as_str()),
-                Source::Document => {
-                    json = order.to_json();
-                    Cell::Bytes(&json)
-                }
+                // Made once at ingest, as the cache and lookups have it.
+                Source::Document => Cell::Bytes(&new.json),
+                Source::StreamSequence => new
+                    .stream_sequence
+                    .and_then(|s| i64::try_from(s).ok())
+                    .map_or(Cell::Null, Cell::BigInt),
                 Source::CreatedAt => Cell::TimestampTz(order.date_created.instant()),
                 Source::Position => Cell::Integer(self.position.ok_or_else(|| {
                     SchemaMismatch(format!("{}: a position outside a list", self.table.name))
@@ -614,7 +619,7 @@ mod tests {
         order.items.push(order.items[0].clone());
         let mut sink = Counting::default();
 
-        write_order(&order, &mut sink).expect("every field has its column");
+        write_order(&NewOrder::new(order, Some(7)), &mut sink).expect("every field has its column");
 
         for table in [
             TableId::OrderInfo,

@@ -48,6 +48,9 @@ pub enum Source {
     ///
     /// [`Order::to_json`]: orders_domain::Order::to_json
     Document,
+    /// The stream sequence of the message the order came in (NULL for an
+    /// order stored otherwise): erasing the order deletes that message.
+    StreamSequence,
 }
 
 /// One column of one table.
@@ -125,6 +128,11 @@ pub const ORDER_INFO: Table = Table {
             name: "document",
             sql_type: SqlType::Bytea,
             source: Source::Document,
+        },
+        Column {
+            name: "stream_sequence",
+            sql_type: SqlType::BigInt,
+            source: Source::StreamSequence,
         },
     ],
 };

@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use orders_domain::{EventId, Notice, Order, OrderEvents, OrderRepository, SaveOutcome};
-use orders_postgres::{
-    InsertMethod, PgOrderEvents, PgOrderRepository, PoolSettings, connect_pool_as, migrate,
-};
+use orders_domain::{EventId, Notice, Order, OrderEvents, OrderReads, OrderStore, SaveOutcome};
+use orders_postgres::{PgOrderEvents, PgOrderRepository, PoolSettings, connect_pool_as, migrate};
 use orders_testkit::{TestDb, order_json};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -31,7 +29,7 @@ async fn listening(db: &TestDb, repo: &PgOrderRepository, name: &str) -> PgOrder
     let mut events = PgOrderEvents::new(&db.url, name).expect("url");
     let saving = async {
         for n in 0.. {
-            repo.save(&orders(&format!("warm{n}"), 1))
+            repo.save(&orders_testkit::new_orders(&orders(&format!("warm{n}"), 1)))
                 .await
                 .expect("save");
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -48,13 +46,26 @@ async fn listening(db: &TestDb, repo: &PgOrderRepository, name: &str) -> PgOrder
     events
 }
 
+/// `orders` as `stored_since` should read them: each its summary and its
+/// JSON, with the ids `read` has.
+fn stored_as(
+    orders: &[Order],
+    read: &[orders_domain::StoredOrder],
+) -> Vec<orders_domain::StoredOrder> {
+    orders
+        .iter()
+        .zip(read)
+        .map(|(order, r)| orders_domain::StoredOrder::of(r.id, order))
+        .collect()
+}
+
 #[tokio::test]
-async fn each_committed_batch_is_announced_once_with_its_ids_by_either_insert_method() {
+async fn each_committed_batch_is_announced_once_with_its_ids_and_read_back_as_stored() {
     let db = TestDb::new().await;
     migrate(&db.url).await.expect("migrations");
     let pool = |name| connect_pool_as(&db.url, PoolSettings::default(), name).expect("pool");
-    let unnest = PgOrderRepository::with_insert(pool("replica-a"), InsertMethod::Unnest);
-    let copy = PgOrderRepository::with_insert(pool("replica-b"), InsertMethod::CopyStaging);
+    let unnest = PgOrderRepository::new(pool("replica-a"));
+    let copy = PgOrderRepository::new(pool("replica-b"));
     let mut events = listening(&db, &unnest, "replica-a").await;
     let warm_ids = unnest
         .stored_since(EventId::START, None, 100)
@@ -64,7 +75,10 @@ async fn each_committed_batch_is_announced_once_with_its_ids_by_either_insert_me
 
     let batch = orders("a", 3);
     assert_eq!(
-        unnest.save(&batch).await.expect("save"),
+        unnest
+            .save(&orders_testkit::new_orders(&batch))
+            .await
+            .expect("save"),
         vec![SaveOutcome::Stored; 3]
     );
     let Notice::Stored { first, last, own } = next(&mut events).await else {
@@ -75,20 +89,22 @@ async fn each_committed_batch_is_announced_once_with_its_ids_by_either_insert_me
         .stored_since(EventId::new(first.get() - 1), Some(last), 100)
         .await
         .expect("read");
-    assert_eq!(
-        read.iter().map(|s| s.order.clone()).collect::<Vec<_>>(),
-        batch
-    );
+    assert_eq!(read, stored_as(&batch, &read));
     assert!(read.iter().all(|s| s.id > after_warm));
 
     // The same uids again: nothing new, nothing announced; then another
-    // replica's batch by COPY.
+    // replica's batch.
     assert_eq!(
-        unnest.save(&batch).await.expect("save"),
+        unnest
+            .save(&orders_testkit::new_orders(&batch))
+            .await
+            .expect("save"),
         vec![SaveOutcome::Duplicate; 3]
     );
     let other = orders("b", 2);
-    copy.save(&other).await.expect("save");
+    copy.save(&orders_testkit::new_orders(&other))
+        .await
+        .expect("save");
     let Notice::Stored { first, last, own } = next(&mut events).await else {
         panic!("a stored notice")
     };
@@ -97,7 +113,7 @@ async fn each_committed_batch_is_announced_once_with_its_ids_by_either_insert_me
         .stored_since(EventId::new(first.get() - 1), Some(last), 100)
         .await
         .expect("read");
-    assert_eq!(read.into_iter().map(|s| s.order).collect::<Vec<_>>(), other);
+    assert_eq!(read, stored_as(&other, &read));
 
     // A transaction that rolls back announces nothing.
     let columns = orders_postgres::schema::ORDER_INFO.column_list();
@@ -137,6 +153,8 @@ async fn a_lost_listening_connection_comes_back_and_says_so() {
         .expect("terminate the listener's session");
 
     assert_eq!(next(&mut events).await, Notice::Reconnected);
-    repo.save(&orders("after", 1)).await.expect("save");
+    repo.save(&orders_testkit::new_orders(&orders("after", 1)))
+        .await
+        .expect("save");
     assert!(matches!(next(&mut events).await, Notice::Stored { .. }));
 }

@@ -2,7 +2,7 @@
 //! that turns read-only under the pool, a standby. Each test runs
 //! throwaway clusters of its own (`PgServer`), so it may reconfigure them.
 
-use orders_domain::{Order, OrderRepository, SaveOutcome};
+use orders_domain::{DatabaseProbe, Order, OrderReads, OrderStore, SaveOutcome};
 use orders_postgres::{
     PgOrderRepository, PoolSettings, connect_pool, connect_read_pool, ensure_database, migrate,
 };
@@ -84,7 +84,10 @@ async fn a_url_naming_the_standby_first_writes_to_the_primary() {
     ensure_database(&url).await.expect("database created");
     migrate(&url).await.expect("migrations");
     let repo = PgOrderRepository::new(connect_pool(&url, PoolSettings::default()).expect("pool"));
-    let outcome = repo.save(&[sample()]).await.expect("save");
+    let outcome = repo
+        .save(&orders_testkit::new_orders(&[sample()]))
+        .await
+        .expect("save");
 
     assert_eq!(outcome, vec![SaveOutcome::Stored]);
     assert_eq!(count_on(&primary, "b563feb7b2b84b6test").await, 1);
@@ -110,7 +113,9 @@ async fn a_primary_turned_read_only_under_the_pool_is_left_for_the_writable_host
         PgOrderRepository::new(connect_pool(&url_naming(&[&old, &new]), settings).expect("pool"));
     let first = numbered("before_fencing", 1);
     assert_eq!(
-        repo.save(std::slice::from_ref(&first)).await.expect("save"),
+        repo.save(&orders_testkit::new_orders(std::slice::from_ref(&first)))
+            .await
+            .expect("save"),
         vec![SaveOutcome::Stored]
     );
     assert_eq!(count_on(&old, "before_fencing").await, 1);
@@ -120,7 +125,9 @@ async fn a_primary_turned_read_only_under_the_pool_is_left_for_the_writable_host
     // SQLSTATE 25006.
     old.set("default_transaction_read_only", "on").await;
     let second = numbered("after_fencing", 2);
-    let outcome = repo.save(std::slice::from_ref(&second)).await;
+    let outcome = repo
+        .save(&orders_testkit::new_orders(std::slice::from_ref(&second)))
+        .await;
 
     assert_eq!(outcome.expect("save"), vec![SaveOutcome::Stored]);
     assert_eq!(count_on(&new, "after_fencing").await, 1);
@@ -192,7 +199,9 @@ async fn reads_go_to_the_standby_and_what_it_lacks_is_found_on_the_primary() {
     )
     .with_reads(connect_read_pool(&standby.url("orders"), PoolSettings::default()).expect("pool"));
     let older = numbered("on_both", 1);
-    repo.save(std::slice::from_ref(&older)).await.expect("save");
+    repo.save(&orders_testkit::new_orders(std::slice::from_ref(&older)))
+        .await
+        .expect("save");
     while count_on(&standby, "on_both").await == 0 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -212,7 +221,9 @@ async fn reads_go_to_the_standby_and_what_it_lacks_is_found_on_the_primary() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let newer = numbered("on_primary_only", 2);
-    repo.save(std::slice::from_ref(&newer)).await.expect("save");
+    repo.save(&orders_testkit::new_orders(std::slice::from_ref(&newer)))
+        .await
+        .expect("save");
 
     // The listing and the warm-up come from the standby: no newest order.
     assert_eq!(listed(&repo).await, ["on_both"]);

@@ -1,8 +1,8 @@
 //! PgOrderRepository against a real PostgreSQL: each test in its own database.
 
 use orders_domain::{
-    Order, OrderQuery, OrderRepository, OrderUid, RejectReason, Rejection, RepositoryError,
-    SaveOutcome,
+    DatabaseProbe, Order, OrderQuery, OrderReads, OrderStore, OrderUid, RejectReason, Rejection,
+    RepositoryError, SaveOutcome,
 };
 use orders_postgres::{PgOrderRepository, PoolSettings, connect_pool, ensure_database, migrate};
 use orders_testkit::{SAMPLE, TestDb, order_json, order_value};
@@ -25,7 +25,10 @@ fn sample() -> Order {
 
 /// Saves one order: a batch of one.
 async fn save_one(repo: &PgOrderRepository, order: &Order) -> SaveOutcome {
-    let mut outcomes = repo.save(std::slice::from_ref(order)).await.expect("save");
+    let mut outcomes = repo
+        .save(&orders_testkit::new_orders(std::slice::from_ref(order)))
+        .await
+        .expect("save");
     assert_eq!(outcomes.len(), 1, "one outcome per order");
     outcomes.remove(0)
 }
@@ -331,7 +334,7 @@ async fn an_unreachable_database_is_unavailable_not_refused() {
         Err(RepositoryError::Unavailable(_))
     ));
     assert!(matches!(
-        repo.save(&[sample()]).await,
+        repo.save(&orders_testkit::new_orders(&[sample()])).await,
         Err(RepositoryError::Unavailable(_))
     ));
 }
@@ -421,7 +424,10 @@ async fn a_batch_stores_the_new_orders_and_reports_each_outcome() {
         numbered("c", 42), // repeated in the batch, different
     ];
 
-    let outcomes = repo.save(&batch).await.expect("batch");
+    let outcomes = repo
+        .save(&orders_testkit::new_orders(&batch))
+        .await
+        .expect("batch");
 
     use SaveOutcome::*;
     assert_eq!(
@@ -451,7 +457,10 @@ async fn orders_the_database_refuses_are_refused_alone_and_the_rest_stored() {
         })
         .collect();
 
-    let outcomes = repo.save(&batch).await.expect("batch");
+    let outcomes = repo
+        .save(&orders_testkit::new_orders(&batch))
+        .await
+        .expect("batch");
 
     for (n, outcome) in outcomes.iter().enumerate() {
         let uid = format!("o{n}");
@@ -476,7 +485,10 @@ async fn a_large_batch_keeps_every_order_whole() {
         .map(|n| numbered(&format!("big-{n}"), n))
         .collect();
 
-    let outcomes = repo.save(&batch).await.expect("batch");
+    let outcomes = repo
+        .save(&orders_testkit::new_orders(&batch))
+        .await
+        .expect("batch");
 
     assert!(outcomes.iter().all(|o| *o == SaveOutcome::Stored));
     assert_eq!(db.count("SELECT count(*) FROM items").await, 1_000);
@@ -505,7 +517,9 @@ async fn warm_up_while_orders_are_committed_never_sees_an_order_without_its_item
                         Order::parse(&order_json(&format!("race-{n}"), n)).expect("valid")
                     })
                     .collect();
-                repo.save(&orders).await.expect("save");
+                repo.save(&orders_testkit::new_orders(&orders))
+                    .await
+                    .expect("save");
             }
         })
     };
@@ -526,14 +540,12 @@ async fn warm_up_while_orders_are_committed_never_sees_an_order_without_its_item
 }
 
 #[tokio::test]
-async fn both_insert_methods_store_judge_and_refuse_alike() {
-    use orders_postgres::InsertMethod;
-
-    for method in [InsertMethod::Unnest, InsertMethod::CopyStaging] {
+async fn a_batch_is_stored_judged_and_refused_in_one_pass_each_with_its_document() {
+    {
         let db = TestDb::new().await;
         migrate(&db.url).await.expect("migrations");
         let pool = connect_pool(&db.url, PoolSettings::default()).expect("pool");
-        let repo = PgOrderRepository::with_insert(pool, method);
+        let repo = PgOrderRepository::new(pool);
         refuse_items_named(&db, "forbidden").await;
         save_one(&repo, &numbered("a", 1)).await;
         let mut refused = numbered("r", 7);
@@ -549,33 +561,22 @@ async fn both_insert_methods_store_judge_and_refuse_alike() {
             numbered("b", 2),
         ];
 
-        let outcomes = repo.save(&batch).await.expect("batch");
+        let outcomes = repo
+            .save(&orders_testkit::new_orders(&batch))
+            .await
+            .expect("batch");
 
         use SaveOutcome::*;
-        assert_eq!(outcomes[..3], [Stored, Duplicate, Conflict], "{method:?}");
-        assert!(
-            matches!(outcomes[3], Refused(_)),
-            "{method:?}: {:?}",
-            outcomes[3]
-        );
-        assert_eq!(outcomes[4..], [Stored, Duplicate], "{method:?}");
-        assert_eq!(rows_per_table(&db, "r").await, [0, 0, 0, 0], "{method:?}");
+        assert_eq!(outcomes[..3], [Stored, Duplicate, Conflict]);
+        assert!(matches!(outcomes[3], Refused(_)), "{:?}", outcomes[3]);
+        assert_eq!(outcomes[4..], [Stored, Duplicate]);
+        assert_eq!(rows_per_table(&db, "r").await, [0, 0, 0, 0]);
         assert_eq!(
             repo.find(&two_items.order_uid).await.expect("find"),
-            Some(two_items.clone()),
-            "{method:?}"
+            Some(two_items.clone())
         );
-        // Staging rows do not outlive their transaction.
-        assert_eq!(
-            save_one(&repo, &numbered("c", 3)).await,
-            Stored,
-            "{method:?}"
-        );
-        assert_eq!(
-            db.count("SELECT count(*) FROM order_info").await,
-            4,
-            "{method:?}"
-        );
+        assert_eq!(save_one(&repo, &numbered("c", 3)).await, Stored);
+        assert_eq!(db.count("SELECT count(*) FROM order_info").await, 4);
         // Each stored order's document is its JSON (`load` checks the bytes).
         let mut loaded = load(&repo, 10).await;
         loaded.sort_by(|a, b| a.order_uid.as_str().cmp(b.order_uid.as_str()));
@@ -585,7 +586,7 @@ async fn both_insert_methods_store_judge_and_refuse_alike() {
             numbered("c", 3),
             two_items,
         ];
-        assert_eq!(loaded, want, "{method:?}");
+        assert_eq!(loaded, want);
     }
 }
 
@@ -593,7 +594,9 @@ async fn both_insert_methods_store_judge_and_refuse_alike() {
 async fn orders_stored_before_documents_are_warmed_from_their_rows_and_given_theirs() {
     let (db, repo) = repository().await;
     let orders: Vec<Order> = (0..5).map(|n| numbered(&format!("old-{n}"), n)).collect();
-    repo.save(&orders).await.expect("save");
+    repo.save(&orders_testkit::new_orders(&orders))
+        .await
+        .expect("save");
     // As an upgrade from V4 leaves them: no documents, but for one order.
     db.client()
         .await

@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use orders_domain::{
-    Order, OrderCursor, OrderQuery, OrderRepository, RejectReason, RejectedId, Rejection,
-    SearchKey, normalize_phone,
+    Order, OrderCursor, OrderQuery, OrderReads, OrderStore, RejectReason, RejectedId,
+    RejectedReads, Rejection, SearchKey, normalize_phone,
 };
 use orders_postgres::search::{NORMALIZED_PHONE, Statement, list_orders, list_rejected};
 use orders_postgres::{PgOrderRepository, PoolSettings, connect_pool, migrate};
@@ -87,7 +87,9 @@ async fn each_key_finds_exactly_its_orders_newest_first_page_by_page() {
         value["payment"]["transaction"] = json!(format!("tx-{n:02}"));
         orders.push(Order::parse(&serde_json::to_vec(&value).expect("json")).expect("valid"));
     }
-    repo.save(&orders).await.expect("save");
+    repo.save(&orders_testkit::new_orders(&orders))
+        .await
+        .expect("save");
     let newest_first = |range: std::ops::RangeInclusive<u64>| -> Vec<String> {
         range.rev().map(|n| format!("find-{n:02}")).collect()
     };

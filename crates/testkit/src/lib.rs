@@ -61,6 +61,15 @@ pub async fn load_documents(mut chunks: orders_domain::OrderChunks) -> Vec<order
     orders
 }
 
+/// Orders as ingest hands them to `OrderStore::save`: each with its JSON,
+/// from no stream.
+pub fn new_orders(orders: &[orders_domain::Order]) -> Vec<orders_domain::NewOrder> {
+    orders
+        .iter()
+        .map(|o| orders_domain::NewOrder::new(o.clone(), None))
+        .collect()
+}
+
 /// `unix` seconds as an RFC 3339 time in UTC (`2021-11-26T06:22:19Z`).
 pub fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)

@@ -1,20 +1,18 @@
 //! Orders in PostgreSQL's binary COPY format, one stream per table: the
-//! fastest way PostgreSQL takes rows, used by the bench's ceiling (and any
-//! tool that loads orders in bulk). Columns as `schema.rs` lists them.
+//! fastest way PostgreSQL takes rows, used by the bench's ceiling and its
+//! comparison of insert methods (the service inserts by `UNNEST`).
+//! Columns as `orders_postgres::schema` lists them, rows by the service's
+//! own row writer.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use orders_domain::Order;
-use time::OffsetDateTime;
-
-use crate::rows::{Cell, RowSink, SchemaMismatch, write_order};
-use crate::schema::{TABLES, Table, TableId};
+use orders_domain::NewOrder;
+use orders_postgres::pg_micros;
+use orders_postgres::rows::{Cell, RowSink, SchemaMismatch, write_order};
+use orders_postgres::schema::{TABLES, Table, TableId};
 
 /// The header every binary COPY stream starts with: the signature, no
 /// flags, no header extension.
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
-
-/// PostgreSQL's epoch for timestamps: 2000-01-01 00:00 UTC, in Unix seconds.
-const PG_EPOCH_UNIX: i64 = 946_684_800;
 
 /// A batch of orders as four binary COPY streams.
 #[derive(Debug)]
@@ -24,7 +22,9 @@ pub struct CopyData {
 
 impl CopyData {
     /// The rows of `orders` (the caller sees to distinct uids).
-    pub fn of<'a>(orders: impl IntoIterator<Item = &'a Order>) -> Result<Self, SchemaMismatch> {
+    pub fn of<'a>(
+        orders: impl IntoIterator<Item = &'a NewOrder>,
+    ) -> Result<Self, SchemaMismatch> {
         let mut data = Self {
             tables: std::array::from_fn(|_| BytesMut::from(HEADER)),
         };
@@ -87,24 +87,7 @@ impl RowSink for CopyData {
                 out.put_i32(b.len() as i32);
                 out.put_slice(b);
             }
+            Cell::Null => out.put_i32(-1),
         }
-    }
-}
-
-/// Microseconds since PostgreSQL's epoch.
-fn pg_micros(at: OffsetDateTime) -> i64 {
-    let micros = at.unix_timestamp_nanos() / 1_000 - i128::from(PG_EPOCH_UNIX) * 1_000_000;
-    // Years 1-9999 (what the domain accepts) are far inside i64.
-    micros as i64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_count_from_2000() {
-        let at = OffsetDateTime::from_unix_timestamp(PG_EPOCH_UNIX + 1).expect("time");
-        assert_eq!(pg_micros(at), 1_000_000);
     }
 }
