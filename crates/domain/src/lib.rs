@@ -5,6 +5,7 @@
 //! Nothing in this crate does I/O. Adapters (PostgreSQL, NATS, the cache, HTTP)
 //! live in their own crates and are handed to [`OrderService`] as trait objects.
 
+pub mod dates;
 mod decode;
 mod ingest;
 mod listing;
@@ -21,6 +22,7 @@ mod service;
 mod uid;
 mod validation;
 
+pub use dates::InvalidDate;
 pub use decode::Decoded;
 pub use ingest::{IngestOutcome, Ingested, retry_delay};
 pub use listing::{DEFAULT_PAGE, InvalidCursor, MAX_PAGE, OrderCursor, OrderPage, OrderSummary};
@@ -30,9 +32,7 @@ pub use live::{
 };
 pub use lookup::{Lookup, LookupError};
 pub use misses::MISS_TTL;
-pub use order::{
-    DateCreated, Delivery, InvalidDate, InvalidPercent, Item, Order, Payment, Percent,
-};
+pub use order::{DateCreated, Delivery, InvalidPercent, Item, Order, Payment, Percent};
 pub use ports::{
     AckError, Acker, Message, MessageMeta, MessageSource, OrderCache, OrderChunks, OrderEvents,
     OrderJson, OrderRepository, Rejection, RepositoryError, SaveOutcome, SourceError,

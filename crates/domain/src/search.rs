@@ -7,7 +7,7 @@ use std::fmt;
 
 use time::OffsetDateTime;
 
-use crate::order::DateCreated;
+use crate::dates::{self, InvalidDate};
 
 /// The longest search value taken: longer than any real track number,
 /// phone or email, short enough that a value never costs the index much.
@@ -49,7 +49,7 @@ pub enum InvalidSearch {
     #[error("{name}: {problem}")]
     Date {
         name: &'static str,
-        problem: crate::order::InvalidDate,
+        problem: InvalidDate,
     },
     #[error("from must be before to")]
     EmptySpan,
@@ -140,7 +140,8 @@ pub fn normalize_phone(raw: &str) -> String {
 }
 
 /// Which orders to list: all, or those matching one key, within an
-/// optional span of `date_created` (`from` inclusive, `to` exclusive).
+/// optional span of `date_created` (`from` inclusive, `to` exclusive; each
+/// an instant the service holds, in UTC: [`dates`](crate::dates)).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OrderQuery {
     pub key: Option<SearchKey>,
@@ -198,9 +199,9 @@ impl OrderQuery {
         if slot.is_some() {
             return Err(InvalidSearch::Repeated(name));
         }
-        let date =
-            DateCreated::parse(value).map_err(|problem| InvalidSearch::Date { name, problem })?;
-        *slot = Some(date.instant());
+        let at =
+            dates::parse_rfc3339(value).map_err(|problem| InvalidSearch::Date { name, problem })?;
+        *slot = Some(at);
         Ok(())
     }
 
@@ -254,11 +255,14 @@ mod tests {
         .expect("a span");
         assert_eq!(span.key, None);
         assert!(span.from < span.to);
+        // Held in UTC, so binding them converts nothing.
+        let offsets = [span.from, span.to].map(|at| at.map(|at| at.offset()));
+        assert_eq!(offsets, [Some(time::UtcOffset::UTC); 2]);
     }
 
     #[test]
     fn bad_searches_name_the_parameter() {
-        let cases: [(&[(&str, &str)], &str); 8] = [
+        let cases: [(&[(&str, &str)], &str); 10] = [
             (&[("phone", "")], "phone: empty"),
             (&[("phone", "call me")], "phone: no digits"),
             (&[("email", "nobody")], "email: expected an address"),
@@ -272,6 +276,15 @@ mod tests {
             ),
             (&[("from", "yesterday")], "from: expected an RFC 3339 time"),
             (&[("to", "2021-11-26")], "to: expected an RFC 3339 time"),
+            // In the years 0001-9999 as written, year 10000 in UTC.
+            (
+                &[("from", "9999-12-31T23:00:00-05:00")],
+                "from: in UTC it falls outside",
+            ),
+            (
+                &[("to", "0001-01-01T00:00:00+00:01")],
+                "to: in UTC it falls outside",
+            ),
             (
                 &[
                     ("from", "2021-11-27T00:00:00Z"),

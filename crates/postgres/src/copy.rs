@@ -94,7 +94,9 @@ impl RowSink for CopyData {
 /// Microseconds since PostgreSQL's epoch.
 fn pg_micros(at: OffsetDateTime) -> i64 {
     let micros = at.unix_timestamp_nanos() / 1_000 - i128::from(PG_EPOCH_UNIX) * 1_000_000;
-    // Years 1-9999 (what the domain accepts) are far inside i64.
+    // An order's instant is in the years 1-9999 in UTC, in whole
+    // microseconds (orders_domain::dates): far inside i64, and exact, so
+    // COPY stores what the driver's binding stores.
     micros as i64
 }
 
