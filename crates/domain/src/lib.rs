@@ -7,6 +7,7 @@
 
 pub mod dates;
 mod decode;
+mod digits;
 mod ingest;
 mod listing;
 mod live;
@@ -24,6 +25,7 @@ mod validation;
 
 pub use dates::InvalidDate;
 pub use decode::Decoded;
+pub use digits::DIGIT_ZEROS;
 pub use ingest::{IngestOutcome, Ingested, retry_delay};
 pub use listing::{DEFAULT_PAGE, InvalidCursor, MAX_PAGE, OrderCursor, OrderPage, OrderSummary};
 pub use live::{
@@ -43,7 +45,8 @@ pub use rejected::{
     RejectedSummary,
 };
 pub use search::{
-    InvalidSearch, MAX_SEARCH_LEN, OrderQuery, SEARCH_KEYS, SearchKey, normalize_phone,
+    InvalidSearch, MAX_SEARCH_LEN, OrderQuery, SEARCH_KEYS, SearchKey, normalize_email,
+    normalize_phone,
 };
 pub use service::{DEFAULT_READ_THROUGH, OrderService, error_chain};
 pub use uid::{InvalidOrderUid, MAX_UID_LEN, OrderUid};
