@@ -152,11 +152,11 @@ impl App {
         let cache = Arc::new(MemoryCache::new(config.cache_capacity));
         let service = Arc::new(
             OrderService::new(Ports::of(Arc::clone(&repo), cache), config.max_order_bytes)
-            .with_read_through_limit(config.read_through_limit)
-            .with_max_event_streams(config.sse_max_clients)
-            // Three reports per ack wait: one may be late or lost and the
-            // delivery still does not expire.
-            .with_progress_every(config.nats_ack_wait / 3),
+                .with_read_through_limit(config.read_through_limit)
+                .with_max_event_streams(config.sse_max_clients)
+                // Three reports per ack wait: one may be late or lost and the
+                // delivery still does not expire.
+                .with_progress_every(config.nats_ack_wait / 3),
         );
         Ok(App {
             config,

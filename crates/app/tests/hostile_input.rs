@@ -440,6 +440,73 @@ async fn every_malformed_message_is_rejected_with_its_reason_and_every_valid_one
     assert_eq!(get(app.addr, "/readyz").await.0, 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_beyond_the_years_in_utc_is_rejected_alone_and_refused_as_a_search_bound() {
+    // setup: one batch waiting before the service starts: valid orders
+    // around one whose date is 9999 as written and year 10000 in UTC (its
+    // conversion to UTC panicked, and the batch was redelivered forever)
+    let (db, stream) = (TestDb::not_yet_created(), TestStream::new());
+    let js = stream.create().await;
+    let bad = with(
+        "year-10000",
+        "date_created",
+        json!("9999-12-31T23:00:00-05:00"),
+    );
+    for body in [
+        order_json("before-year-10000", 1),
+        bad.clone(),
+        order_json("after-year-10000", 2),
+    ] {
+        stream.publish(&js, body, None).await;
+    }
+
+    // exec
+    let app = spawn_with(db, stream, |c| c).await;
+    app.wait_stored(2).await;
+    app.wait_rows("rejected_messages", 1).await;
+
+    // check: the valid ones stored, the bad one rejected naming its field
+    let row = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT reason, detail, payload FROM rejected_messages", &[])
+        .await
+        .expect("one row");
+    assert_eq!(row.get::<_, &str>(0), "invalid_field");
+    let detail: &str = row.get(1);
+    assert!(
+        detail.starts_with("date_created: in UTC it falls outside the years 0001-9999"),
+        "{detail}"
+    );
+    assert_eq!(row.get::<_, &[u8]>(2), bad.as_slice());
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM order_info").await,
+        2,
+        "the valid orders of its batch stored"
+    );
+    assert_eq!(get(app.addr, "/readyz").await.0, 200);
+
+    // and as a bound of /orders: 400 naming the parameter, not a dropped connection
+    for (name, value) in [
+        ("from", "9999-12-31T23:00:00-05:00"),
+        ("to", "9999-12-31T23:59:59.999-23:59"),
+        ("from", "0001-01-01T00:00:00%2B00:01"),
+    ] {
+        let (status, text) = raw(app.addr, &get_request(&format!("/orders?{name}={value}"))).await;
+        assert_eq!(status, Some(400), "{name}={value}: {text}");
+        let body = &text[text.find("\r\n\r\n").expect("a head") + 4..];
+        let error: Value = serde_json::from_str(body).expect("a JSON body");
+        assert!(
+            error["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with(&format!("{name}: in UTC it falls outside"))),
+            "{name}={value}: {body}"
+        );
+    }
+    assert!(!app.task.is_finished(), "the service stopped");
+}
+
 #[tokio::test]
 async fn a_go_producers_omitted_fields_are_defaulted_stored_served_and_counted() {
     let app = support::spawn_app().await;

@@ -22,9 +22,7 @@ pub struct CopyData {
 
 impl CopyData {
     /// The rows of `orders` (the caller sees to distinct uids).
-    pub fn of<'a>(
-        orders: impl IntoIterator<Item = &'a NewOrder>,
-    ) -> Result<Self, SchemaMismatch> {
+    pub fn of<'a>(orders: impl IntoIterator<Item = &'a NewOrder>) -> Result<Self, SchemaMismatch> {
         let mut data = Self {
             tables: std::array::from_fn(|_| BytesMut::from(HEADER)),
         };

@@ -2,10 +2,10 @@
 
 use std::time::Instant;
 
+use crate::copy::CopyData;
 use anyhow::Context as _;
 use async_nats::jetstream;
 use orders_domain::{NewOrder, Order};
-use crate::copy::CopyData;
 use orders_publisher::SplitMix64;
 use orders_testkit::{TestDb, TestStream};
 

@@ -845,6 +845,10 @@ mod tests {
             ("2021-02-30T00:00:00Z", "expected an RFC 3339 time"),
             ("0000-01-01T00:00:00Z", "year 0 is outside 0001-9999"),
             ("2016-12-31T23:59:60Z", "a leap second"),
+            // Valid RFC 3339 in years 0001-9999 as written, out of them in
+            // UTC: the conversion to UTC panicked here once.
+            ("9999-12-31T23:00:00-05:00", "in UTC it falls outside"),
+            ("0001-01-01T00:00:00+01:00", "in UTC it falls outside"),
         ] {
             let mut v = sample();
             v["date_created"] = json!(bad);

@@ -5,7 +5,9 @@
 //! Nothing in this crate does I/O. Adapters (PostgreSQL, NATS, the cache, HTTP)
 //! live in their own crates and are handed to [`OrderService`] as trait objects.
 
+pub mod dates;
 mod decode;
+mod digits;
 mod ingest;
 mod listing;
 mod live;
@@ -22,7 +24,9 @@ mod service;
 mod uid;
 mod validation;
 
+pub use dates::InvalidDate;
 pub use decode::{Decoded, NotAnOrder};
+pub use digits::DIGIT_ZEROS;
 pub use ingest::{DEFAULT_PROGRESS_EVERY, IngestOutcome, Ingested, retry_delay};
 pub use listing::{DEFAULT_PAGE, InvalidCursor, MAX_PAGE, OrderCursor, OrderPage, OrderSummary};
 pub use live::{
@@ -31,9 +35,7 @@ pub use live::{
 };
 pub use lookup::{Lookup, LookupError};
 pub use misses::MISS_TTL;
-pub use order::{
-    DateCreated, Delivery, InvalidDate, InvalidPercent, Item, Order, Payment, Percent,
-};
+pub use order::{DateCreated, Delivery, InvalidPercent, Item, Order, Payment, Percent};
 pub use panics::{Panicked, catch as catch_panic, catch_async as catch_panic_async};
 pub use ports::{
     AckError, Acker, DatabaseProbe, Message, MessageMeta, MessageSource, NewOrder, OrderCache,
@@ -46,7 +48,8 @@ pub use rejected::{
     RejectedSummary,
 };
 pub use search::{
-    InvalidSearch, MAX_SEARCH_LEN, OrderQuery, SEARCH_KEYS, SearchKey, normalize_phone,
+    InvalidSearch, MAX_SEARCH_LEN, OrderQuery, SEARCH_KEYS, SearchKey, normalize_email,
+    normalize_phone,
 };
 pub use service::{DEFAULT_READ_THROUGH, OrderService, Ports, error_chain};
 pub use uid::{InvalidOrderUid, MAX_UID_LEN, OrderUid};

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::dates::{FIRST_MICROS, LAST_MICROS};
 use crate::order::Order;
 use crate::uid::OrderUid;
 
@@ -27,16 +28,13 @@ pub struct OrderCursor {
 #[error("before: expected a cursor from a previous page's \"next\"")]
 pub struct InvalidCursor;
 
-/// The instants a stored order can have (`date_created` is in the years
-/// 0001 to 9999), in microseconds since the Unix epoch: a cursor outside
-/// them points at no order and would overflow the database's arithmetic.
-const FIRST_MICROS: i64 = -62_135_596_800_000_000;
-const LAST_MICROS: i64 = 253_402_300_799_999_999;
-
 impl OrderCursor {
     pub fn parse(raw: &str) -> Result<Self, InvalidCursor> {
         let (micros, uid) = raw.split_once('.').ok_or(InvalidCursor)?;
         let created_micros: i64 = micros.parse().map_err(|_| InvalidCursor)?;
+        // The instants a stored order can have (crate::dates): a cursor
+        // outside them points at no order and would overflow the
+        // database's arithmetic.
         if !(FIRST_MICROS..=LAST_MICROS).contains(&created_micros) {
             return Err(InvalidCursor);
         }
@@ -132,6 +130,23 @@ mod tests {
     }
 
     #[test]
+    fn the_cursors_of_the_first_and_last_dates_held_are_taken_and_no_further() {
+        for (date, step) in [
+            ("0001-01-01T00:00:00Z", -1),
+            ("9999-12-31T23:59:59.999999999Z", 1),
+        ] {
+            let micros = crate::DateCreated::parse(date).expect("held").unix_micros();
+
+            assert!(
+                OrderCursor::parse(&format!("{micros}.edge")).is_ok(),
+                "{date}"
+            );
+            let beyond = format!("{}.edge", micros + step);
+            assert_eq!(OrderCursor::parse(&beyond), Err(InvalidCursor), "{beyond}");
+        }
+    }
+
+    #[test]
     fn malformed_cursors_are_refused() {
         for bad in [
             "",
@@ -145,6 +160,7 @@ mod tests {
             "-9223372036854775808.zzz",
             "253402300800000000.late",
             "-62135596800000001.early",
+            "99999999999999999999999.huge",
         ] {
             assert_eq!(OrderCursor::parse(bad), Err(InvalidCursor), "{bad:?}");
         }

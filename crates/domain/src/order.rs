@@ -6,8 +6,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
+use crate::dates::{self, InvalidDate};
 use crate::uid::OrderUid;
 
 /// One order, shaped exactly like the message it came from: serializing it
@@ -126,25 +126,14 @@ impl From<Percent> for i64 {
     }
 }
 
-/// `date_created`, proved to be an RFC 3339 time that PostgreSQL's
-/// `timestamptz` can hold. The text is kept as it came so the order reads
+/// `date_created`, proved to be an RFC 3339 time the service holds (in
+/// UTC within the years 0001-9999: [`dates`](crate::dates)). The text is kept as it came so the order reads
 /// back exactly as it was sent; the instant is what the database stores for
 /// ordering, computed here once so the database never re-parses the text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DateCreated {
     text: String,
     at: OffsetDateTime,
-}
-
-/// Why a string is not a [`DateCreated`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidDate {
-    #[error("expected an RFC 3339 time such as 2021-11-26T06:22:19Z")]
-    NotRfc3339,
-    #[error("a leap second (:60) cannot be stored")]
-    LeapSecond,
-    #[error("year {0} is outside 0001-9999")]
-    Year(i32),
 }
 
 impl DateCreated {
@@ -155,7 +144,7 @@ impl DateCreated {
     /// a space between date and time, as RFC 3339 allows; `Z`, `z` or an
     /// offset of at most ±23:59).
     pub fn parse(text: &str) -> Result<Self, InvalidDate> {
-        let at = parse_rfc3339(text)?;
+        let at = dates::parse_rfc3339(text)?;
         Ok(Self {
             text: text.to_owned(),
             at,
@@ -166,86 +155,17 @@ impl DateCreated {
         &self.text
     }
 
-    /// The instant, in UTC.
+    /// The instant, in UTC, to the microsecond, within the range the
+    /// service holds ([`dates`](crate::dates)): binding it to PostgreSQL
+    /// converts nothing.
     pub fn instant(&self) -> OffsetDateTime {
         self.at
     }
 
-    /// Nanoseconds since the Unix epoch, for ordering.
-    pub fn unix_nanos(&self) -> i128 {
-        self.at.unix_timestamp_nanos()
-    }
-
-    /// Microseconds since the Unix epoch: PostgreSQL's precision (finer
-    /// digits are truncated, as PostgreSQL rounds them).
+    /// Microseconds since the Unix epoch: what PostgreSQL stores.
     pub fn unix_micros(&self) -> i64 {
-        // Years 1-9999 are about ±2.5e17 µs: far inside i64.
-        (self.at.unix_timestamp_nanos() / 1_000) as i64
+        dates::unix_micros(self.at)
     }
-}
-
-/// RFC 3339's `date-time`, exactly: the `time` crate's parser also takes
-/// any byte between date and time and offsets past ±23:59, so the grammar
-/// is checked here first; a leap second (`:60`) is a valid RFC 3339 time
-/// but no `timestamptz`, and years outside 1-9999 are refused too.
-fn parse_rfc3339(text: &str) -> Result<OffsetDateTime, InvalidDate> {
-    let b = text.as_bytes();
-    let digits = |range: std::ops::Range<usize>| {
-        b.get(range.clone())
-            .is_some_and(|s| s.iter().all(u8::is_ascii_digit))
-    };
-    let shape_ok = b.len() >= 20
-        && digits(0..4)
-        && b[4] == b'-'
-        && digits(5..7)
-        && b[7] == b'-'
-        && digits(8..10)
-        && matches!(b[10], b'T' | b't' | b' ')
-        && digits(11..13)
-        && b[13] == b':'
-        && digits(14..16)
-        && b[16] == b':'
-        && digits(17..19);
-    if !shape_ok {
-        return Err(InvalidDate::NotRfc3339);
-    }
-    let mut rest = &b[19..];
-    if let Some(fraction) = rest.strip_prefix(b".") {
-        let n = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
-        if n == 0 {
-            return Err(InvalidDate::NotRfc3339);
-        }
-        rest = &fraction[n..];
-    }
-    let offset_ok = match rest {
-        [b'Z' | b'z'] => true,
-        [b'+' | b'-', h1, h2, b':', m1, m2] => {
-            [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit())
-                && (*h1 - b'0') * 10 + (*h2 - b'0') <= 23
-                && (*m1 - b'0') * 10 + (*m2 - b'0') <= 59
-        }
-        _ => false,
-    };
-    if !offset_ok {
-        return Err(InvalidDate::NotRfc3339);
-    }
-    if &b[17..19] == b"60" {
-        return Err(InvalidDate::LeapSecond);
-    }
-    // The grammar holds; the time crate checks the calendar (no 30
-    // February) and builds the instant. It wants an upper-case `T` and `Z`.
-    let mut normal = text.to_owned();
-    normal.replace_range(10..11, "T");
-    if normal.ends_with('z') {
-        normal.replace_range(normal.len() - 1.., "Z");
-    }
-    let at = OffsetDateTime::parse(&normal, &Rfc3339).map_err(|_| InvalidDate::NotRfc3339)?;
-    let year = at.year();
-    let utc_year = at.to_offset(time::UtcOffset::UTC).year();
-    if !(1..=9999).contains(&year) || !(1..=9999).contains(&utc_year) {
-        return Err(InvalidDate::Year(year));
-    }
-    Ok(at)
 }
 
 impl fmt::Display for DateCreated {
@@ -326,7 +246,11 @@ mod tests {
         );
         assert_eq!(
             DateCreated::parse("0001-01-01T00:00:00+01:00"),
-            Err(InvalidDate::Year(1))
+            Err(InvalidDate::OutOfRange)
+        );
+        assert_eq!(
+            DateCreated::parse("9999-12-31T23:00:00-05:00"),
+            Err(InvalidDate::OutOfRange)
         );
     }
 
@@ -335,6 +259,7 @@ mod tests {
         let date = DateCreated::parse("2021-11-26T09:22:19.1234567+03:00").expect("valid");
         assert_eq!(date.as_str(), "2021-11-26T09:22:19.1234567+03:00");
         assert_eq!(date.unix_micros(), 1_637_907_739_123_456);
+        assert_eq!(date.instant().offset(), time::UtcOffset::UTC);
     }
 
     #[test]

@@ -45,10 +45,12 @@ impl RejectedId {
     }
 }
 
-/// RFC 3339 in UTC, for JSON.
+/// RFC 3339 in UTC, for JSON. The database gives UTC already; the checked
+/// conversion keeps any other instant from panicking.
 fn rfc3339<S: Serializer>(at: &OffsetDateTime, serializer: S) -> Result<S::Ok, S::Error> {
     let text = at
-        .to_offset(time::UtcOffset::UTC)
+        .checked_to_offset(time::UtcOffset::UTC)
+        .ok_or_else(|| serde::ser::Error::custom("a time beyond the year 9999 in UTC"))?
         .format(&Rfc3339)
         .map_err(serde::ser::Error::custom)?;
     serializer.serialize_str(&text)

@@ -7,24 +7,25 @@ use std::fmt;
 
 use time::OffsetDateTime;
 
-use crate::order::DateCreated;
+use crate::dates::{self, InvalidDate};
 
 /// The longest search value taken: longer than any real track number,
 /// phone or email, short enough that a value never costs the index much.
 pub const MAX_SEARCH_LEN: usize = 256;
 
 /// What to look for, with the value in the form the stored one is compared
-/// in (a phone normalized by [`normalize_phone`]; an email as given, which
-/// the adapter compares case-insensitively).
+/// in (a phone normalized by [`normalize_phone`], an email by
+/// [`normalize_email`]; the adapter MUST normalize the stored value with
+/// the same function, and compare the rest exactly).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SearchKey {
     TrackNumber(String),
     CustomerId(String),
     /// The payment's `transaction`.
     Transaction(String),
-    /// Normalized: `+` and ASCII digits only.
+    /// Normalized by [`normalize_phone`]: `+` and ASCII digits only.
     Phone(String),
-    /// Compared case-insensitively (the adapter lower-cases both sides).
+    /// Normalized by [`normalize_email`]: ASCII letters in lower case.
     Email(String),
 }
 
@@ -49,7 +50,7 @@ pub enum InvalidSearch {
     #[error("{name}: {problem}")]
     Date {
         name: &'static str,
-        problem: crate::order::InvalidDate,
+        problem: InvalidDate,
     },
     #[error("from must be before to")]
     EmptySpan,
@@ -95,7 +96,7 @@ impl SearchKey {
                 if !value.contains('@') {
                     return Err(InvalidSearch::EmailWithoutAt);
                 }
-                Self::Email(value)
+                Self::Email(normalize_email(&value))
             }
         })
     }
@@ -129,18 +130,35 @@ impl fmt::Display for SearchKey {
     }
 }
 
-/// A phone as it is compared: `+` and the ASCII digits, in their order,
-/// everything else (spaces, dashes, brackets, dots) dropped. The migration
-/// `V3__search_indexes.sql` indexes `regexp_replace(phone, '[^0-9+]', '',
-/// 'g')`, the same function in SQL; a test holds the two to agreement.
+/// A phone as it is compared: every Unicode decimal digit (Arabic-Indic,
+/// fullwidth, ...) turned into its ASCII digit, then `+` and the ASCII
+/// digits kept, in their order, and everything else (spaces, dashes,
+/// brackets, dots, other characters) dropped. Dropping a non-ASCII digit
+/// instead would make the phone a shorter number, someone else's. The
+/// migration `V6__search_normalization.sql` defines `order_phone_key`, the
+/// same function in SQL, and indexes it; a test holds the two to agreement.
 pub fn normalize_phone(raw: &str) -> String {
     raw.chars()
-        .filter(|c| c.is_ascii_digit() || *c == '+')
+        .filter_map(|c| match c {
+            '0'..='9' | '+' => Some(c),
+            _ => crate::digits::ascii_digit(c),
+        })
         .collect()
 }
 
+/// An email as it is compared: the ASCII letters in lower case, every
+/// other character as it is. No Unicode case folding: it depends on a
+/// version and a locale, and would let the Kelvin sign match a `k` or a
+/// dotted capital I an `i`, a different address. The migration
+/// `V6__search_normalization.sql` defines `order_email_key` (`lower(email
+/// COLLATE "C")`, which folds A-Z alone), the same function in SQL.
+pub fn normalize_email(raw: &str) -> String {
+    raw.to_ascii_lowercase()
+}
+
 /// Which orders to list: all, or those matching one key, within an
-/// optional span of `date_created` (`from` inclusive, `to` exclusive).
+/// optional span of `date_created` (`from` inclusive, `to` exclusive; each
+/// an instant the service holds, in UTC: [`dates`](crate::dates)).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OrderQuery {
     pub key: Option<SearchKey>,
@@ -198,9 +216,9 @@ impl OrderQuery {
         if slot.is_some() {
             return Err(InvalidSearch::Repeated(name));
         }
-        let date =
-            DateCreated::parse(value).map_err(|problem| InvalidSearch::Date { name, problem })?;
-        *slot = Some(date.instant());
+        let at =
+            dates::parse_rfc3339(value).map_err(|problem| InvalidSearch::Date { name, problem })?;
+        *slot = Some(at);
         Ok(())
     }
 
@@ -227,10 +245,28 @@ mod tests {
     }
 
     #[test]
-    fn phones_keep_the_plus_and_the_ascii_digits() {
+    fn phones_keep_the_plus_and_the_digits_of_every_script_as_ascii() {
         assert_eq!(normalize_phone("+972 (000) 00-00.00"), "+972000000000");
         assert_eq!(normalize_phone("8 900 123"), "8900123");
-        assert_eq!(normalize_phone("٣٤٥ ４５ x"), "");
+        // Arabic-Indic 3 4 5, fullwidth 4 5, extended Arabic-Indic 9,
+        // mathematical bold 7: each its ASCII digit, not dropped.
+        assert_eq!(
+            normalize_phone("\u{663}\u{664}\u{665} \u{FF14}\u{FF15} \u{6F9}\u{1D7D5} x"),
+            "3454597"
+        );
+        // A fullwidth plus is no '+', a superscript two no digit.
+        assert_eq!(normalize_phone("\u{FF0B}1\u{B2}"), "1");
+    }
+
+    #[test]
+    fn emails_fold_ascii_letters_only() {
+        assert_eq!(normalize_email("Ann@Example.COM"), "ann@example.com");
+        // The Kelvin sign, a dotted capital I, an E with an acute accent,
+        // a sharp s: kept as they are, so never an ASCII address.
+        assert_eq!(
+            normalize_email("\u{212A}IM@\u{130}.\u{C9}x\u{1E9E}"),
+            "\u{212A}im@\u{130}.\u{C9}x\u{1E9E}"
+        );
     }
 
     #[test]
@@ -241,7 +277,11 @@ mod tests {
         );
         assert_eq!(
             query(&[("email", "Test@Gmail.com")]).map(|q| q.key),
-            Ok(Some(SearchKey::Email("Test@Gmail.com".into())))
+            Ok(Some(SearchKey::Email("test@gmail.com".into())))
+        );
+        assert_eq!(
+            query(&[("phone", "+7 \u{669}\u{660}\u{660} 1")]).map(|q| q.key),
+            Ok(Some(SearchKey::Phone("+79001".into())))
         );
         assert_eq!(
             query(&[("track_number", "WBILMTESTTRACK")]).map(|q| q.key),
@@ -254,11 +294,14 @@ mod tests {
         .expect("a span");
         assert_eq!(span.key, None);
         assert!(span.from < span.to);
+        // Held in UTC, so binding them converts nothing.
+        let offsets = [span.from, span.to].map(|at| at.map(|at| at.offset()));
+        assert_eq!(offsets, [Some(time::UtcOffset::UTC); 2]);
     }
 
     #[test]
     fn bad_searches_name_the_parameter() {
-        let cases: [(&[(&str, &str)], &str); 8] = [
+        let cases: [(&[(&str, &str)], &str); 10] = [
             (&[("phone", "")], "phone: empty"),
             (&[("phone", "call me")], "phone: no digits"),
             (&[("email", "nobody")], "email: expected an address"),
@@ -272,6 +315,15 @@ mod tests {
             ),
             (&[("from", "yesterday")], "from: expected an RFC 3339 time"),
             (&[("to", "2021-11-26")], "to: expected an RFC 3339 time"),
+            // In the years 0001-9999 as written, year 10000 in UTC.
+            (
+                &[("from", "9999-12-31T23:00:00-05:00")],
+                "from: in UTC it falls outside",
+            ),
+            (
+                &[("to", "0001-01-01T00:00:00+00:01")],
+                "to: in UTC it falls outside",
+            ),
             (
                 &[
                     ("from", "2021-11-27T00:00:00Z"),

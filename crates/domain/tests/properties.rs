@@ -9,9 +9,21 @@
 //!   through `parse` and through serde alike;
 //! - one field of an order replaced by a value of a wrong type, or removed,
 //!   or set to money out of range, is rejected with an error that names
-//!   exactly that field (with the item's index).
+//!   exactly that field (with the item's index);
+//! - around every bound (dates at the year edges with every offset, counts
+//!   at the i64 and u64 edges, long strings, NUL, surrogate escapes, any
+//!   Unicode), a near-valid order is accepted and round-trips, or is
+//!   refused naming the field it was changed in;
+//! - every parser of request input the domain holds (search keys and
+//!   spans, phone and email normalization, cursors, event and rejected
+//!   ids) returns a value that obeys its rules or an error naming the
+//!   parameter, never a panic.
 
-use orders_domain::{DateCreated, Order, OrderUid, RejectReason, ValidationError};
+use orders_domain::{
+    DIGIT_ZEROS, DateCreated, EventId, InvalidDate, MAX_SEARCH_LEN, Order, OrderCursor, OrderQuery,
+    OrderUid, RejectReason, RejectedId, SEARCH_KEYS, SearchKey, ValidationError, normalize_email,
+    normalize_phone,
+};
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use serde_json::{Map, Value, json};
@@ -529,4 +541,502 @@ fn deep_nesting_is_rejected_without_overflowing_the_stack() {
             assert!(error.to_string().contains("recursion limit"), "{error}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Around every bound: dates, numbers, strings, and every parser of request
+// input. Each property: no panic, and either a value that obeys the rules
+// or an error that says what is wrong, naming the field or parameter.
+// ---------------------------------------------------------------------------
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar
+/// (Howard Hinnant's `days_from_civil`), written here independently of the
+/// `time` crate so the date properties have an oracle of their own.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// An RFC 3339 time built around the edges, and what the service must make
+/// of it: the UTC instant in microseconds, or the error.
+#[derive(Debug, Clone)]
+struct EdgeDate {
+    text: String,
+    expected: Result<i64, InvalidDate>,
+}
+
+/// The first and last microseconds held: 0001-01-01T00:00:00Z and
+/// 9999-12-31T23:59:59.999999Z (crates/domain/src/dates.rs).
+const FIRST_MICROS: i64 = -62_135_596_800_000_000;
+const LAST_MICROS: i64 = 253_402_300_799_999_999;
+
+prop_compose! {
+    /// Years 0000, 0001, 9999 (and any), the first and last days of the
+    /// year (and any day, 30 February included), the last second of a day
+    /// (and a leap second), fractions of 0 to 12 digits or a thousand, and
+    /// every offset from -23:59 to +23:59, or `Z`.
+    fn edge_date()(
+        year in prop_oneof![Just(0i64), Just(1), Just(9999), 0i64..=9999],
+        (month, day) in prop_oneof![Just((1i64, 1i64)), Just((12, 31)), (1i64..=12, 1i64..=31)],
+        (hour, minute, second) in prop_oneof![
+            Just((0i64, 0i64, 0i64)),
+            Just((23, 59, 59)),
+            Just((23, 59, 60)),
+            (0i64..=23, 0i64..=59, 0i64..=59),
+        ],
+        fraction in prop_oneof![
+            Just(String::new()),
+            "[0-9]{1,12}",
+            Just("9".repeat(1000)),
+        ],
+        offset in prop_oneof![Just(None), (-1439i64..=1439).prop_map(Some), Just(Some(-1439)), Just(Some(1439))],
+        separator in prop::sample::select(vec!['T', 't', ' ']),
+        zulu in prop::sample::select(vec!['Z', 'z']),
+    ) -> EdgeDate {
+        let zone = match offset {
+            None => zulu.to_string(),
+            Some(m) => format!("{}{:02}:{:02}", if m < 0 { '-' } else { '+' }, m.abs() / 60, m.abs() % 60),
+        };
+        let dot = if fraction.is_empty() { "" } else { "." };
+        let text = format!(
+            "{year:04}-{month:02}-{day:02}{separator}{hour:02}:{minute:02}:{second:02}{dot}{fraction}{zone}"
+        );
+        let expected = if second == 60 {
+            Err(InvalidDate::LeapSecond)
+        } else if day > days_in_month(year, month) {
+            Err(InvalidDate::NotRfc3339)
+        } else if year == 0 {
+            Err(InvalidDate::Year(0))
+        } else {
+            let local = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
+            let utc = local - offset.unwrap_or(0) * 60;
+            let micros_of_second: i64 = format!("{fraction:0<6}")[..6].parse().expect("digits");
+            let micros = utc * 1_000_000 + micros_of_second;
+            if (FIRST_MICROS..=LAST_MICROS).contains(&micros) {
+                Ok(micros)
+            } else {
+                Err(InvalidDate::OutOfRange)
+            }
+        };
+        EdgeDate { text, expected }
+    }
+}
+
+/// A JSON number as text, around every bound a count meets: 0, -0, ±1,
+/// the i64 and u64 edges and one past them, exponents and fractions,
+/// numbers beyond f64, and digit strings of any length.
+fn edge_number() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "0",
+            "-0",
+            "1",
+            "-1",
+            "9223372036854775806",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775807",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "18446744073709551616",
+            "1e3",
+            "1E+2",
+            "1e-2",
+            "0e0",
+            "1.0",
+            "-0.0",
+            "0.5",
+            "9.223372036854775807e18",
+            "1e400",
+            "-1e400",
+        ])
+        .prop_map(str::to_owned),
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<u64>().prop_map(|n| n.to_string()),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| format!("{f:e}")),
+        "-?[1-9][0-9]{19,400}",
+        Just(format!("1{}", "0".repeat(5000))),
+    ]
+}
+
+/// A JSON string as text, around every bound a string meets: empty, long,
+/// NUL, lone and paired surrogates as escapes, combining marks, bidi
+/// controls, fullwidth and Arabic-Indic digits, noncharacters, and any
+/// Unicode at all.
+fn edge_string() -> impl Strategy<Value = String> {
+    let quoted = |s: &str| serde_json::to_string(s).expect("a string");
+    prop_oneof![
+        prop::sample::select(vec![
+            r#""""#.to_owned(),
+            quoted(&"x".repeat(10_000)),
+            quoted(&"\u{441}".repeat(5_000)),
+            quoted("nul\u{0}inside"),
+            r#""\u0000""#.to_owned(),
+            r#""\ud800""#.to_owned(),
+            r#""\udc00x""#.to_owned(),
+            r#""\ud83d\ude9a""#.to_owned(),
+            r#""\ud83d\u0041""#.to_owned(),
+            quoted("e\u{301}\u{301}\u{301}"),
+            quoted("\u{202E}cba\u{202C}\u{200F}"),
+            quoted("\u{FF11}\u{FF12}\u{FF13}"),
+            quoted("\u{663}\u{664}\u{665}"),
+            quoted("\u{FEFF}\u{FFFF}\u{10FFFF}"),
+            quoted("%00%FF%ZZ+"),
+        ]),
+        any::<String>().prop_map(move |s| quoted(&s)),
+    ]
+}
+
+/// Any edge value, as JSON text.
+fn edge_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        edge_number(),
+        edge_string(),
+        edge_date().prop_map(|d| serde_json::to_string(&d.text).expect("a string")),
+        prop::sample::select(vec![
+            "null",
+            "true",
+            "false",
+            "[]",
+            "{}",
+            "[0]",
+            r#"{"a":1}"#
+        ])
+        .prop_map(str::to_owned),
+    ]
+}
+
+/// The three-item sample with the field at `pointer` set to the JSON text
+/// `raw`, written in place (a `Value` cannot hold every number).
+fn sample_with_raw(pointer: &str, raw: &str) -> String {
+    let mut order = sample_with_three_items();
+    *order.pointer_mut(pointer).expect("the field exists") = json!("@@edge@@");
+    serde_json::to_string(&order)
+        .expect("json")
+        .replace("\"@@edge@@\"", raw)
+}
+
+/// What an accepted order must be: valid by every rule, and the same order
+/// again when its own JSON is decoded.
+fn assert_accepted_round_trips(order: &Order) -> Result<(), TestCaseError> {
+    assert_obeys_rules(order)?;
+    let again = Order::decode(&order.to_json()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(&again.order, order);
+    Ok(())
+}
+
+/// A rejection must say what is wrong: a non-empty message, and, when it
+/// is about fields, every problem inside the field that was changed.
+fn assert_clear_rejection(error: &ValidationError, path: &str) -> Result<(), TestCaseError> {
+    prop_assert!(!error.to_string().is_empty());
+    if let ValidationError::Fields(problems) = error {
+        prop_assert!(!problems.listed.is_empty(), "{}", error);
+        for problem in &problems.listed {
+            prop_assert!(
+                problem.path.starts_with(path) && !problem.problem.is_empty(),
+                "{} for a change of {}",
+                error,
+                path
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn dates_at_the_year_edges_with_every_offset_are_held_or_refused_as_the_oracle_says(
+        date in edge_date(),
+    ) {
+        let parsed = DateCreated::parse(&date.text);
+
+        match (&parsed, &date.expected) {
+            (Ok(held), Ok(micros)) => {
+                prop_assert_eq!(held.unix_micros(), *micros, "{}", date.text);
+                prop_assert_eq!(held.instant().offset(), UtcOffset::UTC);
+                prop_assert_eq!(held.as_str(), date.text.as_str());
+                // Its cursor is one the listing takes.
+                let cursor = format!("{micros}.uid");
+                prop_assert!(OrderCursor::parse(&cursor).is_ok(), "{}", cursor);
+            }
+            (Err(got), Err(want)) => prop_assert_eq!(got, want, "{}", date.text),
+            _ => prop_assert!(false, "{}: {:?}, expected {:?}", date.text, parsed, date.expected),
+        }
+        // The same date in a message, and as a bound of /orders.
+        let message = sample_with_raw("/date_created", &serde_json::to_string(&date.text).expect("json"));
+        match Order::parse(message.as_bytes()) {
+            Ok(order) => {
+                prop_assert!(date.expected.is_ok());
+                assert_accepted_round_trips(&order)?;
+            }
+            Err(error) => {
+                prop_assert!(date.expected.is_err());
+                assert_names_field(message.as_bytes(), "date_created")?;
+                prop_assert_eq!(error.reason(), RejectReason::InvalidField);
+            }
+        }
+        for name in ["from", "to"] {
+            let taken = OrderQuery::all().take(name, &date.text).expect("a search parameter");
+            match taken {
+                Ok(()) => prop_assert!(date.expected.is_ok()),
+                Err(e) => prop_assert!(e.to_string().starts_with(&format!("{name}: ")), "{}", e),
+            }
+        }
+    }
+
+    #[test]
+    fn a_count_at_the_number_edges_is_the_number_or_refused_naming_it(
+        field in count_field(),
+        raw in edge_number(),
+    ) {
+        let message = sample_with_raw(&field.pointer, &raw);
+
+        match Order::decode(message.as_bytes()) {
+            Ok(decoded) => {
+                assert_accepted_round_trips(&decoded.order)?;
+                let back: Value = serde_json::from_slice(&decoded.order.to_json()).expect("json");
+                let value = back.pointer(&field.pointer).and_then(Value::as_i64).expect("a count");
+                // Whatever the spelling, the value is the number sent.
+                let sent: f64 = raw.parse().expect("a number");
+                prop_assert!(value >= 0 && (value as f64 - sent).abs() <= sent.abs() * 1e-15, "{} read as {}", raw, value);
+            }
+            Err(error) => {
+                // A plain whole number from 0 to i64::MAX (to 100 for a
+                // sale) is always taken.
+                let plain = raw.bytes().all(|b| b.is_ascii_digit());
+                let most = if field.path.ends_with(".sale") { 100 } else { i64::MAX };
+                let fits = raw.parse::<i64>().is_ok_and(|n| n <= most);
+                prop_assert!(!(plain && fits), "{} refused: {}", raw, error);
+                assert_clear_rejection(&error, &field.path)?;
+                prop_assert!(
+                    matches!(error.reason(), RejectReason::InvalidField | RejectReason::InvalidJson),
+                    "{}",
+                    error
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_near_valid_order_is_accepted_and_round_trips_or_refused_naming_the_field(
+        field in any_field(),
+        raw in edge_value(),
+    ) {
+        let message = sample_with_raw(&field.pointer, &raw);
+
+        match Order::decode(message.as_bytes()) {
+            Ok(decoded) => assert_accepted_round_trips(&decoded.order)?,
+            Err(error) => assert_clear_rejection(&error, &field.path)?,
+        }
+    }
+
+    #[test]
+    fn search_parameters_are_a_checked_key_or_an_error_naming_the_parameter(
+        params in prop::collection::vec(
+            (
+                prop::sample::select(vec![
+                    "track_number", "customer_id", "transaction", "phone", "email", "from",
+                    "to", "limit", "before", "Phone", "phone ", "", "order_uid",
+                ]),
+                prop_oneof![
+                    any::<String>(),
+                    "[+0-9 ()\\-]{0,20}",
+                    ".{0,300}",
+                    "[a-zA-Z\u{212A}\u{130}]{1,8}@[a-z.]{1,8}",
+                    edge_date().prop_map(|d| d.text),
+                    phone_with_any_digits(),
+                ],
+            ),
+            1..4,
+        ),
+    ) {
+        let mut query = OrderQuery::all();
+        for (name, value) in &params {
+            match query.take(name, value) {
+                None => prop_assert!(
+                    !SEARCH_KEYS.contains(name) && *name != "from" && *name != "to",
+                    "{} not taken",
+                    name
+                ),
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    let message = e.to_string();
+                    prop_assert!(
+                        params.iter().any(|(n, _)| !n.is_empty() && message.starts_with(n)),
+                        "{:?}: {}",
+                        params,
+                        message
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        let Ok(query) = query.finish() else {
+            // Only a span can be wrong as a whole.
+            let from = params.iter().any(|(n, _)| *n == "from");
+            prop_assert!(from);
+            return Ok(());
+        };
+        if let Some(key) = &query.key {
+            let (name, sent) = params.iter().find(|(n, _)| *n == key.name()).expect("sent");
+            prop_assert!((1..=MAX_SEARCH_LEN).contains(&sent.chars().count()), "{}", name);
+            match key {
+                SearchKey::Phone(phone) => {
+                    prop_assert!(phone.bytes().all(|b| b == b'+' || b.is_ascii_digit()), "{}", phone);
+                    prop_assert!(phone.bytes().any(|b| b.is_ascii_digit()));
+                    prop_assert_eq!(phone, &normalize_phone(sent));
+                }
+                SearchKey::Email(email) => {
+                    prop_assert!(email.contains('@') && !email.bytes().any(|b| b.is_ascii_uppercase()));
+                    prop_assert_eq!(email, &normalize_email(sent));
+                }
+                other => prop_assert_eq!(other.value(), sent.as_str()),
+            }
+        }
+        for at in [query.from, query.to].into_iter().flatten() {
+            prop_assert_eq!(at.offset(), UtcOffset::UTC);
+        }
+    }
+
+    #[test]
+    fn phones_and_emails_normalize_char_by_char_and_once(
+        raw in prop_oneof![any::<String>(), phone_with_any_digits()],
+        split in any::<prop::sample::Index>(),
+    ) {
+        let phone = normalize_phone(&raw);
+        let email = normalize_email(&raw);
+
+        prop_assert!(phone.bytes().all(|b| b == b'+' || b.is_ascii_digit()));
+        prop_assert_eq!(normalize_phone(&phone), phone.clone());
+        prop_assert_eq!(normalize_email(&email), email.clone());
+        prop_assert_eq!(email.chars().count(), raw.chars().count());
+        for (a, b) in raw.chars().zip(email.chars()) {
+            prop_assert!(a == b || (a.is_ascii_uppercase() && b == a.to_ascii_lowercase()));
+        }
+        // Char by char: a phone's digits do not depend on their neighbours.
+        let chars: Vec<char> = raw.chars().collect();
+        let at = split.index(chars.len() + 1);
+        let (left, right): (String, String) = (chars[..at].iter().collect(), chars[at..].iter().collect());
+        prop_assert_eq!(phone, normalize_phone(&left) + &normalize_phone(&right));
+        // Every kind of digit counts as one digit.
+        let digits = raw
+            .chars()
+            .filter(|c| c.is_ascii_digit() || DIGIT_ZEROS.iter().any(|z| (*z..=char::from_u32(u32::from(*z) + 9).expect("char")).contains(c)))
+            .count();
+        prop_assert_eq!(normalize_phone(&raw).bytes().filter(u8::is_ascii_digit).count(), digits);
+    }
+
+    #[test]
+    fn cursors_around_the_bounds_are_held_or_refused_naming_before(
+        micros in prop_oneof![
+            prop::sample::select(vec![
+                FIRST_MICROS - 1, FIRST_MICROS, FIRST_MICROS + 1, LAST_MICROS - 1, LAST_MICROS,
+                LAST_MICROS + 1, i64::MIN, i64::MIN + 1, i64::MAX - 1, i64::MAX, 0, -1, 1,
+            ])
+            .prop_map(|n| n.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            prop::sample::select(vec![
+                "-0", "+5", "007", "", "-", " 5", "5 ", "1e3", "\u{FF15}", "\u{665}",
+                "99999999999999999999999999",
+            ])
+            .prop_map(str::to_owned),
+        ],
+        uid in prop_oneof!["[A-Za-z0-9_-]{1,64}", any::<String>(), Just("a.b".to_owned())],
+    ) {
+        let raw = format!("{micros}.{uid}");
+
+        match OrderCursor::parse(&raw) {
+            Ok(cursor) => {
+                prop_assert!((FIRST_MICROS..=LAST_MICROS).contains(&cursor.created_micros));
+                prop_assert!(matches_uid_pattern(cursor.order_uid.as_str()));
+                prop_assert_eq!(OrderCursor::parse(&cursor.to_string()), Ok(cursor));
+            }
+            Err(e) => {
+                prop_assert!(e.to_string().starts_with("before: "));
+                // A canonical number in range and a valid uid are never refused.
+                let canonical = micros.parse::<i64>().is_ok_and(|n| n.to_string() == micros);
+                let held = micros.parse::<i64>().is_ok_and(|n| (FIRST_MICROS..=LAST_MICROS).contains(&n));
+                prop_assert!(!(canonical && held && matches_uid_pattern(&uid)), "{} refused", raw);
+            }
+        }
+    }
+
+    #[test]
+    fn ids_at_the_number_edges_are_ids_or_refused(
+        raw in prop_oneof![
+            edge_number(),
+            prop::sample::select(vec![
+                "", "+1", " 1", "1 ", "00000000000000000001", "\u{FF11}", "\u{661}", "0x10", "1_000",
+            ])
+            .prop_map(str::to_owned),
+            any::<String>(),
+        ],
+    ) {
+        // The oracle: decimal ASCII digits only, the value within i64.
+        let digits = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());
+        let value = digits.then(|| raw.trim_start_matches('0').to_owned());
+        let fits = |v: &str| v.len() < 19 || (v.len() == 19 && v <= "9223372036854775807");
+        let as_i64 = value.filter(|v| fits(v)).map(|v| if v.is_empty() { 0 } else { v.parse::<i64>().expect("fits") });
+
+        match EventId::parse(&raw) {
+            Ok(id) => prop_assert_eq!(Some(id.get()), as_i64, "{}", raw),
+            Err(e) => {
+                prop_assert!(e.to_string().contains("Last-Event-ID"));
+                // Only a 20-digit spelling of a small number is refused beyond the oracle.
+                prop_assert!(as_i64.is_none() || raw.len() > 19, "{} refused", raw);
+            }
+        }
+        match RejectedId::parse(&raw) {
+            Ok(id) => prop_assert_eq!(Some(id.get()), as_i64.filter(|n| *n >= 1), "{}", raw),
+            Err(e) => {
+                prop_assert!(!e.to_string().is_empty());
+                prop_assert!(as_i64.is_none_or(|n| n < 1), "{} refused", raw);
+            }
+        }
+    }
+}
+
+/// Any count field of the three-item sample (money, ids, a sale).
+fn count_field() -> impl Strategy<Value = Field> {
+    let counts = fields_of(&sample_with_three_items())
+        .into_iter()
+        .filter(|f| f.kind == Kind::Count)
+        .collect::<Vec<_>>();
+    prop::sample::select(counts)
+}
+
+/// A phone written with digits of any script.
+fn phone_with_any_digits() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            (prop::sample::select(DIGIT_ZEROS.to_vec()), 0u32..10)
+                .prop_map(|(zero, d)| char::from_u32(u32::from(zero) + d).expect("char")),
+            prop::char::range('0', '9'),
+            prop::sample::select(vec![
+                '+', ' ', '-', '(', ')', '\u{FF0B}', '\u{B2}', '\u{2163}'
+            ]),
+        ],
+        0..20,
+    )
+    .prop_map(String::from_iter)
 }

@@ -262,6 +262,9 @@ impl Access {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use hyper::header::HeaderValue;

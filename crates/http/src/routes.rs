@@ -645,6 +645,9 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::BodyExt;

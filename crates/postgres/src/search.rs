@@ -1,7 +1,8 @@
 //! The statements that list orders (all, or found by a key) and rejected
 //! messages: only the conditions a request has are written, so each kind
 //! of request gets a plan of its own that walks its index
-//! (`migrations/V3__search_indexes.sql`). Public so a test can `EXPLAIN`
+//! (`migrations/V3__search_indexes.sql`, the phone's and email's in
+//! `V6__search_normalization.sql`). Public so a test can `EXPLAIN`
 //! exactly what the repository runs.
 
 use orders_domain::{OrderCursor, OrderQuery, RejectReason, RejectedId, SearchKey};
@@ -75,8 +76,13 @@ impl Conditions {
 }
 
 /// A phone in its normal form, in SQL: the expression the index
-/// `delivery_phone` holds, and `orders_domain::normalize_phone`'s twin.
-pub const NORMALIZED_PHONE: &str = "regexp_replace(d.phone, '[^0-9+]', '', 'g')";
+/// `delivery_phone_key` holds, and `orders_domain::normalize_phone`'s twin
+/// (`migrations/V6__search_normalization.sql`).
+pub const NORMALIZED_PHONE: &str = "order_phone_key(d.phone)";
+
+/// An email in its normal form, in SQL: the expression the index
+/// `delivery_email_key` holds, and `orders_domain::normalize_email`'s twin.
+pub const NORMALIZED_EMAIL: &str = "order_email_key(d.email)";
 
 /// One page of orders matching `query`, newest first, older than `before`.
 /// The columns: uid, date_created, micros, amount, currency.
@@ -98,7 +104,7 @@ pub fn list_orders(query: &OrderQuery, limit: usize, before: Option<&OrderCursor
             }
             SearchKey::Email(_) => {
                 from.push_str(" JOIN delivery d USING (order_uid)");
-                conditions.add("lower(d.email) = lower({})", value);
+                conditions.add(&format!("{NORMALIZED_EMAIL} = {{}}"), value);
             }
         }
     }
@@ -176,7 +182,7 @@ mod tests {
         assert!(page.sql.contains("JOIN delivery d"), "{}", page.sql);
         assert!(
             page.sql.contains(
-                "WHERE regexp_replace(d.phone, '[^0-9+]', '', 'g') = $1 AND o.created_at >= $2 \
+                "WHERE order_phone_key(d.phone) = $1 AND o.created_at >= $2 \
                  AND (o.created_at, o.order_uid) < ('epoch'::timestamptz + $3::bigint"
             ),
             "{}",

@@ -1,15 +1,20 @@
 //! Finding orders and listing rejected messages on a real PostgreSQL: the
-//! right rows, in the right order, page by page, and every kind of search
-//! served by an index on a table of 100,000 orders.
+//! right rows, in the right order, page by page, every kind of search
+//! served by an index on a table of 100,000 orders, and phones and emails
+//! compared in one normal form, the same in Rust and in SQL.
 
 use bytes::Bytes;
 use orders_domain::{
-    Order, OrderCursor, OrderQuery, OrderReads, OrderStore, RejectReason, RejectedId,
-    RejectedReads, Rejection, SearchKey, normalize_phone,
+    DIGIT_ZEROS, Order, OrderCursor, OrderQuery, OrderReads, OrderStore, RejectReason, RejectedId,
+    RejectedReads, Rejection, SearchKey, normalize_email, normalize_phone,
 };
-use orders_postgres::search::{NORMALIZED_PHONE, Statement, list_orders, list_rejected};
+use orders_postgres::search::{
+    NORMALIZED_EMAIL, NORMALIZED_PHONE, Statement, list_orders, list_rejected,
+};
 use orders_postgres::{PgOrderRepository, PoolSettings, connect_pool, migrate};
 use orders_testkit::{TestDb, order_value};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::{Value, json};
 
 async fn repository() -> (TestDb, PgOrderRepository) {
@@ -42,28 +47,223 @@ async fn all_pages(repo: &PgOrderRepository, query: &OrderQuery, limit: usize) -
     }
 }
 
+/// What SQL's normal form (`NORMALIZED_PHONE` or `NORMALIZED_EMAIL`)
+/// makes of each of `raws`, in one round trip.
+async fn in_sql(client: &tokio_postgres::Client, form: &str, raws: &[String]) -> Vec<String> {
+    let column = if form == NORMALIZED_PHONE {
+        "phone"
+    } else {
+        "email"
+    };
+    let sql = format!(
+        "SELECT {form} FROM unnest($1::text[]) WITH ORDINALITY AS d({column}, n) ORDER BY n"
+    );
+    client
+        .query(&sql, &[&raws])
+        .await
+        .expect("normalize")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Every decimal digit of Unicode (each run of [`DIGIT_ZEROS`], and
+/// ASCII's), alone and inside a phone.
+fn every_digit() -> Vec<String> {
+    let zeros = DIGIT_ZEROS.iter().copied().chain(['0']);
+    let digits: Vec<char> = zeros
+        .flat_map(|zero| (0..10).map(move |d| char::from_u32(u32::from(zero) + d).expect("char")))
+        .collect();
+    let mut raws: Vec<String> = digits.iter().map(|c| c.to_string()).collect();
+    raws.extend(digits.iter().map(|c| format!("+7 ({c}00) 1{c}2-3")));
+    raws
+}
+
 #[tokio::test]
 async fn the_phone_normal_form_is_the_same_in_rust_and_in_sql() {
     let (db, _repo) = repository().await;
     let client = db.client().await;
-    let sql = format!("SELECT {NORMALIZED_PHONE} FROM (SELECT $1::text AS phone) d");
-    for raw in [
+    let mut raws: Vec<String> = [
         "+7 (900) 123-45-67",
         "8-900-123.45.67 ext. 9",
         "+972 0000 000 ++",
         "tel:+1\u{a0}202\t555\n0100",
-        // Digits of other scripts, full-width digits and plus: not ASCII, so dropped.
-        "٣٤٥ ４５ ＋1 ۹",
+        // Digits of other scripts and full-width digits: their ASCII
+        // digits; a full-width plus, a superscript two: dropped.
+        "\u{663}\u{664}\u{665} \u{FF14}\u{FF15} \u{FF0B}1 \u{6F9} \u{B2}",
         "",
         "no digits at all",
         "\u{1f4de} +44 20 7946 0958",
+    ]
+    .map(str::to_owned)
+    .into();
+    raws.extend(every_digit());
+
+    let sql = in_sql(&client, NORMALIZED_PHONE, &raws).await;
+
+    for (raw, in_sql) in raws.iter().zip(&sql) {
+        assert_eq!(*in_sql, normalize_phone(raw), "{raw:?}");
+    }
+    assert_eq!(sql.len(), raws.len());
+    // Every digit is one: nothing of the table is lost on either side.
+    for (raw, key) in raws.iter().zip(&sql).skip(8).take(770) {
+        assert_eq!(key.len(), 1, "{raw:?} became {key:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_email_normal_form_is_the_same_in_rust_and_in_sql() {
+    let (db, _repo) = repository().await;
+    let client = db.client().await;
+    let raws: Vec<String> = [
+        "Ann@Example.COM",
+        // Kelvin sign, dotted capital I, dotless i, sharp s and its
+        // capital, final sigma, Cyrillic, fullwidth A: none of them ASCII.
+        "\u{212A}elly@example.com",
+        "\u{130}nci@example.com",
+        "\u{131}NCI@EXAMPLE.COM",
+        "stra\u{DF}e@\u{1E9E}.de",
+        "\u{3A3}\u{3C3}\u{3C2}@x",
+        "\u{416}\u{436}@x",
+        "\u{FF21}@x",
+        "\u{C9}LISE@example.com",
+        "",
+    ]
+    .map(str::to_owned)
+    .into();
+
+    let sql = in_sql(&client, NORMALIZED_EMAIL, &raws).await;
+
+    for (raw, in_sql) in raws.iter().zip(&sql) {
+        assert_eq!(*in_sql, normalize_email(raw), "{raw:?}");
+    }
+}
+
+/// Characters a phone or an email may hold, the troublesome ones often:
+/// ASCII digits and letters, '+', separators, every kind of Unicode digit,
+/// letters whose case Unicode folds to ASCII, and any character at all
+/// (PostgreSQL's text holds no NUL, so neither does a stored value).
+fn troublesome_char() -> impl Strategy<Value = char> {
+    prop_oneof![
+        prop::char::range('0', '9'),
+        prop::char::range('A', 'Z'),
+        prop::char::range('a', 'z'),
+        prop::sample::select(vec![
+            '+', ' ', '-', '(', ')', '.', '@', '\u{FF0B}', '\u{A0}'
+        ]),
+        (prop::sample::select(DIGIT_ZEROS.to_vec()), 0u32..10)
+            .prop_map(|(zero, d)| char::from_u32(u32::from(zero) + d).expect("char")),
+        prop::sample::select(vec![
+            '\u{212A}', '\u{130}', '\u{131}', '\u{DF}', '\u{1E9E}', '\u{17F}', '\u{3A3}', '\u{B2}',
+            '\u{2163}', '\u{FF21}', '\u{0301}', '\u{200F}', '\u{202E}',
+        ]),
+        any::<char>().prop_filter("no NUL", |c| *c != '\0'),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_normal_forms_agree_on_generated_strings() {
+    let (db, _repo) = repository().await;
+    let client = db.client().await;
+    // 64 cases of 64 strings each: a few thousand strings in 64 round trips.
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let strings = prop::collection::vec(
+        prop::collection::vec(troublesome_char(), 0..24).prop_map(String::from_iter),
+        64,
+    );
+
+    let outcome = runner.run(&strings, |raws| {
+        let handle = tokio::runtime::Handle::current();
+        for (form, rust) in [
+            (NORMALIZED_PHONE, normalize_phone as fn(&str) -> String),
+            (NORMALIZED_EMAIL, normalize_email),
+        ] {
+            let sql = tokio::task::block_in_place(|| handle.block_on(in_sql(&client, form, &raws)));
+            for (raw, in_sql) in raws.iter().zip(&sql) {
+                prop_assert_eq!(in_sql, &rust(raw), "{} of {:?}", form, raw);
+            }
+        }
+        Ok(())
+    });
+
+    if let Err(e) = outcome {
+        panic!("{e}");
+    }
+}
+
+#[tokio::test]
+async fn a_search_never_finds_a_value_that_differs_after_normalization() {
+    // setup: phones with a non-ASCII digit, emails with non-ASCII letters
+    let (_db, repo) = repository().await;
+    let stored = [
+        // "+7 (900) 1" then ARABIC-INDIC TWO, "3-45-67": +79001234567
+        ("arabic-two", "+7 (900) 1\u{662}3-45-67", "ann@example.com"),
+        // fullwidth digits throughout: +79007654321
+        (
+            "fullwidth",
+            "+7 \u{FF19}\u{FF10}\u{FF10} \u{FF17}\u{FF16}\u{FF15} \u{FF14}\u{FF13} \u{FF12}\u{FF11}",
+            "Ann@Example.COM",
+        ),
+        ("kelvin", "+1 555 0100", "\u{212A}elly@example.com"),
+        ("dotted-i", "+1 555 0101", "\u{130}nci@example.com"),
+        ("e-acute", "+1 555 0102", "\u{C9}LISE@example.com"),
+    ];
+    let orders: Vec<Order> = stored
+        .iter()
+        .enumerate()
+        .map(|(n, (uid, phone, email))| {
+            let mut value = order_value(uid, n as u64 + 1);
+            value["delivery"]["phone"] = json!(phone);
+            value["delivery"]["email"] = json!(email);
+            Order::parse(&serde_json::to_vec(&value).expect("json")).expect("valid")
+        })
+        .collect();
+    repo.save(&orders_testkit::new_orders(&orders))
+        .await
+        .expect("save");
+    let found = |name: &'static str, value: &'static str| {
+        let repo = repo.clone();
+        async move {
+            let mut uids = all_pages(&repo, &OrderQuery::by(key(name, value)), 5).await;
+            uids.sort();
+            uids
+        }
+    };
+
+    // exec and check: the same number in ASCII digits finds it ...
+    assert_eq!(found("phone", "+7 900 123 45 67").await, ["arabic-two"]);
+    assert_eq!(found("phone", "+79007654321").await, ["fullwidth"]);
+    // ... and the shorter numbers the non-ASCII digits once left do not
+    assert!(found("phone", "+7900134567").await.is_empty());
+    assert!(found("phone", "+7").await.is_empty());
+    // ASCII letters fold; nothing else does
+    assert_eq!(
+        found("email", "ANN@example.com").await,
+        ["arabic-two", "fullwidth"]
+    );
+    for (other, exact, uid) in [
+        ("kelly@example.com", "\u{212A}elly@example.com", "kelvin"),
+        ("inci@example.com", "\u{130}nci@example.com", "dotted-i"),
+        (
+            "i\u{307}nci@example.com",
+            "\u{130}NCI@EXAMPLE.COM",
+            "dotted-i",
+        ),
+        (
+            "\u{E9}lise@example.com",
+            "\u{C9}lise@EXAMPLE.com",
+            "e-acute",
+        ),
     ] {
-        let in_sql: String = client
-            .query_one(&sql, &[&raw])
-            .await
-            .expect("normalize")
-            .get(0);
-        assert_eq!(in_sql, normalize_phone(raw), "{raw:?}");
+        assert!(
+            found("email", other).await.is_empty(),
+            "{other} found {uid}"
+        );
+        assert_eq!(found("email", exact).await, [uid], "{exact}");
     }
 }
 

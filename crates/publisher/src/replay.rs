@@ -26,11 +26,13 @@ pub struct ReplayArgs {
     #[arg(long, value_parser = reason)]
     pub reason: Option<RejectReason>,
 
-    /// Rows received at or after this time (RFC 3339).
+    /// Rows received at or after this time (RFC 3339, within the years
+    /// 0001-9999 in UTC).
     #[arg(long, value_parser = time_arg)]
     pub since: Option<OffsetDateTime>,
 
-    /// Rows received before this time (RFC 3339).
+    /// Rows received before this time (RFC 3339, within the years 0001-9999
+    /// in UTC).
     #[arg(long, value_parser = time_arg)]
     pub until: Option<OffsetDateTime>,
 
@@ -58,9 +60,12 @@ fn reason(raw: &str) -> Result<RejectReason, String> {
     })
 }
 
+/// The service's own date parser: the instant comes back in UTC and
+/// within the range PostgreSQL and the `time` crate hold
+/// (`orders_domain::dates`), so binding it converts nothing and cannot
+/// panic. clap names the flag in front of the message.
 fn time_arg(raw: &str) -> Result<OffsetDateTime, String> {
-    OffsetDateTime::parse(raw, &Rfc3339)
-        .map_err(|e| format!("{raw:?} is not an RFC 3339 time such as 2026-11-26T10:00:00Z: {e}"))
+    orders_domain::dates::parse_rfc3339(raw).map_err(|e| format!("{e}"))
 }
 
 /// Lists or replays the chosen rows.
@@ -152,4 +157,76 @@ fn describe(row: &Replayable) -> String {
         row.payload.len(),
         row.subject
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        replay: ReplayArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ReplayArgs, String> {
+        Cli::try_parse_from(std::iter::once("replay").chain(args.iter().copied()))
+            .map(|cli| cli.replay)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn since_and_until_outside_the_years_held_are_refused_naming_the_flag() {
+        for (flag, value, says) in [
+            // Year 10000 in UTC: binding it would panic in the driver.
+            (
+                "--since",
+                "9999-12-31T23:00:00-05:00",
+                "in UTC it falls outside",
+            ),
+            (
+                "--until",
+                "9999-12-31T23:00:00-05:00",
+                "in UTC it falls outside",
+            ),
+            ("--until", "0000-06-01T00:00:00Z", "year 0 is outside"),
+            (
+                "--since",
+                "2026-11-01X00:00:00Z",
+                "expected an RFC 3339 time",
+            ),
+            ("--since", "2016-12-31T23:59:60Z", "a leap second"),
+        ] {
+            let err = parse(&[flag, value]).expect_err(value);
+
+            assert!(
+                err.contains(&format!("'{flag} <")) && err.contains(says),
+                "{flag} {value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn since_and_until_are_held_in_utc() {
+        let args = parse(&[
+            "--since",
+            "2026-11-01T03:00:00+03:00",
+            "--until",
+            "9999-12-31T18:59:59-05:00",
+        ])
+        .expect("valid");
+
+        let since = args.since.expect("since");
+        let until = args.until.expect("until");
+        assert_eq!(since.offset(), time::UtcOffset::UTC);
+        assert_eq!(
+            since.format(&Rfc3339).expect("formats"),
+            "2026-11-01T00:00:00Z"
+        );
+        assert_eq!(
+            until.format(&Rfc3339).expect("formats"),
+            "9999-12-31T23:59:59Z"
+        );
+    }
 }
