@@ -15,7 +15,7 @@ use orders_domain::{
 use orders_metrics::{Metrics, RouteRecorder};
 use serde_json::json;
 
-use crate::auth::{Access, Denied};
+use crate::auth::{Access, Caller, Denied, Revocation};
 use crate::body::{Body, EventBody};
 use crate::limits::{ClientIp, RateLimit};
 use crate::statics;
@@ -221,12 +221,12 @@ impl Router {
         self.metrics
             .record_on(recorder, response.status().as_u16(), elapsed);
         if let Some(caller) = &caller {
-            self.metrics.record_caller(caller);
+            self.metrics.record_caller(caller.name());
         }
         tracing::debug!(
             method = %req.method(),
             path = req.uri().path(),
-            token = caller.as_deref().unwrap_or("-"),
+            token = caller.as_ref().map_or("-", |c| c.name()),
             status = response.status().as_u16(),
             micros = elapsed.as_micros() as u64,
             "request"
@@ -234,13 +234,13 @@ impl Router {
         response
     }
 
-    /// The answer, and the name of the token that let the request in.
+    /// The answer, and the caller whose token let the request in.
     async fn route<B>(
         &self,
         req: &Request<B>,
         route: Option<Route>,
         client: Option<IpAddr>,
-    ) -> (Response<Body>, Option<Arc<str>>) {
+    ) -> (Response<Body>, Option<Caller>) {
         let route = match route {
             Some(Route::Metrics) if !self.serves_metrics => None,
             Some(Route::Metrics) => Some(Route::Metrics),
@@ -285,7 +285,10 @@ impl Router {
             Route::Orders => self.orders(req.uri().query()).await,
             Route::Rejected => self.rejected(req.uri().query()).await,
             Route::RejectedMessage(id) => self.rejected_message(id).await,
-            Route::Events => self.events(req.headers().get(&LAST_EVENT_ID)).await,
+            Route::Events => {
+                self.events(req.headers().get(&LAST_EVENT_ID), caller.as_ref())
+                    .await
+            }
             Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
             Route::Readyz => self.readyz(),
             Route::Metrics => {
@@ -386,8 +389,13 @@ impl Router {
     }
 
     /// An event stream of the orders stored from now on, first those after
-    /// `Last-Event-ID` when the client resumes.
-    async fn events(&self, last_event_id: Option<&HeaderValue>) -> Response<Body> {
+    /// `Last-Event-ID` when the client resumes. One opened by a caller's
+    /// token ends when that token is revoked.
+    async fn events(
+        &self,
+        last_event_id: Option<&HeaderValue>,
+        caller: Option<&Caller>,
+    ) -> Response<Body> {
         let after = match last_event_id.map(|v| v.to_str().map(str::trim)) {
             None | Some(Ok("")) => None,
             Some(raw) => match raw.ok().map(EventId::parse) {
@@ -402,8 +410,11 @@ impl Router {
         };
         match self.service.subscribe(after).await {
             Ok(stream) => {
-                let mut response =
-                    Response::new(Body::Events(EventBody::new(stream, self.keep_alive)));
+                let mut body = EventBody::new(stream, self.keep_alive);
+                if let (Some(access), Some(caller)) = (&self.access, caller) {
+                    body = body.until_revoked(Revocation::new(Arc::clone(access), caller.clone()));
+                }
+                let mut response = Response::new(Body::Events(body));
                 let headers = response.headers_mut();
                 headers.insert(
                     header::CONTENT_TYPE,
@@ -1111,6 +1122,31 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_revoked_token_ends_the_event_streams_it_opened_and_no_other() {
+        const AUDIT: &str = "audit-token-0123456789";
+        let tokens = |text: &str| crate::Tokens::parse(text).expect("tokens");
+        let access = Arc::new(Access::new(tokens(&format!("desk:{TOKEN}\naudit:{AUDIT}"))));
+        let router = router(MockOrderRepository::new(), MockOrderCache::new())
+            .with_access(Some(Arc::clone(&access)));
+        let open = async |token: &str| {
+            let bearer = format!("Bearer {token}");
+            let response = call_as(&router, "/orders/events", Some(&bearer)).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            response.into_body()
+        };
+        let mut desk = open(TOKEN).await;
+        let mut audit = open(AUDIT).await;
+
+        access.replace(tokens(&format!("audit:{AUDIT}")));
+
+        let within = Duration::from_secs(1);
+        let ended = tokio::time::timeout(within, desk.frame()).await;
+        assert!(matches!(ended, Ok(None)), "desk's stream ends: {ended:?}");
+        let open = tokio::time::timeout(within, audit.frame()).await;
+        assert!(open.is_err(), "audit's stream stays open: {open:?}");
     }
 
     #[tokio::test]
