@@ -204,17 +204,19 @@ impl Router {
         let started = Instant::now();
         let route = Route::of(req.uri().path());
         let label = Route::label_index(route.as_ref());
+        let personal = route.as_ref().is_some_and(Route::bears_orders);
         let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path());
         // A bug that panics answers this request 500; the connection's
         // other requests and the process carry on.
         let answered = orders_domain::catch_panic_async(self.route(&req, route, client))
             .instrument(span)
             .await;
-        let (response, caller) = answered.unwrap_or_else(|panicked| {
+        let (mut response, caller) = answered.unwrap_or_else(|panicked| {
             tracing::error!(%panicked, method = %req.method(), path = req.uri().path(), "answering a request panicked");
             self.metrics.record_panic("http");
             (error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"), None)
         });
+        finish(&mut response, personal);
         let elapsed = started.elapsed();
         let recorder =
             self.recorders[label].get_or_init(|| self.metrics.route_recorder(LABELS[label]));
@@ -311,10 +313,6 @@ impl Router {
                 headers.insert(
                     header::CONTENT_SECURITY_POLICY,
                     HeaderValue::from_static(CSP),
-                );
-                headers.insert(
-                    header::X_CONTENT_TYPE_OPTIONS,
-                    HeaderValue::from_static("nosniff"),
                 );
                 response
             }
@@ -420,7 +418,6 @@ impl Router {
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/event-stream"),
                 );
-                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 // nginx would otherwise hold events back in its buffer.
                 headers.insert(
                     HeaderName::from_static("x-accel-buffering"),
@@ -457,6 +454,24 @@ impl Router {
                 "sync_standby_required": report.sync_standby_required,
             }),
         )
+    }
+}
+
+/// What every answer carries, set in this one place as the router
+/// finishes it: `nosniff`, so that no browser takes an answer for another
+/// type than it says (a rejected message holds bytes an attacker chose);
+/// and on the routes that give out personal data, `no-store`, so that no
+/// browser or cache in between keeps it. Their errors too: some echo the
+/// request (an order uid), and none is worth keeping. Two static values:
+/// no allocation, and the answer's header map has room for them.
+fn finish(response: &mut Response<Body>, personal: bool) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if personal {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
 }
 
@@ -1050,6 +1065,211 @@ mod tests {
             call(&router, Method::GET, "/healthz").await.0,
             StatusCode::OK
         );
+    }
+
+    /// Every answer, whatever its route and status, says `nosniff`; every
+    /// answer of a route that gives out personal data (errors included)
+    /// says `no-store`, and no other answer does.
+    #[tokio::test]
+    async fn every_answer_says_nosniff_and_those_of_order_routes_no_store() {
+        let down = || RepositoryError::Unavailable("down".into());
+        let mut repo = MockOrderRepository::new();
+        repo.expect_find_json()
+            .returning(move |uid| match uid.as_str() {
+                "down" => Err(down()),
+                _ => Ok(None),
+            });
+        // A limit of 7 stands for a database that does not answer.
+        repo.expect_list_recent().returning(move |_, limit, _| {
+            if limit == 7 {
+                Err(down())
+            } else {
+                Ok(Vec::new())
+            }
+        });
+        repo.expect_list_rejected().returning(move |_, limit, _| {
+            if limit == 7 {
+                Err(down())
+            } else {
+                Ok(Vec::new())
+            }
+        });
+        repo.expect_find_rejected()
+            .returning(move |id| match id.get() {
+                1 => Ok(Some(rejected_message(id))),
+                2 => Err(down()),
+                _ => Ok(None),
+            });
+        repo.expect_stored_since()
+            .returning(move |_, _, _| Err(down()));
+        let mut cache = MockOrderCache::new();
+        cache.expect_get().returning(|uid| {
+            (uid.as_str() == "b563feb7b2b84b6test").then(|| Bytes::from_static(SAMPLE))
+        });
+        cache.expect_insert().return_const(());
+        cache.expect_len().return_const(1usize);
+        let readiness = Arc::new(Readiness::default());
+        let service =
+            OrderService::new(Arc::new(repo), Arc::new(cache), 1 << 20).with_max_event_streams(1);
+        let tokens = crate::Tokens::parse(&format!("desk:{TOKEN}")).expect("tokens");
+        let router = Router::new(
+            Arc::new(service),
+            Arc::clone(&readiness),
+            Arc::new(Metrics::new()),
+        )
+        .with_access(Some(Arc::new(Access::new(tokens))))
+        .with_rate_limit(RateLimit::per_second(1));
+        let bearer = format!("Bearer {TOKEN}");
+        // Each request from an address of its own, so that only the
+        // requests meant to reach the rate limit do.
+        let mut next_client = 0u32;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut ask = async |method: Method, uri: &str, authorization: Option<&str>| {
+            next_client += 1;
+            let client = IpAddr::from(std::net::Ipv4Addr::from(0xc000_0200 + next_client));
+            let mut req = Request::builder().method(method).uri(uri);
+            if let Some(value) = authorization {
+                req = req.header(header::AUTHORIZATION, value);
+            }
+            let response = router
+                .handle_from(req.body(()).expect("request"), Some(client))
+                .await;
+            let path = uri.split('?').next().expect("a path");
+            let personal = ["/order", "/orders", "/orders/events", "/rejected"].contains(&path)
+                || path.starts_with("/rejected/");
+            let headers = response.headers();
+            let status = response.status().as_u16();
+            assert_eq!(
+                headers
+                    .get(header::X_CONTENT_TYPE_OPTIONS)
+                    .map(|v| v.as_bytes()),
+                Some(&b"nosniff"[..]),
+                "{uri} {status}"
+            );
+            assert_eq!(
+                headers.get(header::CACHE_CONTROL).map(|v| v.as_bytes()),
+                personal.then_some(&b"no-store"[..]),
+                "{uri} {status}"
+            );
+            seen.insert((path.to_owned(), status));
+            response
+        };
+        let token = Some(bearer.as_str());
+        for uri in [
+            "/order?order_uid=b563feb7b2b84b6test",
+            "/order?order_uid=a%20b",
+            "/order?order_uid=unknown",
+            "/order?order_uid=down",
+            "/orders?limit=1",
+            "/orders?limit=0",
+            "/orders?limit=7",
+            "/rejected",
+            "/rejected?limit=0",
+            "/rejected?limit=7",
+            "/rejected/1",
+            "/rejected/x",
+            "/rejected/2",
+            "/rejected/3",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/",
+            "/app.js",
+            "/no/such/page",
+        ] {
+            ask(Method::GET, uri, token).await;
+        }
+        readiness.set_database(true);
+        readiness.set_broker(true);
+        readiness.set_cache_warm(true);
+        ask(Method::GET, "/readyz", None).await;
+        for uri in [
+            "/order",
+            "/orders",
+            "/orders/events",
+            "/rejected",
+            "/rejected/1",
+        ] {
+            ask(Method::GET, uri, None).await;
+            ask(Method::GET, uri, Some("Bearer two words")).await;
+            ask(Method::POST, uri, token).await;
+        }
+        ask(Method::POST, "/healthz", None).await;
+        // The event stream: one open, so the next is refused; a resumed one
+        // needs the database.
+        let open = ask(Method::GET, "/orders/events", token).await;
+        ask(Method::GET, "/orders/events", token).await;
+        drop(open);
+        for last_event_id in ["x", "5"] {
+            let req = Request::builder()
+                .uri("/orders/events")
+                .header(header::AUTHORIZATION, &bearer)
+                .header(&LAST_EVENT_ID, last_event_id)
+                .body(())
+                .expect("request");
+            let response = router.handle(req).await;
+            assert_eq!(
+                response.headers()[header::X_CONTENT_TYPE_OPTIONS],
+                "nosniff"
+            );
+            assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+            seen.insert(("/orders/events".to_owned(), response.status().as_u16()));
+        }
+        // Over the rate: three from one address (a burst of two).
+        let greedy = IpAddr::from([192, 0, 2, 250]);
+        let mut refused = None;
+        for _ in 0..3 {
+            let req = Request::builder()
+                .uri("/order?order_uid=b563feb7b2b84b6test")
+                .header(header::AUTHORIZATION, &bearer)
+                .body(())
+                .expect("request");
+            refused = Some(router.handle_from(req, Some(greedy)).await);
+        }
+        let refused = refused.expect("answered");
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(refused.headers()[header::CACHE_CONTROL], "no-store");
+
+        let expected: std::collections::BTreeSet<(String, u16)> = [
+            ("/order", [200, 400, 404, 503, 401, 405].as_slice()),
+            ("/orders", &[200, 400, 503, 401, 405]),
+            ("/rejected", &[200, 400, 503, 401, 405]),
+            ("/rejected/1", &[200, 400, 401, 405]),
+            ("/rejected/x", &[400]),
+            ("/rejected/2", &[503]),
+            ("/rejected/3", &[404]),
+            ("/orders/events", &[200, 400, 503, 401, 405]),
+            ("/healthz", &[200, 405]),
+            ("/readyz", &[200, 503]),
+            ("/metrics", &[200]),
+            ("/", &[200]),
+            ("/app.js", &[200]),
+            ("/no/such/page", &[404]),
+        ]
+        .iter()
+        .flat_map(|(path, statuses)| statuses.iter().map(|s| ((*path).to_owned(), *s)))
+        .collect();
+        assert_eq!(seen, expected);
+    }
+
+    fn rejected_message(id: RejectedId) -> orders_domain::RejectedMessage {
+        orders_domain::RejectedMessage {
+            summary: orders_domain::RejectedSummary {
+                id,
+                received_at: time::OffsetDateTime::UNIX_EPOCH,
+                reason: RejectReason::InvalidJson,
+                detail: "expected value".to_owned(),
+                order_uid: None,
+                size: 5,
+                replayed_at: None,
+            },
+            subject: "orders".to_owned(),
+            stream: "ORDERS".to_owned(),
+            stream_sequence: Some(1),
+            headers: None,
+            payload: orders_domain::Payload(Bytes::from_static(b"<svg>")),
+        }
     }
 
     const TOKEN: &str = "desk-token-0123456789";
