@@ -15,8 +15,9 @@ use orders_domain::{
 use orders_metrics::{Metrics, RouteRecorder};
 use serde_json::json;
 
-use crate::auth::{Access, Caller, Denied, Revocation};
+use crate::auth::{self, Access, Caller, Denied, Revocation};
 use crate::body::{Body, EventBody};
+use crate::client::TrustedProxies;
 use crate::limits::{ClientIp, RateLimit};
 use crate::statics;
 
@@ -40,8 +41,11 @@ pub struct Router {
     service: Arc<OrderService>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
-    /// Per client address on the order-bearing routes (`RATE_LIMIT`).
+    /// Per client on the order-bearing routes (`RATE_LIMIT`).
     rate_limit: Option<Arc<RateLimit>>,
+    /// The proxies whose forwarding headers name the client
+    /// (`TRUSTED_PROXIES`); empty, the client is the peer.
+    trusted: TrustedProxies,
     /// The bearer tokens the order-bearing routes need (`API_TOKENS_FILE`);
     /// `None` lets everyone in.
     access: Option<Arc<Access>>,
@@ -53,6 +57,14 @@ pub struct Router {
     /// A quiet event stream gets a comment this often.
     keep_alive: Duration,
     recorders: Arc<Recorders>,
+}
+
+/// Why a request to an order-bearing route was not let in.
+enum Refused {
+    /// Over the rate limit: 429, to try again after `wait`.
+    TooMany { why: &'static str, wait: Duration },
+    /// No listed token: 401, or 400 for a malformed header.
+    Denied(Denied),
 }
 
 /// What a path names.
@@ -147,6 +159,7 @@ impl Router {
             readiness,
             metrics,
             rate_limit: None,
+            trusted: TrustedProxies::default(),
             access: None,
             serves_metrics: true,
             only_metrics: false,
@@ -171,9 +184,16 @@ impl Router {
         }
     }
 
-    /// Limits each client address on the order-bearing routes.
+    /// Limits each client on the order-bearing routes.
     pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
         self.rate_limit = limit.map(Arc::new);
+        self
+    }
+
+    /// Takes the client of a request from one of these proxies to be the
+    /// address it forwarded for.
+    pub fn with_trusted_proxies(mut self, trusted: TrustedProxies) -> Self {
+        self.trusted = trusted;
         self
     }
 
@@ -191,16 +211,18 @@ impl Router {
     }
 
     /// Answers one request. Never fails: every error is an HTTP answer.
-    /// The client's address, for the rate limit, is the request's
-    /// [`ClientIp`] extension.
+    /// The peer's address is the request's [`ClientIp`] extension.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
-        let client = req.extensions().get::<ClientIp>().and_then(|c| c.0);
-        self.handle_from(req, client).await
+        let peer = req.extensions().get::<ClientIp>().and_then(|c| c.0);
+        self.handle_from(req, peer).await
     }
 
-    /// [`Router::handle`] for a request from `client` (the server knows
-    /// it per connection: an extension would cost a map per request).
-    pub async fn handle_from<B>(&self, req: Request<B>, client: Option<IpAddr>) -> Response<Body> {
+    /// [`Router::handle`] for a request from `peer` (the server knows it
+    /// per connection: an extension would cost a map per request). The
+    /// client is the peer, or, from a trusted proxy, the address it
+    /// forwarded for: the rate limit and the access log go by it.
+    pub async fn handle_from<B>(&self, req: Request<B>, peer: Option<IpAddr>) -> Response<Body> {
+        let client = peer.map(|peer| self.trusted.client(peer, req.headers()));
         let started = Instant::now();
         let route = Route::of(req.uri().path());
         let label = Route::label_index(route.as_ref());
@@ -228,6 +250,7 @@ impl Router {
         tracing::debug!(
             method = %req.method(),
             path = req.uri().path(),
+            client = client.map(tracing::field::display),
             token = caller.as_ref().map_or("-", |c| c.name()),
             status = response.status().as_u16(),
             micros = elapsed.as_micros() as u64,
@@ -259,28 +282,20 @@ impl Router {
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return (response, None);
         }
-        if route.bears_orders()
-            && let Some(limit) = &self.rate_limit
-            && let Some(client) = client
-            && let Err(wait) = limit.check(client)
-        {
-            let response = retry_after(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many requests from this address; slow down",
-                wait,
-            );
-            return (response, None);
-        }
-        // After the rate limit, so guessing tokens is as slow as any request.
-        let caller = match &self.access {
-            Some(access) if route.bears_orders() => match access.authorize(req.headers()) {
-                Ok(caller) => Some(caller),
-                Err(denied) => {
+        let caller = if route.bears_orders() {
+            match self.admit(req, client) {
+                Ok(caller) => caller,
+                Err(Refused::TooMany { why, wait }) => {
+                    let response = retry_after(StatusCode::TOO_MANY_REQUESTS, why, wait);
+                    return (response, None);
+                }
+                Err(Refused::Denied(denied)) => {
                     self.metrics.record_denied(denied.label());
                     return (unauthorized(denied), None);
                 }
-            },
-            _ => None,
+            }
+        } else {
+            None
         };
         let response = match route {
             Route::Order => self.order(req.uri().query()).await,
@@ -318,6 +333,67 @@ impl Router {
             }
         };
         (response, caller)
+    }
+
+    /// Lets a request to an order-bearing route in, with its caller when
+    /// tokens are in force, or answers why not. The order of the steps is
+    /// what makes both limits hold:
+    ///
+    /// 1. A request without bearer credentials, or with malformed ones, is
+    ///    charged to its client address before anything else, as every
+    ///    request was before tokens.
+    /// 2. A request with a token, while its address is over the limit, is
+    ///    refused before its token is looked at. Looking first would tell
+    ///    a guesser over its limit which guess was right (200, not 429):
+    ///    guessing would not be limited at all.
+    /// 3. A listed token is charged to its own bucket, the caller's name,
+    ///    whatever address it comes from, and not to the address: callers
+    ///    behind one proxy or NAT share no bucket, so a greedy one cannot
+    ///    starve the others (only wait with them, by step 2, while someone
+    ///    at their address is refused).
+    /// 4. An unknown token is charged to the address, as in step 1: so
+    ///    guesses count, and once over, step 2 refuses every token from
+    ///    there.
+    fn admit<B>(
+        &self,
+        req: &Request<B>,
+        client: Option<IpAddr>,
+    ) -> Result<Option<Caller>, Refused> {
+        const FROM_ADDRESS: &str = "too many requests from this address; slow down";
+        let limit = self.rate_limit.as_deref();
+        let over = |why, wait| Refused::TooMany { why, wait };
+        let charge_address = || match (limit, client) {
+            (Some(limit), Some(client)) => limit.check(client).map_err(|w| over(FROM_ADDRESS, w)),
+            _ => Ok(()),
+        };
+        let Some(access) = &self.access else {
+            charge_address()?;
+            return Ok(None);
+        };
+        let token = match auth::bearer(req.headers()) {
+            Ok(token) => token,
+            Err(denied) => {
+                charge_address()?;
+                return Err(Refused::Denied(denied));
+            }
+        };
+        if let (Some(limit), Some(client)) = (limit, client) {
+            limit.refused(client).map_err(|w| over(FROM_ADDRESS, w))?;
+        }
+        match access.caller(token) {
+            Ok(caller) => {
+                if let Some(limit) = limit {
+                    limit
+                        .check_caller(caller.name())
+                        .map_err(|w| over("too many requests with this token; slow down", w))?;
+                }
+                Ok(Some(caller))
+            }
+            Err(denied) => {
+                charge_address()?;
+                Err(Refused::Denied(denied))
+            }
+        }
     }
 
     async fn order(&self, query: Option<&str>) -> Response<Body> {
@@ -1117,23 +1193,16 @@ mod tests {
             Arc::clone(&readiness),
             Arc::new(Metrics::new()),
         )
-        .with_access(Some(Arc::new(Access::new(tokens))))
-        .with_rate_limit(RateLimit::per_second(1));
+        .with_access(Some(Arc::new(Access::new(tokens))));
+        let limited = router.clone().with_rate_limit(RateLimit::per_second(1));
         let bearer = format!("Bearer {TOKEN}");
-        // Each request from an address of its own, so that only the
-        // requests meant to reach the rate limit do.
-        let mut next_client = 0u32;
         let mut seen = std::collections::BTreeSet::new();
         let mut ask = async |method: Method, uri: &str, authorization: Option<&str>| {
-            next_client += 1;
-            let client = IpAddr::from(std::net::Ipv4Addr::from(0xc000_0200 + next_client));
             let mut req = Request::builder().method(method).uri(uri);
             if let Some(value) = authorization {
                 req = req.header(header::AUTHORIZATION, value);
             }
-            let response = router
-                .handle_from(req.body(()).expect("request"), Some(client))
-                .await;
+            let response = router.handle(req.body(()).expect("request")).await;
             let path = uri.split('?').next().expect("a path");
             let personal = ["/order", "/orders", "/orders/events", "/rejected"].contains(&path)
                 || path.starts_with("/rejected/");
@@ -1215,21 +1284,24 @@ mod tests {
             assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
             seen.insert(("/orders/events".to_owned(), response.status().as_u16()));
         }
-        // Over the rate: three from one address (a burst of two).
+        // Over the rate (a burst of two): the token's bucket, then an
+        // address's.
         let greedy = IpAddr::from([192, 0, 2, 250]);
-        let mut refused = None;
-        for _ in 0..3 {
-            let req = Request::builder()
-                .uri("/order?order_uid=b563feb7b2b84b6test")
-                .header(header::AUTHORIZATION, &bearer)
-                .body(())
-                .expect("request");
-            refused = Some(router.handle_from(req, Some(greedy)).await);
+        for authorization in [Some(bearer.as_str()), None] {
+            let mut refused = None;
+            for _ in 0..3 {
+                let mut req = Request::builder().uri("/order?order_uid=b563feb7b2b84b6test");
+                if let Some(value) = authorization {
+                    req = req.header(header::AUTHORIZATION, value);
+                }
+                let req = req.body(()).expect("request");
+                refused = Some(limited.handle_from(req, Some(greedy)).await);
+            }
+            let refused = refused.expect("answered");
+            assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(refused.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+            assert_eq!(refused.headers()[header::CACHE_CONTROL], "no-store");
         }
-        let refused = refused.expect("answered");
-        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(refused.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
-        assert_eq!(refused.headers()[header::CACHE_CONTROL], "no-store");
 
         let expected: std::collections::BTreeSet<(String, u16)> = [
             ("/order", [200, 400, 404, 503, 401, 405].as_slice()),
@@ -1367,6 +1439,134 @@ mod tests {
         assert!(matches!(ended, Ok(None)), "desk's stream ends: {ended:?}");
         let open = tokio::time::timeout(within, audit.frame()).await;
         assert!(open.is_err(), "audit's stream stays open: {open:?}");
+    }
+
+    /// `GET uri` from `peer`, with these headers: the status and the body.
+    async fn from(
+        router: &Router,
+        peer: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, String) {
+        let mut req = Request::builder().uri(uri);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let peer: IpAddr = peer.parse().expect("an address");
+        let response = router
+            .handle_from(req.body(()).expect("request"), Some(peer))
+            .await;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    const UID: &str = "/order?order_uid=b563feb7b2b84b6test";
+
+    #[tokio::test]
+    async fn a_listed_token_has_a_bucket_of_its_own_whatever_its_address() {
+        const AUDIT: &str = "audit-token-0123456789";
+        let (router, _) = signed_router();
+        let tokens = crate::Tokens::parse(&format!("desk:{TOKEN}\naudit:{AUDIT}")).expect("tokens");
+        // A burst of two a client.
+        let router = router
+            .with_access(Some(Arc::new(Access::new(tokens))))
+            .with_rate_limit(RateLimit::per_second(1));
+        let desk = format!("Bearer {TOKEN}");
+        let audit = format!("Bearer {AUDIT}");
+        let desk = [("authorization", desk.as_str())];
+        let audit = [("authorization", audit.as_str())];
+
+        for _ in 0..2 {
+            assert_eq!(
+                from(&router, "192.0.2.1", UID, &desk).await.0,
+                StatusCode::OK
+            );
+        }
+        let (status, body) = from(&router, "192.0.2.1", UID, &desk).await;
+
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(body.contains("with this token"), "{body}");
+        // The desk's bucket is its name's, from any address.
+        let (status, _) = from(&router, "198.51.100.9", UID, &desk).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        // Others at the same address are not held back by it.
+        for _ in 0..2 {
+            assert_eq!(
+                from(&router, "192.0.2.1", UID, &audit).await.0,
+                StatusCode::OK
+            );
+        }
+        let (status, _) = from(&router, "192.0.2.1", UID, &[]).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "the address's bucket is untouched"
+        );
+    }
+
+    #[tokio::test]
+    async fn guesses_count_against_the_address_and_once_over_a_right_guess_is_refused_alike() {
+        let (router, _) = signed_router();
+        let router = router.with_rate_limit(RateLimit::per_second(1));
+        let guess = [("authorization", "Bearer desk-token-guess-000001")];
+        let right = format!("Bearer {TOKEN}");
+        let right = [("authorization", right.as_str())];
+
+        for _ in 0..2 {
+            let (status, _) = from(&router, "192.0.2.66", UID, &guess).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+        let wrong = from(&router, "192.0.2.66", UID, &guess).await;
+        let found = from(&router, "192.0.2.66", UID, &right).await;
+
+        assert_eq!(wrong.0, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            found, wrong,
+            "a right guess over the limit looks like a wrong one"
+        );
+        let (status, _) = from(&router, "192.0.2.67", UID, &right).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the token is not held back elsewhere"
+        );
+    }
+
+    #[tokio::test]
+    async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
+        let mut cache = MockOrderCache::new();
+        cache
+            .expect_get()
+            .returning(|_| Some(Bytes::from_static(SAMPLE)));
+        let router = router(MockOrderRepository::new(), cache)
+            .with_rate_limit(RateLimit::per_second(1))
+            .with_trusted_proxies(crate::TrustedProxies::parse("10.0.0.0/8").expect("valid"));
+        let one = [("x-forwarded-for", "203.0.113.1")];
+        let two = [("x-forwarded-for", "203.0.113.2, 10.0.0.7")];
+
+        for _ in 0..2 {
+            assert_eq!(from(&router, "10.0.0.1", UID, &one).await.0, StatusCode::OK);
+        }
+        let over = from(&router, "10.0.0.1", UID, &one).await.0;
+        let other = from(&router, "10.0.0.1", UID, &two).await.0;
+        // The same headers from a peer not trusted: one bucket, the peer's.
+        for _ in 0..2 {
+            assert_eq!(
+                from(&router, "192.0.2.1", UID, &one).await.0,
+                StatusCode::OK
+            );
+        }
+        let untrusted = from(&router, "192.0.2.1", UID, &two).await.0;
+
+        assert_eq!(over, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(other, StatusCode::OK);
+        assert_eq!(untrusted, StatusCode::TOO_MANY_REQUESTS);
     }
 
     #[tokio::test]
