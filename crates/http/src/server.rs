@@ -578,6 +578,13 @@ mod tests {
             first.contains("{\"error\":\"internal error\"}"),
             "{answers}"
         );
+        // The 500 is finished like any answer of its route.
+        let head = first.to_ascii_lowercase();
+        assert!(
+            head.contains("x-content-type-options: nosniff")
+                && head.contains("cache-control: no-store"),
+            "{answers}"
+        );
         assert!(second.contains("{\"order_uid\":\"fine\"}"), "{answers}");
         assert!(
             metrics
