@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use orders_http::TrustedProxies;
 
 /// The order service: takes orders from NATS JetStream, stores them in
 /// PostgreSQL, keeps them in memory and answers `GET /order?order_uid=...`.
@@ -124,12 +125,24 @@ pub struct Config {
     #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub http_idle_timeout: Duration,
 
-    /// Requests per second each client address may make to the
-    /// order-bearing routes, with bursts of twice that; more get 429 with
-    /// Retry-After. 0 turns the limit off.
+    /// Requests per second each client may make to the order-bearing
+    /// routes, with bursts of twice that; more get 429 with Retry-After. A
+    /// request with a listed token counts against its token (one bucket a
+    /// caller, wherever it comes from), any other against its client
+    /// address (see TRUSTED_PROXIES). 0 turns the limit off.
     #[arg(long, env = "RATE_LIMIT", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32))]
     pub rate_limit: u32,
+
+    /// Proxies whose X-Forwarded-For (or Forwarded: for=) is believed:
+    /// comma-separated CIDR blocks, IPv4 or IPv6 (10.0.0.0/8, fd00::/8, or
+    /// one address). A request from one of them is from the rightmost
+    /// forwarded address that is not itself a trusted proxy's: the rate
+    /// limit and the access log go by it. From anyone else the headers are
+    /// ignored. Empty: the client is the TCP peer.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "", hide_default_value = true,
+          value_parser = trusted_proxies)]
+    pub trusted_proxies: TrustedProxies,
 
     /// Lookups that may read through to PostgreSQL at once (orders not in
     /// memory); more get 503 with Retry-After at once. Keep it below the
@@ -262,6 +275,10 @@ fn read_url(raw: &str) -> Result<ReadUrl, String> {
         .map_err(|e| format!("invalid PostgreSQL URL {raw:?}: {e}"))
 }
 
+fn trusted_proxies(raw: &str) -> Result<TrustedProxies, String> {
+    TrustedProxies::parse(raw).map_err(|e| format!("invalid proxy list: {e}"))
+}
+
 fn nats_urls(raw: &str) -> Result<String, String> {
     orders_nats::check_urls(raw).map(|()| raw.to_owned())
 }
@@ -371,6 +388,7 @@ mod tests {
         assert_eq!(c.http_write_timeout, Duration::from_secs(30));
         assert_eq!(c.http_idle_timeout, Duration::from_secs(60));
         assert_eq!(c.rate_limit, 10_000);
+        assert!(c.trusted_proxies.is_empty());
         assert_eq!(c.read_through_limit, 8);
         assert_eq!(c.sse_max_clients, 1_000);
         assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
@@ -428,6 +446,16 @@ mod tests {
                 "postgres://h1,h2",
                 "names no database",
             ),
+            (
+                "--trusted-proxies",
+                "10.0.0.0/8,10.1.0.0/33",
+                "invalid proxy list: \"10.1.0.0/33\": the prefix must be",
+            ),
+            (
+                "--trusted-proxies",
+                "nginx",
+                "invalid proxy list: \"nginx\"",
+            ),
         ] {
             let err = parse(&[flag, value]).expect_err(flag);
             assert!(err.contains(says), "{flag} {value}: {err}");
@@ -446,6 +474,18 @@ mod tests {
             c.database_read_url.get(),
             Some("postgres://u@h1:5432,h2:5432/orders")
         );
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidr_blocks_and_a_bad_one_names_the_variable() {
+        let c = parse(&["--trusted-proxies", "172.30.23.0/24, fd00::/8"]).expect("valid");
+        assert!(!c.trusted_proxies.is_empty());
+        let c = parse(&["--trusted-proxies", ""]).expect("empty is none");
+        assert!(c.trusted_proxies.is_empty());
+
+        let err = parse(&["--trusted-proxies", "172.30.23.1/24"]).expect_err("host bits");
+        assert!(err.contains("TRUSTED_PROXIES"), "{err}");
+        assert!(err.contains("the block is 172.30.23.0/24"), "{err}");
     }
 
     #[test]
@@ -484,6 +524,7 @@ mod tests {
             "HTTP_WRITE_TIMEOUT",
             "HTTP_IDLE_TIMEOUT",
             "RATE_LIMIT",
+            "TRUSTED_PROXIES",
             "READ_THROUGH_LIMIT",
             "CACHE_CAPACITY",
             "SHUTDOWN_TIMEOUT",

@@ -252,6 +252,7 @@ impl App {
             Arc::clone(&metrics),
         )
         .with_rate_limit(RateLimit::per_second(config.rate_limit))
+        .with_trusted_proxies(config.trusted_proxies.clone())
         .with_access(access.as_ref().map(|(access, _)| Arc::clone(access)))
         .with_keep_alive(SSE_KEEP_ALIVE.min(config.http_idle_timeout / 2));
         if let Some((access, path)) = access {

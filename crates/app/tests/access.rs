@@ -11,6 +11,7 @@ use std::time::Duration;
 use orders_app::App;
 use orders_app::config::TokensFile;
 use orders_testkit::servers::free_port;
+use orders_testkit::sse::open_events_with;
 use orders_testkit::{TestDb, TestStream, eventually, http_with, order_json};
 use support::{TokensOnDisk, spawn_with};
 use tokio_util::sync::CancellationToken;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 const BIN: &str = env!("CARGO_BIN_EXE_order-service");
 const DESK: &str = "desk-0123456789abcdef";
 const AUDIT: &str = "audit-0123456789abcdef";
+const EVENTS: &str = "/orders/events";
 
 /// Status and head of `GET path`, with a bearer token if given.
 async fn get_as(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
@@ -150,44 +152,74 @@ fn the_binary_says_how_to_set_tokens_and_exits_non_zero() {
     assert!(err.contains("API_TOKENS_FILE"), "{err}");
 }
 
+/// The service binary on a port of its own, reading `tokens`; stopped
+/// with SIGTERM when dropped.
+struct Service {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Service {
+    async fn start(tokens: &TokensOnDisk, db: &TestDb, stream: &TestStream) -> Self {
+        let port = free_port();
+        let child = Command::new(BIN)
+            .env("DATABASE_URL", &db.url)
+            .env("NATS_URL", &stream.url)
+            .env("NATS_SUBJECT", &stream.subject)
+            .env("NATS_STREAM", &stream.stream)
+            .env("NATS_DURABLE", &stream.durable)
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("API_TOKENS_FILE", &tokens.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        eventually("ready", Duration::from_secs(20), || async move {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+                && orders_testkit::get(addr, "/readyz").await.0 == 200
+        })
+        .await;
+        Self { child, addr }
+    }
+
+    fn signal(&self, name: &str) {
+        Command::new("kill")
+            .args([name, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+    }
+
+    /// SIGTERM, and the exit code.
+    fn stop(mut self) -> Option<i32> {
+        self.signal("-TERM");
+        self.child.wait().expect("exits").code()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[tokio::test]
 async fn sighup_puts_a_rewritten_tokens_file_in_force_and_a_broken_one_changes_nothing() {
     let file = TokensOnDisk::new(&format!("desk:{DESK}\n"));
-    let db = TestDb::not_yet_created();
-    let stream = TestStream::new();
-    let port = free_port();
-    let mut child = Command::new(BIN)
-        .env("DATABASE_URL", &db.url)
-        .env("NATS_URL", &stream.url)
-        .env("NATS_SUBJECT", &stream.subject)
-        .env("NATS_STREAM", &stream.stream)
-        .env("NATS_DURABLE", &stream.durable)
-        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("API_TOKENS_FILE", &file.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let hang_up = || {
-        Command::new("kill")
-            .args(["-HUP", &child.id().to_string()])
-            .status()
-            .expect("kill");
-    };
+    let (db, stream) = (TestDb::not_yet_created(), TestStream::new());
+    let mut service = Service::start(&file, &db, &stream).await;
+    let addr = service.addr;
     let status_as =
         |token: &'static str| async move { get_as(addr, "/orders", Some(token)).await.0 };
-    eventually("ready", Duration::from_secs(20), || async move {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-            && orders_testkit::get(addr, "/readyz").await.0 == 200
-    })
-    .await;
     assert_eq!(status_as(DESK).await, 200);
     assert_eq!(status_as(AUDIT).await, 401);
 
     file.write(&format!("audit:{AUDIT}\n"));
-    hang_up();
+    service.signal("-HUP");
     eventually(
         "the new file in force",
         Duration::from_secs(5),
@@ -198,15 +230,48 @@ async fn sighup_puts_a_rewritten_tokens_file_in_force_and_a_broken_one_changes_n
 
     // A typo in the file: the tokens in force stay, nobody is locked out.
     file.write("audit:short\n");
-    hang_up();
+    service.signal("-HUP");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(status_as(AUDIT).await, 200);
-    assert!(child.try_wait().expect("status").is_none(), "still running");
+    assert!(
+        service.child.try_wait().expect("status").is_none(),
+        "still running"
+    );
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    let status = child.wait().expect("exits");
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(service.stop(), Some(0));
+}
+
+#[tokio::test]
+async fn sighup_without_a_token_ends_its_event_streams_within_a_second_and_keeps_the_others() {
+    let file = TokensOnDisk::new(&format!("desk:{DESK}\naudit:{AUDIT}\n"));
+    let (db, stream) = (TestDb::not_yet_created(), TestStream::new());
+    let js = stream.create().await;
+    let service = Service::start(&file, &db, &stream).await;
+    let open_as = async |token: &str| {
+        let bearer = format!("Bearer {token}");
+        let events = open_events_with(service.addr, EVENTS, &[("Authorization", &bearer)]).await;
+        assert_eq!(events.status, 200, "{}", events.head);
+        events
+    };
+    let mut desk = open_as(DESK).await;
+    let mut audit = open_as(AUDIT).await;
+
+    // The desk's line goes; the audit's stays as it was.
+    file.write(&format!("audit:{AUDIT}\n"));
+    service.signal("-HUP");
+
+    assert!(
+        desk.closed_within(Duration::from_secs(1)).await,
+        "the desk's stream is still open a second after its token was revoked"
+    );
+    stream
+        .publish(&js, order_json("after-revocation", 1), None)
+        .await;
+    let event = audit
+        .next_event(Duration::from_secs(10))
+        .await
+        .expect("the audit's stream is still open");
+    assert_eq!(event.event, "order");
+    assert!(event.data.contains("after-revocation"), "{}", event.data);
+    assert_eq!(service.stop(), Some(0));
 }

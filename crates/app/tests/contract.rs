@@ -20,8 +20,21 @@ fn spec() -> Value {
     serde_yaml_ng::from_str(SPEC).expect("docs/openapi.yaml parses")
 }
 
-/// Checks one answer against the spec's response for (path, status).
+/// Checks one answer against the spec's response for (path, status), and
+/// the headers every answer carries: `nosniff`, and `no-store` on the
+/// routes that give out orders (those the spec secures with a token).
 fn check(spec: &Value, path: &str, status: u16, head: &str, body: &[u8]) {
+    let has = |line: &str| head.lines().any(|l| l.trim().eq_ignore_ascii_case(line));
+    assert!(
+        has("x-content-type-options: nosniff"),
+        "GET {path} {status}: no nosniff in {head}"
+    );
+    if spec["paths"][path]["get"]["security"].is_array() {
+        assert!(
+            has("cache-control: no-store"),
+            "GET {path} {status}: no no-store in {head}"
+        );
+    }
     let mut response = &spec["paths"][path]["get"]["responses"][status.to_string()];
     if let Some(reference) = response["$ref"].as_str() {
         let name = reference

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use clap::CommandFactory;
+use clap::{CommandFactory, Parser};
 use orders_app::Config;
 use serde_json::Value;
 
@@ -245,6 +245,38 @@ fn the_cluster_stack_has_three_routed_nodes_and_two_replicas_behind_nginx() {
     assert_eq!(
         services["lb"]["ports"][0], "127.0.0.1:8080:8080",
         "the load balancer is the stack's one HTTP port"
+    );
+}
+
+/// Behind nginx, each client has its own rate-limit bucket: nginx says who
+/// the client is, and the replicas trust what the stack's network says.
+#[test]
+fn the_replicas_trust_the_stacks_network_and_nginx_names_the_client() {
+    let cluster = cluster();
+    let subnet = cluster["networks"]["default"]["ipam"]["config"][0]["subnet"]
+        .as_str()
+        .expect("the cluster's network has a fixed subnet");
+    for replica in ["order-service-1", "order-service-2"] {
+        let trusted = &cluster["services"][replica]["environment"]["TRUSTED_PROXIES"];
+        assert_eq!(trusted, subnet, "{replica} trusts its network only");
+        let parsed = Config::try_parse_from(["order-service", "--trusted-proxies", subnet]);
+        assert!(parsed.is_ok(), "{subnet}: {:?}", parsed.err());
+    }
+    let proxying = NGINX.matches("proxy_pass ").count();
+    assert!(proxying >= 2, "nginx proxies its locations");
+    for (header, value) in [("X-Forwarded-For", "$remote_addr"), ("Forwarded", "\"\"")] {
+        let line = format!("proxy_set_header {header} {value};");
+        assert_eq!(
+            NGINX.matches(&line).count(),
+            proxying,
+            "every location of nginx.conf that proxies sets {line}"
+        );
+    }
+    // Nothing in front of the single-replica stack.
+    let compose = compose();
+    assert_eq!(
+        compose["services"]["order-service"]["environment"]["TRUSTED_PROXIES"],
+        "${TRUSTED_PROXIES:-}"
     );
 }
 

@@ -10,9 +10,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use orders_app::Config;
+use orders_http::TrustedProxies;
 use orders_testkit::servers::free_port;
-use orders_testkit::{TestDb, TestStream, eventually, get, http};
-use support::spawn_with;
+use orders_testkit::{TestDb, TestStream, eventually, get, http, http_from};
+use support::{TestApp, TokensOnDisk, spawn_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-service");
@@ -51,6 +52,94 @@ async fn a_client_over_its_rate_gets_429_with_retry_after_and_health_stays_open(
     for path in ["/healthz", "/readyz", "/metrics", "/"] {
         assert_eq!(get(app.addr, path).await.0, 200, "{path} is not limited");
     }
+}
+
+/// The status of `GET /order?order_uid=nobody` sent from `peer` (a
+/// loopback address this test binds) with these headers.
+async fn order_from(app: &TestApp, peer: &str, headers: &[(&str, &str)]) -> u16 {
+    let peer = peer.parse().expect("an address");
+    http_from(
+        Some(peer),
+        app.addr,
+        "GET",
+        "/order?order_uid=nobody",
+        headers,
+    )
+    .await
+    .0
+}
+
+/// Asks from `peer` with these headers until refused (a burst of two at a
+/// rate of one a second: the third, unless a second has passed), and
+/// returns how many were let through.
+async fn exhaust(app: &TestApp, peer: &str, headers: &[(&str, &str)]) -> usize {
+    for let_through in 0..10 {
+        if order_from(app, peer, headers).await == 429 {
+            return let_through;
+        }
+    }
+    panic!("{peer} {headers:?} never refused");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_a_bucket_and_from_others_the_header_is_ignored()
+ {
+    let app = spawn_with(TestDb::not_yet_created(), TestStream::new(), |c| Config {
+        rate_limit: 1,
+        trusted_proxies: TrustedProxies::parse("127.0.0.2/32").expect("valid"),
+        ..c
+    })
+    .await;
+    let (proxy, untrusted) = ("127.0.0.2", "127.0.0.3");
+    let one = [("X-Forwarded-For", "198.51.100.1")];
+    let two = [("X-Forwarded-For", "198.51.100.2")];
+
+    // The proxy forwards one client until it is refused, then another.
+    assert!(exhaust(&app, proxy, &one).await >= 2);
+    let second_client = order_from(&app, proxy, &two).await;
+    // The same headers from a peer not trusted: its own bucket, whatever
+    // they say.
+    exhaust(&app, untrusted, &one).await;
+    let spoofed = order_from(&app, untrusted, &two).await;
+
+    assert_eq!(
+        second_client, 404,
+        "the second client shares the first's bucket"
+    );
+    assert_eq!(spoofed, 429, "a peer not trusted chose its bucket");
+}
+
+#[tokio::test]
+async fn a_listed_token_is_limited_as_its_caller_not_as_its_address() {
+    let desk = "desk-0123456789abcdef";
+    let audit = "audit-0123456789abcdef";
+    let tokens = TokensOnDisk::new(&format!("desk:{desk}\naudit:{audit}\n"));
+    let path = tokens.0.clone();
+    let app = spawn_with(TestDb::not_yet_created(), TestStream::new(), move |c| {
+        Config {
+            rate_limit: 1,
+            api_tokens_file: orders_app::config::TokensFile(Some(path)),
+            ..c
+        }
+    })
+    .await;
+    let desk = format!("Bearer {desk}");
+    let audit = format!("Bearer {audit}");
+    let desk = [("Authorization", desk.as_str())];
+    let audit = [("Authorization", audit.as_str())];
+
+    // Two callers at one address: the desk to its limit, then the audit.
+    assert!(exhaust(&app, "127.0.0.1", &desk).await >= 2);
+    let audit_at_once = order_from(&app, "127.0.0.1", &audit).await;
+    let desk_elsewhere = order_from(&app, "127.0.0.4", &desk).await;
+    let anonymous = order_from(&app, "127.0.0.1", &[]).await;
+
+    assert_eq!(audit_at_once, 404, "the audit waits for the desk");
+    assert_eq!(
+        desk_elsewhere, 429,
+        "the desk's bucket is its own, from any address"
+    );
+    assert_eq!(anonymous, 401, "the address's bucket is untouched");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,14 +13,24 @@
 //! memory nor the time an answer takes tells an attacker how close a guess
 //! was. The name is what logs and metrics show: it comes from the file,
 //! never from the request.
+//!
+//! A reload (SIGHUP) puts a new file in force at once for every request,
+//! and ends the event streams opened with a token the new file no longer
+//! lists ([`Revocation`]).
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll, ready};
 
 use hyper::HeaderMap;
 use hyper::header::AUTHORIZATION;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::server::Stopped;
 
 /// The shortest token taken: shorter ones can be guessed.
 const MIN_TOKEN_LEN: usize = 16;
@@ -120,15 +130,51 @@ impl Tokens {
 
     /// The caller whose token this is. Every digest is compared, each in
     /// constant time, whether or not one matched already.
-    fn caller(&self, token: &str) -> Option<Arc<str>> {
+    fn caller(&self, token: &str) -> Option<Caller> {
         let digest = Sha256::digest(token.as_bytes());
         let mut found = None;
         for entry in &self.entries {
             if bool::from(entry.digest.ct_eq(digest.as_slice())) {
-                found = Some(Arc::clone(&entry.name));
+                found = Some(Caller {
+                    name: Arc::clone(&entry.name),
+                    digest: entry.digest,
+                });
             }
         }
         found
+    }
+
+    /// Whether this file lists the caller's token under the caller's name:
+    /// a token removed, given to another name, or replaced under the same
+    /// name is no longer the caller's.
+    fn lists(&self, caller: &Caller) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.name == caller.name && bool::from(e.digest.ct_eq(&caller.digest)))
+    }
+}
+
+/// Who a request's token names.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Caller {
+    /// The name in the file: what logs and metrics show, and the request's
+    /// rate-limit bucket.
+    name: Arc<str>,
+    /// The token's digest, so that a reloaded file can be asked whether it
+    /// still lists this very token under this name.
+    digest: [u8; 32],
+}
+
+impl Caller {
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+}
+
+impl fmt::Debug for Caller {
+    /// The name only, as for [`Tokens`].
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Caller").field(&self.name).finish()
     }
 }
 
@@ -212,52 +258,145 @@ impl Denied {
 /// whole set at once, so a request sees the old file or the new one.
 #[derive(Debug)]
 pub struct Access {
-    tokens: RwLock<Arc<Tokens>>,
+    in_force: RwLock<InForce>,
+}
+
+/// One file's tokens, while they are in force.
+#[derive(Debug, Clone)]
+struct InForce {
+    tokens: Arc<Tokens>,
+    /// Cancelled when these tokens are replaced: an event stream waits on
+    /// it rather than asking again at every event, so learning of a reload
+    /// costs a stream one flag read per event.
+    replaced: CancellationToken,
+}
+
+impl InForce {
+    fn new(tokens: Tokens) -> Self {
+        Self {
+            tokens: Arc::new(tokens),
+            replaced: CancellationToken::new(),
+        }
+    }
 }
 
 impl Access {
     pub fn new(tokens: Tokens) -> Self {
         Self {
-            tokens: RwLock::new(Arc::new(tokens)),
+            in_force: RwLock::new(InForce::new(tokens)),
         }
     }
 
-    /// Puts a newly read file in force.
+    /// Puts a newly read file in force, and tells the event streams opened
+    /// with the old one to look again.
     pub fn replace(&self, tokens: Tokens) {
-        let tokens = Arc::new(tokens);
-        match self.tokens.write() {
-            Ok(mut slot) => *slot = tokens,
-            Err(poisoned) => *poisoned.into_inner() = tokens,
+        let fresh = InForce::new(tokens);
+        let old = match self.in_force.write() {
+            Ok(mut slot) => std::mem::replace(&mut *slot, fresh),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), fresh),
+        };
+        // After the swap, so a stream that looks again sees the new file.
+        old.replaced.cancel();
+    }
+
+    fn in_force(&self) -> InForce {
+        match self.in_force.read() {
+            Ok(slot) => slot.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
     fn current(&self) -> Arc<Tokens> {
-        match self.tokens.read() {
-            Ok(slot) => Arc::clone(&slot),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        match self.in_force.read() {
+            Ok(slot) => Arc::clone(&slot.tokens),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner().tokens),
         }
     }
 
-    /// The caller's name, if the request carries one known bearer token.
-    pub(crate) fn authorize(&self, headers: &HeaderMap) -> Result<Arc<str>, Denied> {
-        let mut values = headers.get_all(AUTHORIZATION).iter();
-        let Some(value) = values.next() else {
-            return Err(Denied::Missing);
-        };
-        if values.next().is_some() {
-            return Err(Denied::Malformed);
-        }
-        let value = value.to_str().map_err(|_| Denied::Malformed)?;
-        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            // Credentials of another scheme are no bearer credentials.
-            return Err(Denied::Missing);
-        }
-        let token = token.trim_start_matches(' ');
-        if !is_b64token(token) || token.len() > MAX_TOKEN_LEN {
-            return Err(Denied::Malformed);
-        }
+    /// The caller, if the request carries one known bearer token.
+    #[cfg(test)]
+    pub(crate) fn authorize(&self, headers: &HeaderMap) -> Result<Caller, Denied> {
+        self.caller(bearer(headers)?)
+    }
+
+    /// The caller whose token this is (a token [`bearer`] let through).
+    pub(crate) fn caller(&self, token: &str) -> Result<Caller, Denied> {
         self.current().caller(token).ok_or(Denied::Unknown)
+    }
+}
+
+/// The one bearer token a request carries, checked for its form only: no
+/// token is looked up yet, so this costs a request nothing it could use to
+/// guess.
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, Denied> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(Denied::Missing);
+    };
+    if values.next().is_some() {
+        return Err(Denied::Malformed);
+    }
+    let value = value.to_str().map_err(|_| Denied::Malformed)?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Credentials of another scheme are no bearer credentials.
+        return Err(Denied::Missing);
+    }
+    let token = token.trim_start_matches(' ');
+    if !is_b64token(token) || token.len() > MAX_TOKEN_LEN {
+        return Err(Denied::Malformed);
+    }
+    Ok(token)
+}
+
+/// Ready once the tokens in force no longer list the caller's token under
+/// its name: what an event stream opened with that token waits on, so that
+/// revoking a token (a reloaded file without it) ends the streams it
+/// opened. A reload that keeps the caller's line leaves them open.
+pub(crate) struct Revocation {
+    access: Arc<Access>,
+    caller: Caller,
+    /// Ready when the file the caller was last checked against is replaced.
+    replaced: Stopped,
+    /// Whether that file no longer listed the caller.
+    revoked: bool,
+}
+
+impl Revocation {
+    /// Checked against the file in force now: one reloaded between the
+    /// request's sign-in and this call is not missed.
+    pub(crate) fn new(access: Arc<Access>, caller: Caller) -> Self {
+        let in_force = access.in_force();
+        Self {
+            revoked: !in_force.tokens.lists(&caller),
+            replaced: Stopped::new(in_force.replaced),
+            access,
+            caller,
+        }
+    }
+}
+
+impl fmt::Debug for Revocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Revocation")
+            .field("caller", &self.caller)
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Future for Revocation {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        while !this.revoked {
+            ready!(Pin::new(&mut this.replaced).poll(cx));
+            let in_force = this.access.in_force();
+            this.revoked = !in_force.tokens.lists(&this.caller);
+            this.replaced = Stopped::new(in_force.replaced);
+        }
+        Poll::Ready(())
     }
 }
 
@@ -268,6 +407,8 @@ mod properties;
 mod tests {
     use super::*;
     use hyper::header::HeaderValue;
+    use std::time::Duration;
+    use tokio::time::timeout;
 
     const ALICE: &str = "alice-token-0123456789";
     const BOB: &str = "bob-token-abcdefghijkl";
@@ -299,9 +440,9 @@ mod tests {
     fn a_listed_token_clear_or_hashed_names_its_caller() {
         let access = access();
         let name = access.authorize(&headers(&[&format!("Bearer {ALICE}")]));
-        assert_eq!(name.as_deref(), Ok("alice"));
+        assert_eq!(name.map(|c| c.name), Ok("alice".into()));
         let name = access.authorize(&headers(&[&format!("bearer  {BOB}")]));
-        assert_eq!(name.as_deref(), Ok("bob"));
+        assert_eq!(name.map(|c| c.name), Ok("bob".into()));
     }
 
     #[test]
@@ -347,7 +488,41 @@ mod tests {
         let alice = headers(&[&format!("Bearer {ALICE}")]);
         assert_eq!(access.authorize(&alice), Err(Denied::Unknown));
         let bob = headers(&[&format!("Bearer {BOB}")]);
-        assert_eq!(access.authorize(&bob).as_deref(), Ok("carol"));
+        assert_eq!(access.authorize(&bob).map(|c| c.name), Ok("carol".into()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_revokes_the_callers_it_no_longer_lists_and_only_those() {
+        let access = Arc::new(access());
+        let as_caller = |token: &str| {
+            access
+                .authorize(&headers(&[&format!("Bearer {token}")]))
+                .expect("listed")
+        };
+        let mut alice = std::pin::pin!(Revocation::new(Arc::clone(&access), as_caller(ALICE)));
+        let mut bob = std::pin::pin!(Revocation::new(Arc::clone(&access), as_caller(BOB)));
+        let within = Duration::from_secs(1);
+        assert!(timeout(within, alice.as_mut()).await.is_err(), "in force");
+
+        // bob's line unchanged, alice's gone.
+        access.replace(Tokens::parse(&format!("bob:{BOB}\ncarol:{ALICE}x")).expect("tokens"));
+
+        timeout(within, alice.as_mut())
+            .await
+            .expect("alice revoked");
+        assert!(timeout(within, bob.as_mut()).await.is_err(), "bob kept");
+
+        // Watching goes on after a reload: bob's token now given to another
+        // name is no longer bob's.
+        access.replace(Tokens::parse(&format!("robert:{BOB}")).expect("tokens"));
+        timeout(within, bob.as_mut()).await.expect("bob revoked");
+
+        // A caller gone between its sign-in and its stream's start is
+        // revoked at once.
+        let robert = as_caller(BOB);
+        access.replace(Tokens::parse(&format!("alice:{ALICE}")).expect("tokens"));
+        let late = Revocation::new(Arc::clone(&access), robert);
+        timeout(within, late).await.expect("revoked at once");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! cost before: no allocation, no dynamic call.
 
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -14,6 +15,8 @@ use http_body_util::Full;
 use hyper::body::{Frame, SizeHint};
 use orders_domain::{LiveItem, LiveStream};
 use tokio::time::{Instant, Sleep};
+
+use crate::auth::Revocation;
 
 /// The body of every answer.
 #[derive(Debug)]
@@ -66,11 +69,14 @@ const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 /// client should reload the list, and a comment after `keep_alive` without
 /// anything else. It is polled only as fast as the client reads: a client
 /// that stops reading holds its place in the fan-out (bounded, shared),
-/// and the server's write timeout ends the connection.
+/// and the server's write timeout ends the connection. A stream opened
+/// with a token ends once a reloaded tokens file no longer lists it.
 pub struct EventBody {
     stream: LiveStream,
     keep_alive: Duration,
     quiet_until: Pin<Box<Sleep>>,
+    /// Ready when the token that opened the stream is revoked.
+    revocation: Option<Revocation>,
 }
 
 impl std::fmt::Debug for EventBody {
@@ -87,10 +93,22 @@ impl EventBody {
             stream,
             keep_alive,
             quiet_until: Box::pin(tokio::time::sleep(keep_alive)),
+            revocation: None,
         }
     }
 
+    /// Ends the stream when `revocation` is ready.
+    pub(crate) fn until_revoked(mut self, revocation: Revocation) -> Self {
+        self.revocation = Some(revocation);
+        self
+    }
+
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
+        if let Some(revocation) = &mut self.revocation
+            && Pin::new(revocation).poll(cx).is_ready()
+        {
+            return Poll::Ready(None);
+        }
         let data = match self.stream.poll_next_unpin(cx) {
             Poll::Ready(Some(item)) => encode(&item),
             Poll::Ready(None) => return Poll::Ready(None),

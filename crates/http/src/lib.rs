@@ -13,16 +13,21 @@
 //! | another method on a known path | 405 with `Allow: GET, HEAD` |
 //!
 //! With bearer tokens set ([`Access`]), the routes that give out orders
-//! answer 401 to a request without a listed token.
+//! answer 401 to a request without a listed token. The rate limit
+//! ([`RateLimit`]) counts per caller (a listed token) or per client address:
+//! the peer, or, behind a proxy in [`TrustedProxies`], the address it
+//! forwarded for.
 
 mod auth;
 mod body;
+mod client;
 mod limits;
 mod routes;
 mod server;
 mod statics;
 
 pub use auth::{Access, Tokens, TokensError};
+pub use client::{InvalidProxies, TrustedProxies};
 pub use limits::{ClientIp, RateLimit};
 pub use routes::Router;
 pub use server::{HttpSettings, serve};

@@ -15,8 +15,9 @@ use orders_domain::{
 use orders_metrics::{Metrics, RouteRecorder};
 use serde_json::json;
 
-use crate::auth::{Access, Denied};
+use crate::auth::{self, Access, Caller, Denied, Revocation};
 use crate::body::{Body, EventBody};
+use crate::client::TrustedProxies;
 use crate::limits::{ClientIp, RateLimit};
 use crate::statics;
 
@@ -40,8 +41,11 @@ pub struct Router {
     service: Arc<OrderService>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
-    /// Per client address on the order-bearing routes (`RATE_LIMIT`).
+    /// Per client on the order-bearing routes (`RATE_LIMIT`).
     rate_limit: Option<Arc<RateLimit>>,
+    /// The proxies whose forwarding headers name the client
+    /// (`TRUSTED_PROXIES`); empty, the client is the peer.
+    trusted: TrustedProxies,
     /// The bearer tokens the order-bearing routes need (`API_TOKENS_FILE`);
     /// `None` lets everyone in.
     access: Option<Arc<Access>>,
@@ -53,6 +57,14 @@ pub struct Router {
     /// A quiet event stream gets a comment this often.
     keep_alive: Duration,
     recorders: Arc<Recorders>,
+}
+
+/// Why a request to an order-bearing route was not let in.
+enum Refused {
+    /// Over the rate limit: 429, to try again after `wait`.
+    TooMany { why: &'static str, wait: Duration },
+    /// No listed token: 401, or 400 for a malformed header.
+    Denied(Denied),
 }
 
 /// What a path names.
@@ -147,6 +159,7 @@ impl Router {
             readiness,
             metrics,
             rate_limit: None,
+            trusted: TrustedProxies::default(),
             access: None,
             serves_metrics: true,
             only_metrics: false,
@@ -171,9 +184,16 @@ impl Router {
         }
     }
 
-    /// Limits each client address on the order-bearing routes.
+    /// Limits each client on the order-bearing routes.
     pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
         self.rate_limit = limit.map(Arc::new);
+        self
+    }
+
+    /// Takes the client of a request from one of these proxies to be the
+    /// address it forwarded for.
+    pub fn with_trusted_proxies(mut self, trusted: TrustedProxies) -> Self {
+        self.trusted = trusted;
         self
     }
 
@@ -191,42 +211,47 @@ impl Router {
     }
 
     /// Answers one request. Never fails: every error is an HTTP answer.
-    /// The client's address, for the rate limit, is the request's
-    /// [`ClientIp`] extension.
+    /// The peer's address is the request's [`ClientIp`] extension.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
-        let client = req.extensions().get::<ClientIp>().and_then(|c| c.0);
-        self.handle_from(req, client).await
+        let peer = req.extensions().get::<ClientIp>().and_then(|c| c.0);
+        self.handle_from(req, peer).await
     }
 
-    /// [`Router::handle`] for a request from `client` (the server knows
-    /// it per connection: an extension would cost a map per request).
-    pub async fn handle_from<B>(&self, req: Request<B>, client: Option<IpAddr>) -> Response<Body> {
+    /// [`Router::handle`] for a request from `peer` (the server knows it
+    /// per connection: an extension would cost a map per request). The
+    /// client is the peer, or, from a trusted proxy, the address it
+    /// forwarded for: the rate limit and the access log go by it.
+    pub async fn handle_from<B>(&self, req: Request<B>, peer: Option<IpAddr>) -> Response<Body> {
+        let client = peer.map(|peer| self.trusted.client(peer, req.headers()));
         let started = Instant::now();
         let route = Route::of(req.uri().path());
         let label = Route::label_index(route.as_ref());
+        let personal = route.as_ref().is_some_and(Route::bears_orders);
         let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path());
         // A bug that panics answers this request 500; the connection's
         // other requests and the process carry on.
         let answered = orders_domain::catch_panic_async(self.route(&req, route, client))
             .instrument(span)
             .await;
-        let (response, caller) = answered.unwrap_or_else(|panicked| {
+        let (mut response, caller) = answered.unwrap_or_else(|panicked| {
             tracing::error!(%panicked, method = %req.method(), path = req.uri().path(), "answering a request panicked");
             self.metrics.record_panic("http");
             (error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"), None)
         });
+        finish(&mut response, personal);
         let elapsed = started.elapsed();
         let recorder =
             self.recorders[label].get_or_init(|| self.metrics.route_recorder(LABELS[label]));
         self.metrics
             .record_on(recorder, response.status().as_u16(), elapsed);
         if let Some(caller) = &caller {
-            self.metrics.record_caller(caller);
+            self.metrics.record_caller(caller.name());
         }
         tracing::debug!(
             method = %req.method(),
             path = req.uri().path(),
-            token = caller.as_deref().unwrap_or("-"),
+            client = client.map(tracing::field::display),
+            token = caller.as_ref().map_or("-", |c| c.name()),
             status = response.status().as_u16(),
             micros = elapsed.as_micros() as u64,
             "request"
@@ -234,13 +259,13 @@ impl Router {
         response
     }
 
-    /// The answer, and the name of the token that let the request in.
+    /// The answer, and the caller whose token let the request in.
     async fn route<B>(
         &self,
         req: &Request<B>,
         route: Option<Route>,
         client: Option<IpAddr>,
-    ) -> (Response<Body>, Option<Arc<str>>) {
+    ) -> (Response<Body>, Option<Caller>) {
         let route = match route {
             Some(Route::Metrics) if !self.serves_metrics => None,
             Some(Route::Metrics) => Some(Route::Metrics),
@@ -257,35 +282,30 @@ impl Router {
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return (response, None);
         }
-        if route.bears_orders()
-            && let Some(limit) = &self.rate_limit
-            && let Some(client) = client
-            && let Err(wait) = limit.check(client)
-        {
-            let response = retry_after(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many requests from this address; slow down",
-                wait,
-            );
-            return (response, None);
-        }
-        // After the rate limit, so guessing tokens is as slow as any request.
-        let caller = match &self.access {
-            Some(access) if route.bears_orders() => match access.authorize(req.headers()) {
-                Ok(caller) => Some(caller),
-                Err(denied) => {
+        let caller = if route.bears_orders() {
+            match self.admit(req, client) {
+                Ok(caller) => caller,
+                Err(Refused::TooMany { why, wait }) => {
+                    let response = retry_after(StatusCode::TOO_MANY_REQUESTS, why, wait);
+                    return (response, None);
+                }
+                Err(Refused::Denied(denied)) => {
                     self.metrics.record_denied(denied.label());
                     return (unauthorized(denied), None);
                 }
-            },
-            _ => None,
+            }
+        } else {
+            None
         };
         let response = match route {
             Route::Order => self.order(req.uri().query()).await,
             Route::Orders => self.orders(req.uri().query()).await,
             Route::Rejected => self.rejected(req.uri().query()).await,
             Route::RejectedMessage(id) => self.rejected_message(id).await,
-            Route::Events => self.events(req.headers().get(&LAST_EVENT_ID)).await,
+            Route::Events => {
+                self.events(req.headers().get(&LAST_EVENT_ID), caller.as_ref())
+                    .await
+            }
             Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
             Route::Readyz => self.readyz(),
             Route::Metrics => {
@@ -309,14 +329,71 @@ impl Router {
                     header::CONTENT_SECURITY_POLICY,
                     HeaderValue::from_static(CSP),
                 );
-                headers.insert(
-                    header::X_CONTENT_TYPE_OPTIONS,
-                    HeaderValue::from_static("nosniff"),
-                );
                 response
             }
         };
         (response, caller)
+    }
+
+    /// Lets a request to an order-bearing route in, with its caller when
+    /// tokens are in force, or answers why not. The order of the steps is
+    /// what makes both limits hold:
+    ///
+    /// 1. A request without bearer credentials, or with malformed ones, is
+    ///    charged to its client address before anything else, as every
+    ///    request was before tokens.
+    /// 2. A request with a token, while its address is over the limit, is
+    ///    refused before its token is looked at. Looking first would tell
+    ///    a guesser over its limit which guess was right (200, not 429):
+    ///    guessing would not be limited at all.
+    /// 3. A listed token is charged to its own bucket, the caller's name,
+    ///    whatever address it comes from, and not to the address: callers
+    ///    behind one proxy or NAT share no bucket, so a greedy one cannot
+    ///    starve the others (only wait with them, by step 2, while someone
+    ///    at their address is refused).
+    /// 4. An unknown token is charged to the address, as in step 1: so
+    ///    guesses count, and once over, step 2 refuses every token from
+    ///    there.
+    fn admit<B>(
+        &self,
+        req: &Request<B>,
+        client: Option<IpAddr>,
+    ) -> Result<Option<Caller>, Refused> {
+        const FROM_ADDRESS: &str = "too many requests from this address; slow down";
+        let limit = self.rate_limit.as_deref();
+        let over = |why, wait| Refused::TooMany { why, wait };
+        let charge_address = || match (limit, client) {
+            (Some(limit), Some(client)) => limit.check(client).map_err(|w| over(FROM_ADDRESS, w)),
+            _ => Ok(()),
+        };
+        let Some(access) = &self.access else {
+            charge_address()?;
+            return Ok(None);
+        };
+        let token = match auth::bearer(req.headers()) {
+            Ok(token) => token,
+            Err(denied) => {
+                charge_address()?;
+                return Err(Refused::Denied(denied));
+            }
+        };
+        if let (Some(limit), Some(client)) = (limit, client) {
+            limit.refused(client).map_err(|w| over(FROM_ADDRESS, w))?;
+        }
+        match access.caller(token) {
+            Ok(caller) => {
+                if let Some(limit) = limit {
+                    limit
+                        .check_caller(caller.name())
+                        .map_err(|w| over("too many requests with this token; slow down", w))?;
+                }
+                Ok(Some(caller))
+            }
+            Err(denied) => {
+                charge_address()?;
+                Err(Refused::Denied(denied))
+            }
+        }
     }
 
     async fn order(&self, query: Option<&str>) -> Response<Body> {
@@ -386,8 +463,13 @@ impl Router {
     }
 
     /// An event stream of the orders stored from now on, first those after
-    /// `Last-Event-ID` when the client resumes.
-    async fn events(&self, last_event_id: Option<&HeaderValue>) -> Response<Body> {
+    /// `Last-Event-ID` when the client resumes. One opened by a caller's
+    /// token ends when that token is revoked.
+    async fn events(
+        &self,
+        last_event_id: Option<&HeaderValue>,
+        caller: Option<&Caller>,
+    ) -> Response<Body> {
         let after = match last_event_id.map(|v| v.to_str().map(str::trim)) {
             None | Some(Ok("")) => None,
             Some(raw) => match raw.ok().map(EventId::parse) {
@@ -402,14 +484,16 @@ impl Router {
         };
         match self.service.subscribe(after).await {
             Ok(stream) => {
-                let mut response =
-                    Response::new(Body::Events(EventBody::new(stream, self.keep_alive)));
+                let mut body = EventBody::new(stream, self.keep_alive);
+                if let (Some(access), Some(caller)) = (&self.access, caller) {
+                    body = body.until_revoked(Revocation::new(Arc::clone(access), caller.clone()));
+                }
+                let mut response = Response::new(Body::Events(body));
                 let headers = response.headers_mut();
                 headers.insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/event-stream"),
                 );
-                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 // nginx would otherwise hold events back in its buffer.
                 headers.insert(
                     HeaderName::from_static("x-accel-buffering"),
@@ -446,6 +530,24 @@ impl Router {
                 "sync_standby_required": report.sync_standby_required,
             }),
         )
+    }
+}
+
+/// What every answer carries, set in this one place as the router
+/// finishes it: `nosniff`, so that no browser takes an answer for another
+/// type than it says (a rejected message holds bytes an attacker chose);
+/// and on the routes that give out personal data, `no-store`, so that no
+/// browser or cache in between keeps it. Their errors too: some echo the
+/// request (an order uid), and none is worth keeping. Two static values:
+/// no allocation, and the answer's header map has room for them.
+fn finish(response: &mut Response<Body>, personal: bool) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if personal {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
 }
 
@@ -1054,6 +1156,207 @@ mod tests {
         );
     }
 
+    /// Every answer, whatever its route and status, says `nosniff`; every
+    /// answer of a route that gives out personal data (errors included)
+    /// says `no-store`, and no other answer does.
+    #[tokio::test]
+    async fn every_answer_says_nosniff_and_those_of_order_routes_no_store() {
+        let down = || RepositoryError::Unavailable("down".into());
+        let mut repo = MockOrderRepository::new();
+        repo.expect_find_json()
+            .returning(move |uid| match uid.as_str() {
+                "down" => Err(down()),
+                _ => Ok(None),
+            });
+        // A limit of 7 stands for a database that does not answer.
+        repo.expect_list_recent().returning(move |_, limit, _| {
+            if limit == 7 {
+                Err(down())
+            } else {
+                Ok(Vec::new())
+            }
+        });
+        repo.expect_list_rejected().returning(move |_, limit, _| {
+            if limit == 7 {
+                Err(down())
+            } else {
+                Ok(Vec::new())
+            }
+        });
+        repo.expect_find_rejected()
+            .returning(move |id| match id.get() {
+                1 => Ok(Some(rejected_message(id))),
+                2 => Err(down()),
+                _ => Ok(None),
+            });
+        repo.expect_stored_since()
+            .returning(move |_, _, _| Err(down()));
+        let mut cache = MockOrderCache::new();
+        cache.expect_get().returning(|uid| {
+            (uid.as_str() == "b563feb7b2b84b6test").then(|| Bytes::from_static(SAMPLE))
+        });
+        cache.expect_insert().return_const(());
+        cache.expect_len().return_const(1usize);
+        let readiness = Arc::new(Readiness::default());
+        let service =
+            OrderService::new(Arc::new(repo), Arc::new(cache), 1 << 20).with_max_event_streams(1);
+        let tokens = crate::Tokens::parse(&format!("desk:{TOKEN}")).expect("tokens");
+        let router = Router::new(
+            Arc::new(service),
+            Arc::clone(&readiness),
+            Arc::new(Metrics::new()),
+        )
+        .with_access(Some(Arc::new(Access::new(tokens))));
+        let limited = router.clone().with_rate_limit(RateLimit::per_second(1));
+        let bearer = format!("Bearer {TOKEN}");
+        let mut seen = std::collections::BTreeSet::new();
+        let mut ask = async |method: Method, uri: &str, authorization: Option<&str>| {
+            let mut req = Request::builder().method(method).uri(uri);
+            if let Some(value) = authorization {
+                req = req.header(header::AUTHORIZATION, value);
+            }
+            let response = router.handle(req.body(()).expect("request")).await;
+            let path = uri.split('?').next().expect("a path");
+            let personal = ["/order", "/orders", "/orders/events", "/rejected"].contains(&path)
+                || path.starts_with("/rejected/");
+            let headers = response.headers();
+            let status = response.status().as_u16();
+            assert_eq!(
+                headers
+                    .get(header::X_CONTENT_TYPE_OPTIONS)
+                    .map(|v| v.as_bytes()),
+                Some(&b"nosniff"[..]),
+                "{uri} {status}"
+            );
+            assert_eq!(
+                headers.get(header::CACHE_CONTROL).map(|v| v.as_bytes()),
+                personal.then_some(&b"no-store"[..]),
+                "{uri} {status}"
+            );
+            seen.insert((path.to_owned(), status));
+            response
+        };
+        let token = Some(bearer.as_str());
+        for uri in [
+            "/order?order_uid=b563feb7b2b84b6test",
+            "/order?order_uid=a%20b",
+            "/order?order_uid=unknown",
+            "/order?order_uid=down",
+            "/orders?limit=1",
+            "/orders?limit=0",
+            "/orders?limit=7",
+            "/rejected",
+            "/rejected?limit=0",
+            "/rejected?limit=7",
+            "/rejected/1",
+            "/rejected/x",
+            "/rejected/2",
+            "/rejected/3",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/",
+            "/app.js",
+            "/no/such/page",
+        ] {
+            ask(Method::GET, uri, token).await;
+        }
+        readiness.set_database(true);
+        readiness.set_broker(true);
+        readiness.set_cache_warm(true);
+        ask(Method::GET, "/readyz", None).await;
+        for uri in [
+            "/order",
+            "/orders",
+            "/orders/events",
+            "/rejected",
+            "/rejected/1",
+        ] {
+            ask(Method::GET, uri, None).await;
+            ask(Method::GET, uri, Some("Bearer two words")).await;
+            ask(Method::POST, uri, token).await;
+        }
+        ask(Method::POST, "/healthz", None).await;
+        // The event stream: one open, so the next is refused; a resumed one
+        // needs the database.
+        let open = ask(Method::GET, "/orders/events", token).await;
+        ask(Method::GET, "/orders/events", token).await;
+        drop(open);
+        for last_event_id in ["x", "5"] {
+            let req = Request::builder()
+                .uri("/orders/events")
+                .header(header::AUTHORIZATION, &bearer)
+                .header(&LAST_EVENT_ID, last_event_id)
+                .body(())
+                .expect("request");
+            let response = router.handle(req).await;
+            assert_eq!(
+                response.headers()[header::X_CONTENT_TYPE_OPTIONS],
+                "nosniff"
+            );
+            assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+            seen.insert(("/orders/events".to_owned(), response.status().as_u16()));
+        }
+        // Over the rate (a burst of two): the token's bucket, then an
+        // address's.
+        let greedy = IpAddr::from([192, 0, 2, 250]);
+        for authorization in [Some(bearer.as_str()), None] {
+            let mut refused = None;
+            for _ in 0..3 {
+                let mut req = Request::builder().uri("/order?order_uid=b563feb7b2b84b6test");
+                if let Some(value) = authorization {
+                    req = req.header(header::AUTHORIZATION, value);
+                }
+                let req = req.body(()).expect("request");
+                refused = Some(limited.handle_from(req, Some(greedy)).await);
+            }
+            let refused = refused.expect("answered");
+            assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(refused.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+            assert_eq!(refused.headers()[header::CACHE_CONTROL], "no-store");
+        }
+
+        let expected: std::collections::BTreeSet<(String, u16)> = [
+            ("/order", [200, 400, 404, 503, 401, 405].as_slice()),
+            ("/orders", &[200, 400, 503, 401, 405]),
+            ("/rejected", &[200, 400, 503, 401, 405]),
+            ("/rejected/1", &[200, 400, 401, 405]),
+            ("/rejected/x", &[400]),
+            ("/rejected/2", &[503]),
+            ("/rejected/3", &[404]),
+            ("/orders/events", &[200, 400, 503, 401, 405]),
+            ("/healthz", &[200, 405]),
+            ("/readyz", &[200, 503]),
+            ("/metrics", &[200]),
+            ("/", &[200]),
+            ("/app.js", &[200]),
+            ("/no/such/page", &[404]),
+        ]
+        .iter()
+        .flat_map(|(path, statuses)| statuses.iter().map(|s| ((*path).to_owned(), *s)))
+        .collect();
+        assert_eq!(seen, expected);
+    }
+
+    fn rejected_message(id: RejectedId) -> orders_domain::RejectedMessage {
+        orders_domain::RejectedMessage {
+            summary: orders_domain::RejectedSummary {
+                id,
+                received_at: time::OffsetDateTime::UNIX_EPOCH,
+                reason: RejectReason::InvalidJson,
+                detail: "expected value".to_owned(),
+                order_uid: None,
+                size: 5,
+                replayed_at: None,
+            },
+            subject: "orders".to_owned(),
+            stream: "ORDERS".to_owned(),
+            stream_sequence: Some(1),
+            headers: None,
+            payload: orders_domain::Payload(Bytes::from_static(b"<svg>")),
+        }
+    }
+
     const TOKEN: &str = "desk-token-0123456789";
 
     /// A router whose order routes need the token `desk:TOKEN`.
@@ -1126,6 +1429,159 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_revoked_token_ends_the_event_streams_it_opened_and_no_other() {
+        const AUDIT: &str = "audit-token-0123456789";
+        let tokens = |text: &str| crate::Tokens::parse(text).expect("tokens");
+        let access = Arc::new(Access::new(tokens(&format!("desk:{TOKEN}\naudit:{AUDIT}"))));
+        let router = router(MockOrderRepository::new(), MockOrderCache::new())
+            .with_access(Some(Arc::clone(&access)));
+        let open = async |token: &str| {
+            let bearer = format!("Bearer {token}");
+            let response = call_as(&router, "/orders/events", Some(&bearer)).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            response.into_body()
+        };
+        let mut desk = open(TOKEN).await;
+        let mut audit = open(AUDIT).await;
+
+        access.replace(tokens(&format!("audit:{AUDIT}")));
+
+        let within = Duration::from_secs(1);
+        let ended = tokio::time::timeout(within, desk.frame()).await;
+        assert!(matches!(ended, Ok(None)), "desk's stream ends: {ended:?}");
+        let open = tokio::time::timeout(within, audit.frame()).await;
+        assert!(open.is_err(), "audit's stream stays open: {open:?}");
+    }
+
+    /// `GET uri` from `peer`, with these headers: the status and the body.
+    async fn from(
+        router: &Router,
+        peer: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, String) {
+        let mut req = Request::builder().uri(uri);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let peer: IpAddr = peer.parse().expect("an address");
+        let response = router
+            .handle_from(req.body(()).expect("request"), Some(peer))
+            .await;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    const UID: &str = "/order?order_uid=b563feb7b2b84b6test";
+
+    #[tokio::test]
+    async fn a_listed_token_has_a_bucket_of_its_own_whatever_its_address() {
+        const AUDIT: &str = "audit-token-0123456789";
+        let (router, _) = signed_router();
+        let tokens = crate::Tokens::parse(&format!("desk:{TOKEN}\naudit:{AUDIT}")).expect("tokens");
+        // A burst of two a client.
+        let router = router
+            .with_access(Some(Arc::new(Access::new(tokens))))
+            .with_rate_limit(RateLimit::per_second(1));
+        let desk = format!("Bearer {TOKEN}");
+        let audit = format!("Bearer {AUDIT}");
+        let desk = [("authorization", desk.as_str())];
+        let audit = [("authorization", audit.as_str())];
+
+        for _ in 0..2 {
+            assert_eq!(
+                from(&router, "192.0.2.1", UID, &desk).await.0,
+                StatusCode::OK
+            );
+        }
+        let (status, body) = from(&router, "192.0.2.1", UID, &desk).await;
+
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(body.contains("with this token"), "{body}");
+        // The desk's bucket is its name's, from any address.
+        let (status, _) = from(&router, "198.51.100.9", UID, &desk).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        // Others at the same address are not held back by it.
+        for _ in 0..2 {
+            assert_eq!(
+                from(&router, "192.0.2.1", UID, &audit).await.0,
+                StatusCode::OK
+            );
+        }
+        let (status, _) = from(&router, "192.0.2.1", UID, &[]).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "the address's bucket is untouched"
+        );
+    }
+
+    #[tokio::test]
+    async fn guesses_count_against_the_address_and_once_over_a_right_guess_is_refused_alike() {
+        let (router, _) = signed_router();
+        let router = router.with_rate_limit(RateLimit::per_second(1));
+        let guess = [("authorization", "Bearer desk-token-guess-000001")];
+        let right = format!("Bearer {TOKEN}");
+        let right = [("authorization", right.as_str())];
+
+        for _ in 0..2 {
+            let (status, _) = from(&router, "192.0.2.66", UID, &guess).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+        let wrong = from(&router, "192.0.2.66", UID, &guess).await;
+        let found = from(&router, "192.0.2.66", UID, &right).await;
+
+        assert_eq!(wrong.0, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            found, wrong,
+            "a right guess over the limit looks like a wrong one"
+        );
+        let (status, _) = from(&router, "192.0.2.67", UID, &right).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the token is not held back elsewhere"
+        );
+    }
+
+    #[tokio::test]
+    async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
+        let mut cache = MockOrderCache::new();
+        cache
+            .expect_get()
+            .returning(|_| Some(Bytes::from_static(SAMPLE)));
+        let router = router(MockOrderRepository::new(), cache)
+            .with_rate_limit(RateLimit::per_second(1))
+            .with_trusted_proxies(crate::TrustedProxies::parse("10.0.0.0/8").expect("valid"));
+        let one = [("x-forwarded-for", "203.0.113.1")];
+        let two = [("x-forwarded-for", "203.0.113.2, 10.0.0.7")];
+
+        for _ in 0..2 {
+            assert_eq!(from(&router, "10.0.0.1", UID, &one).await.0, StatusCode::OK);
+        }
+        let over = from(&router, "10.0.0.1", UID, &one).await.0;
+        let other = from(&router, "10.0.0.1", UID, &two).await.0;
+        // The same headers from a peer not trusted: one bucket, the peer's.
+        for _ in 0..2 {
+            assert_eq!(
+                from(&router, "192.0.2.1", UID, &one).await.0,
+                StatusCode::OK
+            );
+        }
+        let untrusted = from(&router, "192.0.2.1", UID, &two).await.0;
+
+        assert_eq!(over, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(other, StatusCode::OK);
+        assert_eq!(untrusted, StatusCode::TOO_MANY_REQUESTS);
     }
 
     #[tokio::test]

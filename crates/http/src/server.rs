@@ -193,15 +193,16 @@ impl Requests {
 /// every wake-up of the connection: the token's own future locks a mutex
 /// that every connection shares on every poll. This one polls it only to
 /// register the task's waker (again only if the waker changes) and
-/// otherwise reads the token's flag.
-struct Stopped {
+/// otherwise reads the token's flag. An event stream watches a reload of
+/// the tokens file with it too (`auth::Revocation`), once per event.
+pub(crate) struct Stopped {
     token: CancellationToken,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     registered: Option<Waker>,
 }
 
 impl Stopped {
-    fn new(token: CancellationToken) -> Self {
+    pub(crate) fn new(token: CancellationToken) -> Self {
         Self {
             cancelled: Box::pin(token.clone().cancelled_owned()),
             token,
@@ -577,6 +578,13 @@ mod tests {
         assert!(first.starts_with("HTTP/1.1 500"), "{answers}");
         assert!(
             first.contains("{\"error\":\"internal error\"}"),
+            "{answers}"
+        );
+        // The 500 is finished like any answer of its route.
+        let head = first.to_ascii_lowercase();
+        assert!(
+            head.contains("x-content-type-options: nosniff")
+                && head.contains("cache-control: no-store"),
             "{answers}"
         );
         assert!(second.contains("{\"order_uid\":\"fine\"}"), "{answers}");

@@ -392,23 +392,49 @@ pub async fn http_with(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String, Vec<u8>) {
+    http_from(None, addr, method, path, headers).await
+}
+
+/// [`http_with`] from a local address of the test's choosing (another
+/// loopback address, `127.0.0.2`, say), so that the server sees the
+/// request come from that peer; `None`: wherever the system picks.
+pub async fn http_from(
+    from: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, Vec<u8>) {
     tokio::time::timeout(
         Duration::from_secs(10),
-        exchange(addr, method, path, headers),
+        exchange(from, addr, method, path, headers),
     )
     .await
     .unwrap_or_else(|_| panic!("{method} {path} on {addr}: no answer within 10 s"))
 }
 
 async fn exchange(
+    from: Option<std::net::IpAddr>,
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String, Vec<u8>) {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    let connected = match from {
+        None => tokio::net::TcpStream::connect(addr).await,
+        Some(local) => {
+            let socket = match local {
+                std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+            }
+            .expect("a socket");
+            socket
+                .bind(SocketAddr::new(local, 0))
+                .unwrap_or_else(|e| panic!("binding {local}: {e}"));
+            socket.connect(addr).await
+        }
+    };
+    let mut stream = connected.unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
     let extra: String = headers
         .iter()
         .map(|(name, value)| format!("{name}: {value}\r\n"))

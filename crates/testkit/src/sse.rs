@@ -32,15 +32,28 @@ pub struct EventStream {
 /// Sends `GET path` with `Last-Event-ID` when given, and reads the answer's
 /// head. Fails the test if there is none within 10 s.
 pub async fn open_events(addr: SocketAddr, path: &str, last_event_id: Option<&str>) -> EventStream {
+    let resume: Vec<(&str, &str)> = last_event_id
+        .map(|id| vec![("Last-Event-ID", id)])
+        .unwrap_or_default();
+    open_events_with(addr, path, &resume).await
+}
+
+/// [`open_events`] with any request headers (`("Authorization", "Bearer ...")`).
+pub async fn open_events_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> EventStream {
     let opened = async {
         let mut socket = TcpStream::connect(addr)
             .await
             .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-        let resume = last_event_id
-            .map(|id| format!("Last-Event-ID: {id}\r\n"))
-            .unwrap_or_default();
+        let extra: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{resume}Connection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{extra}Connection: close\r\n\r\n"
         );
         socket.write_all(request.as_bytes()).await.expect("send");
         let mut raw = Vec::new();
