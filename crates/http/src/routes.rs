@@ -1162,7 +1162,8 @@ mod tests {
     #[tokio::test]
     async fn every_answer_says_nosniff_and_those_of_order_routes_no_store() {
         let down = || RepositoryError::Unavailable("down".into());
-        let mut repo = MockOrderRepository::new();
+        let mut repo = MockOrderReads::new();
+        let mut rejected = MockRejectedReads::new();
         repo.expect_find_json()
             .returning(move |uid| match uid.as_str() {
                 "down" => Err(down()),
@@ -1176,14 +1177,17 @@ mod tests {
                 Ok(Vec::new())
             }
         });
-        repo.expect_list_rejected().returning(move |_, limit, _| {
-            if limit == 7 {
-                Err(down())
-            } else {
-                Ok(Vec::new())
-            }
-        });
-        repo.expect_find_rejected()
+        rejected
+            .expect_list_rejected()
+            .returning(move |_, limit, _| {
+                if limit == 7 {
+                    Err(down())
+                } else {
+                    Ok(Vec::new())
+                }
+            });
+        rejected
+            .expect_find_rejected()
             .returning(move |id| match id.get() {
                 1 => Ok(Some(rejected_message(id))),
                 2 => Err(down()),
@@ -1198,8 +1202,16 @@ mod tests {
         cache.expect_insert().return_const(());
         cache.expect_len().return_const(1usize);
         let readiness = Arc::new(Readiness::default());
-        let service =
-            OrderService::new(Arc::new(repo), Arc::new(cache), 1 << 20).with_max_event_streams(1);
+        let service = OrderService::new(
+            Ports {
+                reads: Arc::new(repo),
+                rejected: Arc::new(rejected),
+                cache: Arc::new(cache),
+                ..Ports::mocks()
+            },
+            1 << 20,
+        )
+        .with_max_event_streams(1);
         let tokens = crate::Tokens::parse(&format!("desk:{TOKEN}")).expect("tokens");
         let router = Router::new(
             Arc::new(service),
@@ -1436,7 +1448,7 @@ mod tests {
         const AUDIT: &str = "audit-token-0123456789";
         let tokens = |text: &str| crate::Tokens::parse(text).expect("tokens");
         let access = Arc::new(Access::new(tokens(&format!("desk:{TOKEN}\naudit:{AUDIT}"))));
-        let router = router(MockOrderRepository::new(), MockOrderCache::new())
+        let router = router(MockOrderReads::new(), MockOrderCache::new())
             .with_access(Some(Arc::clone(&access)));
         let open = async |token: &str| {
             let bearer = format!("Bearer {token}");
@@ -1559,7 +1571,7 @@ mod tests {
         cache
             .expect_get()
             .returning(|_| Some(Bytes::from_static(SAMPLE)));
-        let router = router(MockOrderRepository::new(), cache)
+        let router = router(MockOrderReads::new(), cache)
             .with_rate_limit(RateLimit::per_second(1))
             .with_trusted_proxies(crate::TrustedProxies::parse("10.0.0.0/8").expect("valid"));
         let one = [("x-forwarded-for", "203.0.113.1")];

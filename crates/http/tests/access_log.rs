@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use hyper::Request;
-use orders_domain::{MockOrderCache, MockOrderRepository, OrderService, Readiness};
+use orders_domain::{OrderService, Ports, Readiness};
 use orders_http::{Router, TrustedProxies};
 use orders_metrics::Metrics;
 
@@ -37,11 +37,7 @@ async fn the_access_log_names_the_forwarded_client() {
         .with_writer(move || writer.clone())
         .finish();
     let _log = tracing::subscriber::set_default(subscriber);
-    let service = OrderService::new(
-        Arc::new(MockOrderRepository::new()),
-        Arc::new(MockOrderCache::new()),
-        1 << 20,
-    );
+    let service = OrderService::new(Ports::mocks(), 1 << 20);
     let router = Router::new(
         Arc::new(service),
         Arc::new(Readiness::default()),

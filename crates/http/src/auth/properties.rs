@@ -88,7 +88,7 @@ proptest! {
                 let text = std::str::from_utf8(sent[0]).expect("ASCII");
                 let (scheme, rest) = text.split_once(' ').expect("a scheme and a token");
                 prop_assert!(scheme.eq_ignore_ascii_case("bearer"), "{}", text);
-                let listed = if &*name == "alice" { ALICE } else { BOB };
+                let listed = if &**name.name() == "alice" { ALICE } else { BOB };
                 prop_assert_eq!(rest.trim_start_matches(' '), listed);
             }
             Err(denied) => {
