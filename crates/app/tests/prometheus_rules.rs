@@ -11,8 +11,10 @@ mod support;
 
 use std::collections::BTreeSet;
 
+use std::path::PathBuf;
+
 use support::monitoring::{
-    alerts, heading_anchors, printed, promtool, rule_files, rule_test_files, yaml,
+    alerts, files, heading_anchors, path, printed, promtool, rule_files, rule_test_files, yaml,
 };
 
 const OPERATIONS: &str = include_str!("../../../docs/operations.md");
@@ -29,6 +31,36 @@ fn every_rules_file_passes_promtool_check() {
     assert!(
         out.status.success(),
         "promtool check rules failed:\n{}",
+        printed(&out)
+    );
+}
+
+#[test]
+fn the_compose_stacks_prometheus_configs_pass_promtool_check() {
+    // The configs name the rules where the stacks mount them; here they are
+    // read from deploy/prometheus/rules instead.
+    let dir = std::env::temp_dir().join(orders_testkit::unique_name("prometheus-config"));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let rules = format!("{}/", path("deploy/prometheus/rules").display());
+    let configs: Vec<PathBuf> = files("deploy/prometheus", ".yml")
+        .into_iter()
+        .map(|config| {
+            let text = std::fs::read_to_string(&config).expect("readable");
+            let copy = dir.join(config.file_name().expect("a name"));
+            std::fs::write(&copy, text.replace("/etc/prometheus/rules/", &rules)).expect("written");
+            copy
+        })
+        .collect();
+
+    let out = promtool(&["check", "config"], &configs)
+        .wait_with_output()
+        .expect("promtool ran");
+    std::fs::remove_dir_all(&dir).ok();
+
+    assert_eq!(configs.len(), 2, "{configs:?}");
+    assert!(
+        out.status.success(),
+        "promtool check config failed:\n{}",
         printed(&out)
     );
 }
