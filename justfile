@@ -66,8 +66,12 @@ browser:
 failover:
     @scripts/failover.sh
 
-# Run every test: unit tests with mocks, integration tests against real PostgreSQL and NATS, and browser tests.
-test: services browser failover
+# Make sure Prometheus and promtool (for the alert rule tests and the test against a real Prometheus) are installed; apt-get them if not.
+prometheus:
+    @scripts/prometheus.sh
+
+# Run every test: unit tests with mocks, integration tests against real PostgreSQL and NATS, browser tests, and the alert rules' tests.
+test: services browser failover prometheus
     cargo test --workspace --all-targets --locked
     cargo test --workspace --doc --locked
 

@@ -8,7 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if has_docker; then
     docker compose -f deploy/docker-compose.cluster.yml up -d --build --wait
-    echo "the cluster is up (compose): nginx on http://127.0.0.1:8080 in front of two replicas"
+    echo "the cluster is up (compose): nginx on http://127.0.0.1:8080 in front of two replicas; Prometheus on :9090, Grafana on :3000"
     exit 0
 fi
 scripts/services.sh

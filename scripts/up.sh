@@ -6,7 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if has_docker; then
     docker compose -f deploy/docker-compose.yml up -d --build --wait
-    echo "order-service is up (compose) on http://127.0.0.1:8080"
+    echo "order-service is up (compose) on http://127.0.0.1:8080; Prometheus on :9090, Grafana on :3000"
     exit 0
 fi
 scripts/services.sh

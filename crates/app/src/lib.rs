@@ -475,8 +475,9 @@ async fn prepare_then_ingest(
     Ok(())
 }
 
-/// Refreshes the gauges of `/metrics`: the cache, the pool, the
-/// synchronous standby (as the health watcher last saw it), the consumer.
+/// Refreshes the gauges of `/metrics`: the cache, the pool, readiness and
+/// each of its dependencies (as the health watcher last saw them), the
+/// consumer.
 async fn refresh_gauges(
     service: Arc<OrderService>,
     repo: Arc<PgOrderRepository>,
@@ -507,7 +508,7 @@ async fn refresh_gauges(
             pool_size: pool.size,
             pool_available: pool.available,
             pool_waiting: pool.waiting,
-            sync_standby: health.readiness().report().sync_standby,
+            readiness: health.readiness().report(),
             consumer_pending: consumer.map(|c| c.num_pending),
             consumer_ack_pending: consumer.map(|c| c.num_ack_pending as u64),
         });

@@ -1,13 +1,19 @@
 //! What can be checked of deploy/ without a Docker engine: the compose file
 //! parses and configures every variable the service reads, its `standby`
-//! profile adds a streaming standby the service can fail over to, and the
-//! Dockerfile builds the workspace's binaries from every crate.
+//! profile adds a streaming standby the service can fail over to, each
+//! stack's Prometheus scrapes every replica and loads the rules and its
+//! Grafana shows the dashboard, and the Dockerfile builds the workspace's
+//! binaries from every crate.
+
+mod support;
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
 use orders_app::Config;
 use serde_json::Value;
+use support::monitoring;
 
 const COMPOSE: &str = include_str!("../../../deploy/docker-compose.yml");
 const CLUSTER: &str = include_str!("../../../deploy/docker-compose.cluster.yml");
@@ -307,6 +313,225 @@ fn without_tokens_the_stacks_publish_their_port_on_loopback_only() {
                 );
             }
         }
+    }
+}
+
+/// The file or directory of deploy/ that `service` mounts at `target`.
+fn mounted_at(service: &Value, target: &str) -> Option<PathBuf> {
+    mounts(service).into_iter().find_map(|mount| {
+        let mut parts = mount.split(':');
+        let (source, at) = (parts.next()?, parts.next()?);
+        (at == target && source.starts_with("./"))
+            .then(|| monitoring::path("deploy").join(&source[2..]))
+    })
+}
+
+/// The services that run order-service (they set `HTTP_ADDR`; the
+/// publisher does not), each as `name:port`, the address Prometheus
+/// scrapes inside the stack.
+fn replica_targets(stack: &Value) -> BTreeSet<String> {
+    stack["services"]
+        .as_object()
+        .expect("services")
+        .iter()
+        .filter_map(|(name, service)| {
+            let addr = service["environment"]["HTTP_ADDR"].as_str()?;
+            let port = addr.rsplit_once(':').expect("HOST:PORT").1;
+            Some(format!("{name}:{port}"))
+        })
+        .collect()
+}
+
+fn stacks() -> [(&'static str, Value); 2] {
+    [
+        ("docker-compose.yml", compose()),
+        ("docker-compose.cluster.yml", cluster()),
+    ]
+}
+
+/// An image with a pinned version (`name:1.2.3` or `name:v1.2.3`), not
+/// `latest` or a bare major.
+fn pinned(image: &str, name: &str) -> bool {
+    image
+        .strip_prefix(&format!("{name}:"))
+        .map(|tag| tag.trim_start_matches('v'))
+        .is_some_and(|v| {
+            v.split('.').count() == 3 && v.split('.').all(|n| n.parse::<u32>().is_ok())
+        })
+}
+
+#[test]
+fn each_stack_runs_a_prometheus_that_scrapes_every_replica_and_loads_the_rules() {
+    for (file, stack) in stacks() {
+        let prometheus = &stack["services"]["prometheus"];
+        let replicas = replica_targets(&stack);
+
+        let image = prometheus["image"].as_str().unwrap_or_default();
+        assert!(pinned(image, "prom/prometheus"), "{file}: image {image:?}");
+        let config = mounted_at(prometheus, "/etc/prometheus/prometheus.yml")
+            .unwrap_or_else(|| panic!("{file}: no Prometheus config mounted"));
+        let config = monitoring::yaml(&config);
+        let rules = mounted_at(prometheus, "/etc/prometheus/rules")
+            .unwrap_or_else(|| panic!("{file}: the rules are not mounted"));
+        let job = config["scrape_configs"]
+            .as_array()
+            .expect("scrape_configs")
+            .iter()
+            .find(|j| j["job_name"] == monitoring::JOB)
+            .unwrap_or_else(|| panic!("{file}: no job {}", monitoring::JOB));
+        let targets: BTreeSet<String> = job["static_configs"]
+            .as_array()
+            .expect("static_configs")
+            .iter()
+            .flat_map(|c| c["targets"].as_array().expect("targets"))
+            .map(|t| t.as_str().expect("a target").to_owned())
+            .collect();
+        let loaded: BTreeSet<PathBuf> = config["rule_files"]
+            .as_array()
+            .expect("rule_files")
+            .iter()
+            .map(|f| {
+                let f = f.as_str().expect("a path");
+                let name = f
+                    .strip_prefix("/etc/prometheus/rules/")
+                    .unwrap_or_else(|| panic!("{file}: {f} is not in the mounted rules"));
+                rules.join(name)
+            })
+            .collect();
+
+        assert!(replicas.len() >= if file.contains("cluster") { 2 } else { 1 });
+        assert_eq!(
+            targets, replicas,
+            "{file}: scraped vs the service's replicas"
+        );
+        assert_eq!(
+            rules.canonicalize().ok(),
+            monitoring::path("deploy/prometheus/rules")
+                .canonicalize()
+                .ok(),
+            "{file}"
+        );
+        // Every rules file but the standby's (its standby is optional).
+        let expected: BTreeSet<PathBuf> = monitoring::rule_files()
+            .into_iter()
+            .filter(|f| !f.ends_with("orders-standby.rules.yml"))
+            .map(|f| rules.join(f.file_name().expect("a name")))
+            .collect();
+        assert_eq!(loaded, expected, "{file}: the rules Prometheus loads");
+        for f in &loaded {
+            assert!(f.is_file(), "{file}: {} is missing", f.display());
+        }
+    }
+}
+
+#[test]
+fn each_stack_runs_a_grafana_provisioned_with_the_datasource_and_the_dashboard() {
+    for (file, stack) in stacks() {
+        let grafana = &stack["services"]["grafana"];
+
+        let image = grafana["image"].as_str().unwrap_or_default();
+        assert!(pinned(image, "grafana/grafana"), "{file}: image {image:?}");
+        let provisioning = mounted_at(grafana, "/etc/grafana/provisioning")
+            .unwrap_or_else(|| panic!("{file}: no provisioning mounted"));
+        let datasources = monitoring::yaml(&provisioning.join("datasources/prometheus.yml"));
+        let providers = monitoring::yaml(&provisioning.join("dashboards/orders.yml"));
+        let source = &datasources["datasources"][0];
+        let dashboards_at = providers["providers"][0]["options"]["path"]
+            .as_str()
+            .expect("a provider path");
+        let dashboards = mounted_at(grafana, dashboards_at)
+            .unwrap_or_else(|| panic!("{file}: nothing mounted at {dashboards_at}"));
+
+        assert_eq!(source["type"], "prometheus");
+        assert_eq!(source["url"], "http://prometheus:9090", "{file}");
+        assert!(
+            stack["services"]["prometheus"]["ports"][0]
+                .as_str()
+                .is_some_and(|p| p.ends_with(":9090"))
+        );
+        assert!(
+            dashboards.join("order-service.json").is_file(),
+            "{file}: the dashboard is not in {}",
+            dashboards.display()
+        );
+        assert_eq!(
+            grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"],
+            format!("{dashboards_at}/order-service.json"),
+            "{file}: the home dashboard"
+        );
+    }
+}
+
+/// Names like `instance:orders_messages_stored:rate1m` in an expression.
+fn recorded_names(expr: &str) -> Vec<&str> {
+    expr.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+        .filter(|word| word.matches(':').count() == 2)
+        .collect()
+}
+
+#[test]
+fn the_dashboard_reads_the_recording_rules_for_one_job_from_its_datasource_variable() {
+    let dashboard = monitoring::dashboard();
+    let recorded: BTreeSet<String> = monitoring::rules()
+        .into_iter()
+        .filter(|r| !r.alert)
+        .map(|r| r.name)
+        .collect();
+    let queries = monitoring::dashboard_queries(&dashboard);
+
+    assert!(dashboard["schemaVersion"].as_u64().is_some_and(|v| v >= 39));
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(variables, ["datasource", "job", "instance"]);
+    let mut ids = BTreeSet::new();
+    for panel in monitoring::panels(&dashboard) {
+        let title = &panel["title"];
+        assert!(ids.insert(panel["id"].as_u64()), "{title}: a repeated id");
+        if panel["type"] != "row" {
+            assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        }
+    }
+    assert!(queries.len() >= 20, "{} queries", queries.len());
+    for (title, expr) in &queries {
+        assert!(expr.contains("$job"), "{title}: {expr} ignores $job");
+        for function in ["rate(", "increase(", "irate("] {
+            assert!(
+                !expr.contains(function),
+                "{title}: {expr} computes a rate a recording rule should"
+            );
+        }
+        for name in recorded_names(expr) {
+            assert!(
+                recorded.contains(name),
+                "{title}: {name} is recorded by no rule"
+            );
+        }
+    }
+    // What the dashboard is for: each of these is drawn somewhere.
+    let all: String = queries.iter().map(|(_, e)| e.as_str()).collect();
+    for metric in [
+        "orders_messages_stored",
+        "orders_ingest_lag_seconds_bucket",
+        "orders_ingest_oldest_unsettled_seconds",
+        "orders_messages_rejected",
+        "orders_http_requests",
+        "orders_http_request_duration_seconds_bucket",
+        "orders_cache_hits",
+        "orders_cache_misses",
+        "orders_cache_entries",
+        "orders_db_pool_waiting",
+        "orders_consumer_pending",
+        "orders_ready",
+        "orders_dependency_up",
+        "up{",
+        "job:orders_lookup_errors",
+        "job:orders_ingest_lag_over_5s",
+    ] {
+        assert!(all.contains(metric), "no panel draws {metric}");
     }
 }
 

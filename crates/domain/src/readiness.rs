@@ -13,8 +13,8 @@ pub struct Readiness {
     sync_standby_required: AtomicBool,
 }
 
-/// A snapshot of [`Readiness`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// A snapshot of [`Readiness`]; the default is nothing there yet, as at start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReadinessReport {
     pub cache_warm: bool,
     pub database: bool,
@@ -29,6 +29,18 @@ pub struct ReadinessReport {
 }
 
 impl ReadinessReport {
+    /// Each part of readiness by its name in `/readyz`'s body, and whether
+    /// it is there (the synchronous standby counts towards
+    /// [`is_ready`](Self::is_ready) only when required).
+    pub fn dependencies(&self) -> [(&'static str, bool); 4] {
+        [
+            ("database", self.database),
+            ("broker", self.broker),
+            ("cache_warm", self.cache_warm),
+            ("sync_standby", self.sync_standby),
+        ]
+    }
+
     pub fn is_ready(&self) -> bool {
         self.cache_warm
             && self.database
@@ -89,6 +101,21 @@ mod tests {
                 sync_standby_required: false,
             }
         );
+    }
+
+    #[test]
+    fn dependencies_are_named_as_readyz_names_them() {
+        let report = ReadinessReport {
+            broker: true,
+            ..ReadinessReport::default()
+        };
+
+        let body = serde_json::to_value(report).expect("serializable");
+
+        for (name, up) in report.dependencies() {
+            assert_eq!(body[name], up, "{name}");
+        }
+        assert!(report.dependencies().contains(&("broker", true)));
     }
 
     #[test]

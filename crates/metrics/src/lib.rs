@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use orders_domain::{IngestOutcome, Ingested, RejectReason};
+use orders_domain::{IngestOutcome, Ingested, ReadinessReport, RejectReason};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -57,6 +57,13 @@ const LAG_BUCKETS: [f64; 13] = [
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DependencyLabel {
+    /// A part of readiness by `/readyz`'s own name for it
+    /// ([`ReadinessReport::dependencies`]).
+    dependency: &'static str,
+}
+
 /// Latency buckets from 100 µs to about 13 s, doubling: fine enough for a
 /// cache hit, wide enough for a commit during a database hiccup.
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -95,6 +102,8 @@ pub struct Metrics {
     pool_available: Gauge,
     pool_waiting: Gauge,
     sync_standby: Gauge,
+    ready: Gauge,
+    dependency_up: Family<DependencyLabel, Gauge>,
     consumer_pending: Gauge,
     consumer_ack_pending: Gauge,
 }
@@ -129,8 +138,9 @@ pub struct Gauges {
     pub pool_size: usize,
     pub pool_available: usize,
     pub pool_waiting: usize,
-    /// Whether a synchronous standby holds each commit.
-    pub sync_standby: bool,
+    /// What `/readyz` says: ready, and each dependency (the synchronous
+    /// standby among them).
+    pub readiness: ReadinessReport,
     /// `None` when the broker could not be asked.
     pub consumer_pending: Option<u64>,
     pub consumer_ack_pending: Option<u64>,
@@ -168,6 +178,8 @@ impl Metrics {
             pool_available: Gauge::default(),
             pool_waiting: Gauge::default(),
             sync_standby: Gauge::default(),
+            ready: Gauge::default(),
+            dependency_up: Family::default(),
             consumer_pending: Gauge::default(),
             consumer_ack_pending: Gauge::default(),
             registry: Registry::default(),
@@ -293,6 +305,16 @@ impl Metrics {
             m.sync_standby.clone(),
         );
         registry.register(
+            "ready",
+            "1 while the service is ready (GET /readyz answers 200), else 0",
+            m.ready.clone(),
+        );
+        registry.register(
+            "dependency_up",
+            "1 while a dependency of readiness is there (as GET /readyz names it), else 0",
+            m.dependency_up.clone(),
+        );
+        registry.register(
             "consumer_pending",
             "Messages in the stream not yet delivered to the consumer",
             m.consumer_pending.clone(),
@@ -310,6 +332,14 @@ impl Metrics {
         }
         for stage in PANIC_STAGES {
             drop(m.panics.get_or_create(&StageLabel { stage }));
+        }
+        // Every dependency from the start, down until the first report: an
+        // alert on `== 0` then sees a replica that never became ready.
+        for (dependency, _) in ReadinessReport::default().dependencies() {
+            drop(
+                m.dependency_up
+                    .get_or_create(&DependencyLabel { dependency }),
+            );
         }
         Self { registry, ..m }
     }
@@ -435,7 +465,13 @@ impl Metrics {
         self.pool_size.set(to_i64(g.pool_size));
         self.pool_available.set(to_i64(g.pool_available));
         self.pool_waiting.set(to_i64(g.pool_waiting));
-        self.sync_standby.set(i64::from(g.sync_standby));
+        self.sync_standby.set(i64::from(g.readiness.sync_standby));
+        self.ready.set(i64::from(g.readiness.is_ready()));
+        for (dependency, up) in g.readiness.dependencies() {
+            self.dependency_up
+                .get_or_create(&DependencyLabel { dependency })
+                .set(i64::from(up));
+        }
         if let Some(pending) = g.consumer_pending {
             self.consumer_pending.set(to_i64(pending));
         }
@@ -512,7 +548,10 @@ mod tests {
         m.set_gauges(Gauges {
             cache_entries: 7,
             event_streams: 2,
-            sync_standby: true,
+            readiness: ReadinessReport {
+                sync_standby: true,
+                ..ReadinessReport::default()
+            },
             consumer_pending: Some(3),
             ..Gauges::default()
         });
@@ -548,6 +587,70 @@ mod tests {
             "orders_http_request_duration_seconds_count{route=\"/order\"} 3",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn readiness_is_exported_from_the_start_as_not_ready() {
+        let m = Metrics::new();
+
+        let text = m.encode();
+
+        for line in [
+            "orders_ready 0",
+            "orders_dependency_up{dependency=\"database\"} 0",
+            "orders_dependency_up{dependency=\"broker\"} 0",
+            "orders_dependency_up{dependency=\"cache_warm\"} 0",
+            "orders_dependency_up{dependency=\"sync_standby\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn readiness_gauges_follow_the_report() {
+        let m = Metrics::new();
+        let ready = ReadinessReport {
+            cache_warm: true,
+            database: true,
+            broker: true,
+            sync_standby: false,
+            sync_standby_required: false,
+        };
+
+        m.set_gauges(Gauges {
+            readiness: ready,
+            ..Gauges::default()
+        });
+        let up = m.encode();
+        m.set_gauges(Gauges {
+            readiness: ReadinessReport {
+                database: false,
+                ..ready
+            },
+            ..Gauges::default()
+        });
+        let database_down = m.encode();
+
+        for line in [
+            "orders_ready 1",
+            "orders_dependency_up{dependency=\"database\"} 1",
+            "orders_dependency_up{dependency=\"broker\"} 1",
+            "orders_dependency_up{dependency=\"cache_warm\"} 1",
+            "orders_dependency_up{dependency=\"sync_standby\"} 0",
+            "orders_db_sync_standby 0",
+        ] {
+            assert!(up.contains(line), "missing {line:?} in\n{up}");
+        }
+        for line in [
+            "orders_ready 0",
+            "orders_dependency_up{dependency=\"database\"} 0",
+            "orders_dependency_up{dependency=\"broker\"} 1",
+        ] {
+            assert!(
+                database_down.contains(line),
+                "missing {line:?} in\n{database_down}"
+            );
         }
     }
 }

@@ -413,9 +413,33 @@ pub async fn http_from(
     .unwrap_or_else(|_| panic!("{method} {path} on {addr}: no answer within 10 s"))
 }
 
+/// `GET path` over HTTP/1.0 → (status, body): a server that streams its
+/// answers (Go's net/http, as Prometheus's) then sends the body whole
+/// instead of chunked. Fails the test after 10 s without an answer.
+pub async fn get_http10(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    let (status, _, body) = tokio::time::timeout(
+        Duration::from_secs(10),
+        exchange_as(None, addr, "HTTP/1.0", "GET", path, &[]),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("GET {path} on {addr}: no answer within 10 s"));
+    (status, body)
+}
+
 async fn exchange(
     from: Option<std::net::IpAddr>,
     addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, Vec<u8>) {
+    exchange_as(from, addr, "HTTP/1.1", method, path, headers).await
+}
+
+async fn exchange_as(
+    from: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    version: &str,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
@@ -440,7 +464,7 @@ async fn exchange(
         .map(|(name, value)| format!("{name}: {value}\r\n"))
         .collect();
     let request =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n");
+        format!("{method} {path} {version}\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n");
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.expect("read");

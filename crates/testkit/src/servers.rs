@@ -2,7 +2,7 @@
 //! standbys of it, which can be promoted), a JetStream `nats-server` and
 //! the `order-service` binary, each a child process on a free loopback
 //! port, each able to be stopped, killed (SIGKILL) and started again on the
-//! same port and data. The machine's shared servers are never
+//! same port and data; and a Prometheus to watch them. The machine's shared servers are never
 //! touched. Everything is torn down when the value is dropped, also when the
 //! test fails; a service's log is printed then, to say what it saw.
 //!
@@ -650,6 +650,100 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+// ---------------------------------------------------------------- Prometheus
+
+/// Debian's Prometheus server (package `prometheus`).
+pub const PROMETHEUS: &str = "/usr/bin/prometheus";
+
+/// A Prometheus of this test's own (Debian's binary) on a free loopback
+/// port, with the given config and its storage in a scratch directory.
+#[derive(Debug)]
+pub struct PrometheusServer {
+    port: u16,
+    child: Mutex<Option<Child>>,
+    dir: ScratchDir,
+}
+
+impl PrometheusServer {
+    /// Writes `config` (prometheus.yml) and starts the server on it; waits
+    /// until it listens (`/-/ready` may still answer 503 while its storage
+    /// opens).
+    pub fn start(config: &str) -> Self {
+        let dir = ScratchDir::new("orders-prometheus");
+        let port = free_port();
+        let config_file = dir.0.join("prometheus.yml");
+        fs::write(&config_file, config).expect("writing prometheus.yml");
+        let log = fs::File::create(dir.0.join("prometheus.log")).expect("a log file");
+        let child = Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", config_file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {PROMETHEUS} ({e}): run `just prometheus` \
+                     (or install the Debian package prometheus)"
+                )
+            });
+        let server = Self {
+            port,
+            child: Mutex::new(Some(child)),
+            dir,
+        };
+        wait_until("Prometheus to listen", Duration::from_secs(30), || {
+            listening(port)
+        });
+        server
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `GET /api/v1/{endpoint}?params`: the whole JSON answer (`status`,
+    /// `data`, or `errorType` and `error`), whatever the HTTP status.
+    pub async fn api(&self, endpoint: &str, params: &[(&str, &str)]) -> serde_json::Value {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish();
+        let path = format!("/api/v1/{endpoint}?{query}");
+        let (status, body) = crate::get_http10(self.addr(), &path).await;
+        serde_json::from_slice(&body).unwrap_or_else(|e| {
+            panic!(
+                "{path}: {status}, not JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(&body),
+                self.log_tail(20)
+            )
+        })
+    }
+
+    /// The last lines the server logged.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.dir.0.join("prometheus.log"), lines)
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.lock().ok().and_then(|mut c| c.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- prometheus log (last 20 lines) ---\n{}",
+                self.log_tail(20)
+            );
+        }
     }
 }
 

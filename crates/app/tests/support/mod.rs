@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fleet;
+pub mod monitoring;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
