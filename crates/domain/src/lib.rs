@@ -5,6 +5,7 @@
 //! Nothing in this crate does I/O. Adapters (PostgreSQL, NATS, the cache, HTTP)
 //! live in their own crates and are handed to [`OrderService`] as trait objects.
 
+mod audit;
 mod decode;
 mod ingest;
 mod listing;
@@ -16,11 +17,13 @@ mod order;
 mod ports;
 mod readiness;
 mod rejected;
+mod retention;
 mod search;
 mod service;
 mod uid;
 mod validation;
 
+pub use audit::{AuditLog, OrderRead, ReadAudit, ReadRecord, ReadsOf};
 pub use decode::Decoded;
 pub use ingest::{IngestOutcome, Ingested, retry_delay};
 pub use listing::{DEFAULT_PAGE, InvalidCursor, MAX_PAGE, OrderCursor, OrderPage, OrderSummary};
@@ -42,6 +45,10 @@ pub use rejected::{
     InvalidRejectedId, MAX_REJECTED_PAGE, Payload, RejectedId, RejectedMessage, RejectedPage,
     RejectedSummary,
 };
+pub use retention::{
+    InvalidRetention, PURGE_BATCH, PurgeOutcome, PurgePass, PurgeTarget, Purger, Retention,
+    purge_once,
+};
 pub use search::{
     InvalidSearch, MAX_SEARCH_LEN, OrderQuery, SEARCH_KEYS, SearchKey, normalize_phone,
 };
@@ -50,6 +57,10 @@ pub use uid::{InvalidOrderUid, MAX_UID_LEN, OrderUid};
 pub use validation::{FieldProblem, FieldProblems, MAX_PROBLEMS, RejectReason, ValidationError};
 
 #[cfg(any(test, feature = "mocks"))]
+pub use audit::{MockAuditLog, MockReadAudit};
+#[cfg(any(test, feature = "mocks"))]
 pub use ports::{
     MockAcker, MockMessageSource, MockOrderCache, MockOrderEvents, MockOrderRepository,
 };
+#[cfg(any(test, feature = "mocks"))]
+pub use retention::{MockPurgePass, MockPurger};

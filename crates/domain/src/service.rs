@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::live::{DEFAULT_MAX_STREAMS, Live};
 use crate::misses::RecentMisses;
 use crate::ports::{OrderCache, OrderRepository};
+use crate::retention::Retention;
 
 /// Lookups that may read through to the database at once, by default:
 /// half the connection pool, so misses never take the connections ingest
@@ -26,6 +27,8 @@ pub struct OrderService {
     pub(crate) read_through: tokio::sync::Semaphore,
     /// The orders just stored, fanned out to the open event streams.
     pub(crate) live: Live,
+    /// How long rejected messages are kept, as the list tells its readers.
+    pub(crate) rejected_retention: Retention,
 }
 
 impl std::fmt::Debug for OrderService {
@@ -49,7 +52,15 @@ impl OrderService {
             misses: RecentMisses::default(),
             read_through: tokio::sync::Semaphore::new(DEFAULT_READ_THROUGH),
             live: Live::new(DEFAULT_MAX_STREAMS),
+            rejected_retention: Retention::FOREVER,
         }
+    }
+
+    /// How long rejected messages are kept (`REJECTED_RETENTION`; forever
+    /// unless set), for the list's readers: the purge itself runs apart.
+    pub fn with_rejected_retention(mut self, retention: Retention) -> Self {
+        self.rejected_retention = retention;
+        self
     }
 
     /// At most `permits` lookups read through to the database at once
