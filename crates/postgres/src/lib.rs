@@ -7,6 +7,7 @@
 //! binary format. They are public so tools (the bench's COPY and seeding)
 //! write the same columns the service does.
 
+pub mod audit;
 mod columns;
 mod connect;
 pub mod copy;
@@ -14,13 +15,16 @@ mod errors;
 mod events;
 pub mod replay;
 mod repository;
+pub mod retention;
 pub mod rows;
 pub mod schema;
 pub mod search;
 
+pub use audit::PgAuditLog;
 pub use connect::{
     ConnectError, PoolSettings, check_read_url, check_url, connect_pool, connect_pool_as,
     connect_read_pool, ensure_database, migrate,
 };
 pub use events::PgOrderEvents;
 pub use repository::{InsertMethod, PgOrderRepository};
+pub use retention::{PgPurgePass, PgPurger};
