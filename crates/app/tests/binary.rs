@@ -9,6 +9,22 @@ use orders_testkit::{TestStream, eventually, get};
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-service");
 
+/// The service on `db` and `stream`, listening on `port`, its log piped.
+fn service_on(db: &orders_testkit::TestDb, stream: &TestStream, port: u16) -> Command {
+    let mut service = Command::new(BIN);
+    service
+        .env("DATABASE_URL", &db.url)
+        .env("NATS_URL", &stream.url)
+        .env("NATS_SUBJECT", &stream.subject)
+        .env("NATS_STREAM", &stream.stream)
+        .env("NATS_DURABLE", &stream.durable)
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    service
+}
+
 #[test]
 fn help_and_version_describe_the_service() {
     let help = Command::new(BIN).arg("--help").output().expect("runs");
@@ -132,16 +148,7 @@ async fn a_stream_that_does_not_capture_the_subject_stops_the_start_with_the_rea
     other.subject = format!("{}.elsewhere", stream.subject);
     other.create().await;
     let db = orders_testkit::TestDb::not_yet_created();
-    let mut child = tokio::process::Command::new(BIN)
-        .env("DATABASE_URL", &db.url)
-        .env("NATS_URL", &stream.url)
-        .env("NATS_SUBJECT", &stream.subject)
-        .env("NATS_STREAM", &stream.stream)
-        .env("NATS_DURABLE", &stream.durable)
-        .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+    let mut child = tokio::process::Command::from(service_on(&db, &stream, free_port()))
         .spawn()
         .expect("starts");
 
@@ -167,18 +174,9 @@ async fn a_stream_that_keeps_messages_forever_is_warned_about_once_at_start() {
     stream.create().await;
     let db = orders_testkit::TestDb::not_yet_created();
     let port = free_port();
-    let child = Command::new(BIN)
-        .env("DATABASE_URL", &db.url)
-        .env("NATS_URL", &stream.url)
-        .env("NATS_SUBJECT", &stream.subject)
-        .env("NATS_STREAM", &stream.stream)
-        .env("NATS_DURABLE", &stream.durable)
-        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+    let child = service_on(&db, &stream, port)
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("starts");
 

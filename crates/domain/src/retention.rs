@@ -312,6 +312,21 @@ mod tests {
         pass
     }
 
+    /// A purger whose one pass is `pass`, finished last in `seq`.
+    fn purger_of(mut pass: MockPurgePass, seq: &mut Sequence) -> MockPurger {
+        pass.expect_finish()
+            .times(1)
+            .in_sequence(seq)
+            .returning(|| Ok(()));
+        let pass = Mutex::new(Some(pass));
+        let mut purger = MockPurger::new();
+        purger.expect_begin().times(1).returning(move || {
+            let pass = pass.lock().expect("lock").take().expect("one pass");
+            Ok(Some(Box::new(pass) as Box<dyn PurgePass>))
+        });
+        purger
+    }
+
     #[tokio::test]
     async fn a_pass_deletes_batch_after_batch_until_one_comes_back_short_then_releases_the_lock() {
         // setup: 25 old rejected rows in batches of 10; no old reads
@@ -322,16 +337,7 @@ mod tests {
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_, _, _| Ok(0));
-        pass.expect_finish()
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|| Ok(()));
-        let pass = Mutex::new(Some(pass));
-        let mut purger = MockPurger::new();
-        purger.expect_begin().times(1).returning(move || {
-            let pass = pass.lock().expect("lock").take().expect("one pass");
-            Ok(Some(Box::new(pass) as Box<dyn PurgePass>))
-        });
+        let purger = purger_of(pass, &mut seq);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = Arc::clone(&seen);
 
@@ -383,16 +389,7 @@ mod tests {
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_, _, _| Err(RepositoryError::Unavailable("gone".into())));
-        pass.expect_finish()
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|| Ok(()));
-        let pass = Mutex::new(Some(pass));
-        let mut purger = MockPurger::new();
-        purger.expect_begin().returning(move || {
-            let pass = pass.lock().expect("lock").take().expect("one pass");
-            Ok(Some(Box::new(pass) as Box<dyn PurgePass>))
-        });
+        let purger = purger_of(pass, &mut seq);
 
         let outcome = purge_once(
             &purger,
