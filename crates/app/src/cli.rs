@@ -11,7 +11,7 @@ use orders_domain::{AuditLog, OrderUid, ReadRecord, ReadsOf};
 use orders_postgres::{PgAuditLog, PoolSettings};
 use time::format_description::well_known::Rfc3339;
 
-use crate::config::{Config, postgres_url};
+use crate::config::{Config, DEFAULT_DATABASE_URL, postgres_url};
 
 /// The order service: takes orders from NATS JetStream, stores them in
 /// PostgreSQL, keeps them in memory and answers `GET /order?order_uid=...`.
@@ -100,12 +100,7 @@ pub struct AuditArgs {
     pub json: bool,
 
     /// The service's PostgreSQL, where order_reads is.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/orders",
-        value_parser = postgres_url
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_parser = postgres_url)]
     pub database_url: String,
 }
 

@@ -22,12 +22,7 @@ pub struct Config {
     /// the one that takes writes, so after a fail-over it finds the new
     /// primary by itself. The database is created if missing and migrated
     /// at start.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/orders",
-        value_parser = postgres_url
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_parser = postgres_url)]
     pub database_url: String,
 
     /// PostgreSQL URL for reads: lookups that miss the cache, the listing
@@ -230,6 +225,9 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", default_value = "pretty", value_enum)]
     pub log_format: LogFormat,
 }
+
+/// `DATABASE_URL` when unset: the service's and its subcommands'.
+pub(crate) const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/orders";
 
 /// `DATABASE_READ_URL`: where reads go first, if not to the primary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
