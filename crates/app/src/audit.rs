@@ -54,8 +54,11 @@ impl ReadAudit for AuditQueue {
 
 /// Writes the queued reads to `log`, a batch per statement (whatever has
 /// queued up while the last one was written, at most [`AUDIT_BATCH`]),
-/// until shutdown; then writes what is still queued, once. A batch the
-/// database fails is dropped and counted, and logged.
+/// until every [`AuditQueue`] is gone: at shutdown, once the HTTP servers
+/// have let their last requests finish, so the reads answered while they
+/// drain are written too (the app's `SHUTDOWN_TIMEOUT` bounds the wait). A
+/// batch the database fails is dropped and counted, and logged; the
+/// writer then pauses, unless shutting down.
 pub async fn write_reads(
     log: Arc<dyn AuditLog>,
     mut reads: mpsc::Receiver<OrderRead>,
@@ -63,29 +66,14 @@ pub async fn write_reads(
     shutdown: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(AUDIT_BATCH);
-    loop {
-        let received = tokio::select! {
-            received = reads.recv_many(&mut batch, AUDIT_BATCH) => received,
-            () = shutdown.cancelled() => break,
-        };
-        if received == 0 {
-            // Every sender is gone: nothing more will come.
-            return;
-        }
+    while reads.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
         if !write(&*log, &mut batch, &metrics).await {
             tokio::select! {
                 () = tokio::time::sleep(RETRY_AFTER) => {}
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => {}
             }
         }
     }
-    while let Ok(read) = reads.try_recv() {
-        batch.push(read);
-        if batch.len() == AUDIT_BATCH && !write(&*log, &mut batch, &metrics).await {
-            break;
-        }
-    }
-    write(&*log, &mut batch, &metrics).await;
 }
 
 /// Writes and empties `batch`; whether the database took it.
@@ -154,7 +142,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn queued_reads_are_written_in_batches_and_the_rest_at_shutdown() {
+    async fn queued_reads_are_written_in_batches_and_those_of_the_drain_too() {
         // setup: 2,500 reads queued before the writer starts
         let metrics = Arc::new(Metrics::new());
         let (queue, receiver) = audit_queue(5_000, Arc::clone(&metrics));
@@ -176,12 +164,14 @@ mod tests {
             shutdown.clone(),
         ));
 
-        // exec: one more after the writer drained the queue, then stop
+        // exec: shutdown; one more read answered while the servers drain;
+        // then they are gone
         while batches.lock().expect("lock").iter().sum::<usize>() < 2_500 {
             tokio::task::yield_now().await;
         }
         shutdown.cancel();
         queue.record(read(2_500));
+        drop(queue);
         writer.await.expect("writer");
 
         // check: at most a batch a statement, nothing lost
@@ -223,7 +213,7 @@ mod tests {
         tokio::time::sleep(RETRY_AFTER / 2).await;
         queue.record(read(2));
         tokio::time::sleep(RETRY_AFTER).await;
-        shutdown.cancel();
+        drop(queue);
         writer.await.expect("writer");
 
         // check

@@ -150,6 +150,9 @@ async fn with_tokens_the_audit_names_the_caller_by_its_token() {
             vec![SAMPLE_UID.to_owned()]
         )]
     );
+    // the writer ends with the HTTP server at shutdown
+    let (_db, _stream, stopped) = app.stop().await;
+    stopped.expect("a clean stop");
 }
 
 /// Whether the writer's INSERT is waiting for the lock the test holds.
