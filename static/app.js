@@ -737,6 +737,21 @@
     return item;
   }
 
+  const RETENTION_UNITS = { d: ["day", "days"], h: ["hour", "hours"], m: ["minute", "minutes"], s: ["second", "seconds"] };
+
+  /**
+   * How long rejected messages are kept, in words, from the list's
+   * `retention` (`30d`, `36h`, ...; null: forever).
+   */
+  function retentionText(retention) {
+    if (retention === null) return "Rejected messages are kept until deleted by hand.";
+    const parts = /^(\d+)(d|h|m|s)$/.exec(String(retention));
+    if (!parts) return "Rejected messages are kept for " + retention + ".";
+    const count = Number(parts[1]);
+    const unit = RETENTION_UNITS[parts[2]][count === 1 ? 0 : 1];
+    return "Rejected messages are kept for " + count + " " + unit + ", then deleted.";
+  }
+
   /** Loads a page of rejected messages: the first (replacing the list) or the next. */
   async function loadRejected(reason, append) {
     let url = "/rejected?limit=" + PAGE_SIZE;
@@ -757,6 +772,10 @@
       return;
     }
     if (!append) rejectedList.replaceChildren();
+    if (body.retention !== undefined) {
+      setText("rejected-retention", retentionText(body.retention));
+      $("rejected-retention").hidden = false;
+    }
     for (const row of body.rejected) rejectedList.append(rejectedItem(row));
     rejectedNext = body.next === null || body.next === undefined ? null : body.next;
     rejectedMore.hidden = rejectedNext === null;

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use orders_domain::Retention;
 use orders_http::TrustedProxies;
+
+use crate::audit::AUDIT_QUEUE;
+use crate::purge::PURGE_EVERY;
 
 /// The order service: takes orders from NATS JetStream, stores them in
 /// PostgreSQL, keeps them in memory and answers `GET /order?order_uid=...`.
@@ -19,12 +23,7 @@ pub struct Config {
     /// the one that takes writes, so after a fail-over it finds the new
     /// primary by itself. The database is created if missing and migrated
     /// at start.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/orders",
-        value_parser = postgres_url
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_parser = postgres_url)]
     pub database_url: String,
 
     /// PostgreSQL URL for reads: lookups that miss the cache, the listing
@@ -190,6 +189,47 @@ pub struct Config {
     #[arg(long, env = "INGEST_LINGER", default_value = "5ms", value_parser = duration)]
     pub ingest_linger: Duration,
 
+    /// How long a row of rejected_messages (a message's bytes and headers,
+    /// personal data included) is kept (1s or more, e.g. 30d); older rows
+    /// are deleted in the background, about once a minute, by one replica
+    /// at a time. 0 keeps them forever.
+    #[arg(long, env = "REJECTED_RETENTION", default_value = "30d", value_parser = retention,
+          allow_hyphen_values = true)]
+    pub rejected_retention: Retention,
+
+    /// How long the stream keeps each message, acked or not, when this
+    /// service creates it (1s or more, e.g. 7d); 0: until deleted by hand.
+    /// An existing stream keeps its own limit (a warning at start says when
+    /// it has none).
+    #[arg(long, env = "NATS_STREAM_MAX_AGE", default_value = "7d", value_parser = retention,
+          allow_hyphen_values = true)]
+    pub nats_stream_max_age: Retention,
+
+    /// Record who was given which orders, in order_reads (true or false):
+    /// each 2xx answer of /order, /orders, /rejected and /rejected/ID, and
+    /// each opening of /orders/events, with the caller (token name, else
+    /// address), the time, the route and the order uids. Written in batches
+    /// off the request path (a full queue drops reads and counts them);
+    /// `order-service audit` reads them.
+    #[arg(long, env = "AUDIT_READS", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub audit_reads: bool,
+
+    /// How long a row of order_reads is kept (1s or more, e.g. 365d); purged
+    /// as rejected messages are. 0 keeps them forever.
+    #[arg(long, env = "AUDIT_RETENTION", default_value = "365d", value_parser = retention,
+          allow_hyphen_values = true)]
+    pub audit_retention: Retention,
+
+    /// Reads waiting to be written to order_reads, at most (not a flag:
+    /// tests make it small).
+    #[arg(skip = AUDIT_QUEUE)]
+    pub audit_queue: usize,
+
+    /// How often a purge pass runs (not a flag: tests make it short).
+    #[arg(skip = PURGE_EVERY)]
+    pub purge_every: Duration,
+
     /// Log filter, in tracing's EnvFilter syntax (e.g. info, orders_app=debug).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub rust_log: String,
@@ -198,6 +238,9 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", default_value = "pretty", value_enum)]
     pub log_format: LogFormat,
 }
+
+/// `DATABASE_URL` when unset: the service's and its subcommands'.
+pub(crate) const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/orders";
 
 /// `DATABASE_READ_URL`: where reads go first, if not to the primary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -258,7 +301,11 @@ fn ack_wait(raw: &str) -> Result<Duration, String> {
     Ok(wait)
 }
 
-fn postgres_url(raw: &str) -> Result<String, String> {
+fn retention(raw: &str) -> Result<Retention, String> {
+    Retention::parse(raw).map_err(|e| e.to_string())
+}
+
+pub(crate) fn postgres_url(raw: &str) -> Result<String, String> {
     orders_postgres::check_url(raw)
         .map(|()| raw.to_owned())
         .map_err(|e| format!("invalid PostgreSQL URL {raw:?}: {e}"))
@@ -396,6 +443,13 @@ mod tests {
         assert_eq!(c.ingest_batch_size, 500);
         assert_eq!(c.ingest_in_flight, 2);
         assert_eq!(c.ingest_linger, Duration::from_millis(5));
+        assert_eq!(c.rejected_retention.to_string(), "30d");
+        assert_eq!(
+            c.nats_stream_max_age.get(),
+            Some(orders_nats::DEFAULT_MAX_AGE)
+        );
+        assert!(!c.audit_reads);
+        assert_eq!(c.audit_retention.to_string(), "365d");
         assert_eq!(c.log_format, LogFormat::Pretty);
     }
 
@@ -456,6 +510,12 @@ mod tests {
                 "nginx",
                 "invalid proxy list: \"nginx\"",
             ),
+            ("--rejected-retention", "500ms", "shorter than 1s"),
+            ("--rejected-retention", "-1", "invalid duration"),
+            ("--rejected-retention", "x", "invalid duration"),
+            ("--audit-retention", "500ms", "shorter than 1s"),
+            ("--nats-stream-max-age", "x", "invalid duration"),
+            ("--audit-reads", "yes", "possible values: true, false"),
         ] {
             let err = parse(&[flag, value]).expect_err(flag);
             assert!(err.contains(says), "{flag} {value}: {err}");
@@ -486,6 +546,23 @@ mod tests {
         let err = parse(&["--trusted-proxies", "172.30.23.1/24"]).expect_err("host bits");
         assert!(err.contains("TRUSTED_PROXIES"), "{err}");
         assert!(err.contains("the block is 172.30.23.0/24"), "{err}");
+    }
+
+    #[test]
+    fn a_retention_of_zero_keeps_forever() {
+        let c = parse(&[
+            "--rejected-retention",
+            "0",
+            "--audit-retention",
+            "0",
+            "--nats-stream-max-age",
+            "0",
+        ])
+        .expect("zero is forever");
+
+        assert_eq!(c.rejected_retention, Retention::FOREVER);
+        assert_eq!(c.audit_retention, Retention::FOREVER);
+        assert_eq!(c.nats_stream_max_age, Retention::FOREVER);
     }
 
     #[test]
@@ -532,6 +609,10 @@ mod tests {
             "INGEST_BATCH_SIZE",
             "INGEST_IN_FLIGHT",
             "INGEST_LINGER",
+            "REJECTED_RETENTION",
+            "NATS_STREAM_MAX_AGE",
+            "AUDIT_READS",
+            "AUDIT_RETENTION",
             "RUST_LOG",
             "LOG_FORMAT",
         ] {

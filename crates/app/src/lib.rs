@@ -6,10 +6,13 @@
 //! `main` does, on port 0.
 
 mod access;
+mod audit;
+pub mod cli;
 pub mod config;
 mod health;
 mod ingest;
 mod limits;
+mod purge;
 mod retry;
 pub mod telemetry;
 
@@ -19,17 +22,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use orders_cache::MemoryCache;
-use orders_domain::{DatabaseProbe, OrderService, Ports};
+use orders_domain::{AuditLog, DatabaseProbe, OrderService, Ports, Purger, ReadAudit};
 use orders_http::{Access, HttpSettings, RateLimit, Router};
 use orders_metrics::{Gauges, Metrics};
 use orders_nats::{
     JetStreamSettings, JetStreamSource, NatsError, StreamSettings, UndeliverableSource,
 };
-use orders_postgres::{PgOrderEvents, PgOrderRepository, PoolSettings};
+use orders_postgres::{PgAuditLog, PgOrderEvents, PgOrderRepository, PgPurger, PoolSettings};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use cli::{Cli, Command};
 pub use config::Config;
 pub use health::Health;
 pub use ingest::{Feed, IngestSettings, Unsettled, run_ingest};
@@ -140,6 +144,7 @@ impl App {
             .context("NATS_URL")?;
         let stream = StreamSettings {
             replicas: config.nats_stream_replicas,
+            max_age: config.nats_stream_max_age.get(),
             ..StreamSettings::new(&config.nats_subject, &config.nats_stream)
         };
         let jetstream = JetStreamSettings {
@@ -156,7 +161,8 @@ impl App {
                 .with_max_event_streams(config.sse_max_clients)
                 // Three reports per ack wait: one may be late or lost and the
                 // delivery still does not expire.
-                .with_progress_every(config.nats_ack_wait / 3),
+                .with_progress_every(config.nats_ack_wait / 3)
+                .with_rejected_retention(config.rejected_retention),
         );
         Ok(App {
             config,
@@ -246,11 +252,47 @@ impl App {
             shutdown_timeout: config.shutdown_timeout,
             ..HttpSettings::default()
         };
+        // The read audit: a queue the router hands reads to, and its writer.
+        let audit = if config.audit_reads {
+            let (queue, reads) = audit::audit_queue(config.audit_queue, Arc::clone(&metrics));
+            let log = Arc::new(PgAuditLog::new(repo.pool().clone())) as Arc<dyn AuditLog>;
+            let writer =
+                audit::write_reads(log, reads, Arc::clone(&metrics), shutdown.child_token());
+            spawn_critical(
+                "read audit writer",
+                tokio::spawn(async move {
+                    writer.await;
+                    Ok(())
+                }),
+            );
+            Some(Arc::new(queue) as Arc<dyn ReadAudit>)
+        } else {
+            None
+        };
+        let targets = purge::purge_targets(config.rejected_retention, config.audit_retention);
+        if !targets.is_empty() {
+            let purger = Arc::new(PgPurger::new(repo.pool().clone())) as Arc<dyn Purger>;
+            let purging = purge::purge_periodically(
+                purger,
+                targets,
+                config.purge_every,
+                Arc::clone(&metrics),
+                shutdown.child_token(),
+            );
+            spawn_critical(
+                "purge",
+                tokio::spawn(async move {
+                    purging.await;
+                    Ok(())
+                }),
+            );
+        }
         let router = Router::new(
             Arc::clone(&service),
             Arc::clone(health.readiness()),
             Arc::clone(&metrics),
         )
+        .with_audit(audit)
         .with_rate_limit(RateLimit::per_second(config.rate_limit))
         .with_trusted_proxies(config.trusted_proxies.clone())
         .with_access(access.as_ref().map(|(access, _)| Arc::clone(access)))

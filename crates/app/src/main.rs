@@ -1,6 +1,6 @@
 use anyhow::Context as _;
-use clap::Parser as _;
-use orders_app::{App, Config, telemetry};
+use orders_app::cli::Run;
+use orders_app::{App, Cli, Command, Config, cli, telemetry};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -12,7 +12,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    match Cli::run_from_env() {
+        Run::Tool(Command::Audit(args)) => cli::audit(&args).await,
+        Run::Serve(config) => serve(*config).await,
+    }
+}
+
+/// Serves until SIGINT or SIGTERM.
+async fn serve(config: Config) -> anyhow::Result<()> {
     telemetry::init(&config.rust_log, config.log_format)?;
 
     let shutdown = CancellationToken::new();

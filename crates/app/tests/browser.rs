@@ -1133,6 +1133,11 @@ async fn the_rejected_view_shows_each_reason_and_detail_and_copies_the_raw_messa
     let text = browser.wait_state("listed").await;
     assert_eq!(text, "3 rejected messages shown.");
     assert!(browser.address().await.ends_with("/?view=rejected"));
+    // how long they stay (REJECTED_RETENTION, 30d by default)
+    assert_eq!(
+        browser.text("#rejected-retention").await,
+        "Rejected messages are kept for 30 days, then deleted."
+    );
     let rows = browser
         .js(
             "return [...document.querySelectorAll('#rejected-list a')].map(a =>

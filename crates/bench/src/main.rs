@@ -57,6 +57,12 @@ struct Args {
     /// tables grow).
     #[arg(long, value_name = "ORDERS", value_parser = clap::value_parser!(u64).range(1..))]
     ingest_orders: Option<u64>,
+    /// The lookup rows with the read audit on (AUDIT_READS=true: every
+    /// answer recorded in order_reads), and a row saying how many reads
+    /// were stored and dropped; run `--only lookups` with and without it
+    /// to compare.
+    #[arg(long)]
+    audit_reads: bool,
 }
 
 /// The measures, in groups that share their set-up.
@@ -406,7 +412,12 @@ async fn lookups(
 
     // The service with `lookup_orders` cached.
     let stream = TestStream::new();
-    let mut svc = service(&args.service, &db, &stream, &[]);
+    let audit: &[(&str, &str)] = if args.audit_reads {
+        &[("AUDIT_READS", "true")]
+    } else {
+        &[]
+    };
+    let mut svc = service(&args.service, &db, &stream, audit);
     start_ready(&mut svc, Duration::from_secs(120)).await?;
     // Ready comes with the newest 10,000; the rest load in the background,
     // which would take CPU from the measurement and send misses through.
@@ -485,6 +496,22 @@ async fn lookups(
     } else {
         report.skipped("lookup at constant rates", "oha is not installed (smoke)");
     }
+    if args.audit_reads {
+        let count = |name| probe::metric(svc.addr(), name);
+        let stored = count("orders_audit_recorded_total").await.unwrap_or(0.0);
+        let dropped = count("orders_audit_dropped_total").await.unwrap_or(0.0);
+        report.info(
+            "read audit (AUDIT_READS=true)",
+            "the answers of the cache-hit, one-uid, search and constant-rate rows above, \
+             stored in order_reads / \
+             dropped (queue full or batch failed), per /metrics",
+            format!(
+                "{} stored, {} dropped",
+                count_text(stored),
+                count_text(dropped)
+            ),
+        );
+    }
     svc.terminate(Duration::from_secs(10));
 
     // Cold uids: a cache of one, so every lookup reads through.
@@ -492,11 +519,12 @@ async fn lookups(
     // As many connections as lookups may read through at once (the
     // largest READ_THROUGH_LIMIT): more would be answered 503 at once by
     // design, which measures the limit, not the read.
+    let cold_env = [("CACHE_CAPACITY", "1"), ("READ_THROUGH_LIMIT", "15")];
     let mut svc = service(
         &args.service,
         &db,
         &stream,
-        &[("CACHE_CAPACITY", "1"), ("READ_THROUGH_LIMIT", "15")],
+        &[&cold_env[..], audit].concat(),
     );
     start_ready(&mut svc, Duration::from_secs(120)).await?;
     let cold = load::wrk(svc.addr(), Some(&uids), 15, plan.run, scratch)?;

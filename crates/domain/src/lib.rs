@@ -5,6 +5,7 @@
 //! Nothing in this crate does I/O. Adapters (PostgreSQL, NATS, the cache, HTTP)
 //! live in their own crates and are handed to [`OrderService`] as trait objects.
 
+mod audit;
 pub mod dates;
 mod decode;
 mod digits;
@@ -19,11 +20,13 @@ mod panics;
 mod ports;
 mod readiness;
 mod rejected;
+mod retention;
 mod search;
 mod service;
 mod uid;
 mod validation;
 
+pub use audit::{AuditLog, OrderRead, ReadAudit, ReadRecord, ReadsOf};
 pub use dates::InvalidDate;
 pub use decode::{Decoded, NotAnOrder};
 pub use digits::DIGIT_ZEROS;
@@ -47,6 +50,10 @@ pub use rejected::{
     InvalidRejectedId, MAX_REJECTED_PAGE, Payload, RejectedId, RejectedMessage, RejectedPage,
     RejectedSummary,
 };
+pub use retention::{
+    InvalidRetention, PURGE_BATCH, PurgeOutcome, PurgePass, PurgeTarget, Purger, Retention,
+    purge_once,
+};
 pub use search::{
     InvalidSearch, MAX_SEARCH_LEN, OrderQuery, SEARCH_KEYS, SearchKey, normalize_email,
     normalize_phone,
@@ -56,7 +63,11 @@ pub use uid::{InvalidOrderUid, MAX_UID_LEN, OrderUid};
 pub use validation::{FieldProblem, FieldProblems, MAX_PROBLEMS, RejectReason, ValidationError};
 
 #[cfg(any(test, feature = "mocks"))]
+pub use audit::{MockAuditLog, MockReadAudit};
+#[cfg(any(test, feature = "mocks"))]
 pub use ports::{
     MockAcker, MockDatabaseProbe, MockMessageSource, MockOrderCache, MockOrderEvents,
     MockOrderReads, MockOrderStore, MockRejectedReads,
 };
+#[cfg(any(test, feature = "mocks"))]
+pub use retention::{MockPurgePass, MockPurger};

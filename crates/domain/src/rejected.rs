@@ -8,6 +8,7 @@ use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::retention::Retention;
 use crate::validation::RejectReason;
 
 /// The most rows one page of rejected messages holds.
@@ -47,7 +48,10 @@ impl RejectedId {
 
 /// RFC 3339 in UTC, for JSON. The database gives UTC already; the checked
 /// conversion keeps any other instant from panicking.
-fn rfc3339<S: Serializer>(at: &OffsetDateTime, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn rfc3339<S: Serializer>(
+    at: &OffsetDateTime,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     let text = at
         .checked_to_offset(time::UtcOffset::UTC)
         .ok_or_else(|| serde::ser::Error::custom("a time beyond the year 9999 in UTC"))?
@@ -95,14 +99,21 @@ pub struct RejectedPage {
     pub rejected: Vec<RejectedSummary>,
     /// Pass as `before` for the next page; `None` on the last.
     pub next: Option<RejectedId>,
+    /// How long a rejected message is kept (`REJECTED_RETENTION`), so
+    /// whoever reads the list knows the rows will not stay.
+    pub retention: Retention,
 }
 
 impl RejectedPage {
     /// A page from the rows returned for a request of `limit`: a full page
     /// may have more after it.
-    pub fn new(rejected: Vec<RejectedSummary>, limit: usize) -> Self {
+    pub fn new(rejected: Vec<RejectedSummary>, limit: usize, retention: Retention) -> Self {
         let next = crate::listing::next_cursor(&rejected, limit, |last| last.id);
-        Self { rejected, next }
+        Self {
+            rejected,
+            next,
+            retention,
+        }
     }
 }
 
@@ -154,7 +165,7 @@ impl crate::service::OrderService {
     ) -> Result<RejectedPage, crate::ports::RepositoryError> {
         let limit = limit.clamp(1, MAX_REJECTED_PAGE);
         let rows = self.rejected.list_rejected(reason, limit, before).await?;
-        Ok(RejectedPage::new(rows, limit))
+        Ok(RejectedPage::new(rows, limit, self.rejected_retention))
     }
 
     /// One rejected message with its bytes, or `None`.
@@ -231,7 +242,8 @@ mod tests {
                 ..Ports::mocks()
             },
             1 << 20,
-        );
+        )
+        .with_rejected_retention(Retention::parse("30d").expect("30d"));
 
         let full = svc
             .rejected(Some(RejectReason::Conflict), 1_000, Some(RejectedId(500)))
@@ -247,7 +259,7 @@ mod tests {
             serde_json::json!({"rejected": [{
                 "id": 1, "received_at": "1970-01-01T00:00:00Z", "reason": "invalid_json",
                 "detail": "invalid JSON: EOF", "order_uid": null, "size": 3, "replayed_at": null
-            }], "next": null})
+            }], "next": null, "retention": "30d"})
         );
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::live::{DEFAULT_MAX_STREAMS, Live};
 use crate::misses::RecentMisses;
 use crate::ports::{OrderCache, OrderReads, OrderStore, RejectedReads};
+use crate::retention::Retention;
 
 /// Lookups that may read through to the database at once, by default:
 /// half the connection pool, so misses never take the connections ingest
@@ -31,6 +32,8 @@ pub struct OrderService {
     /// How often a batch still being stored is reported in progress to
     /// the broker (well within its ack wait).
     pub(crate) progress_every: std::time::Duration,
+    /// How long rejected messages are kept, as the list tells its readers.
+    pub(crate) rejected_retention: Retention,
 }
 
 impl std::fmt::Debug for OrderService {
@@ -111,6 +114,7 @@ impl OrderService {
             read_through: tokio::sync::Semaphore::new(DEFAULT_READ_THROUGH),
             live: Live::new(DEFAULT_MAX_STREAMS),
             progress_every: crate::ingest::DEFAULT_PROGRESS_EVERY,
+            rejected_retention: Retention::FOREVER,
         }
     }
 
@@ -119,6 +123,13 @@ impl OrderService {
     /// its messages' deliveries expire.
     pub fn with_progress_every(mut self, period: std::time::Duration) -> Self {
         self.progress_every = period.max(std::time::Duration::from_millis(10));
+        self
+    }
+
+    /// How long rejected messages are kept (`REJECTED_RETENTION`; forever
+    /// unless set), for the list's readers: the purge itself runs apart.
+    pub fn with_rejected_retention(mut self, retention: Retention) -> Self {
+        self.rejected_retention = retention;
         self
     }
 

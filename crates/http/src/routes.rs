@@ -9,8 +9,8 @@ use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use orders_domain::{
     DEFAULT_PAGE, EventId, InvalidRejectedId, LookupError, MAX_PAGE, MAX_REJECTED_PAGE,
-    OrderCursor, OrderQuery, OrderService, OrderUid, Readiness, RejectReason, RejectedId,
-    RepositoryError, SEARCH_KEYS, SubscribeError,
+    OrderCursor, OrderQuery, OrderRead, OrderService, OrderUid, ReadAudit, Readiness, RejectReason,
+    RejectedId, RepositoryError, SEARCH_KEYS, SubscribeError,
 };
 use orders_metrics::{Metrics, RouteRecorder};
 use serde_json::json;
@@ -57,7 +57,24 @@ pub struct Router {
     /// A quiet event stream gets a comment this often.
     keep_alive: Duration,
     recorders: Arc<Recorders>,
+    /// Where the answers that gave out orders are noted (`AUDIT_READS`);
+    /// `None` costs a request one branch.
+    audit: Option<Audit>,
 }
+
+/// The read audit the router notes to.
+#[derive(Clone)]
+struct Audit(Arc<dyn ReadAudit>);
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Audit")
+    }
+}
+
+/// The order uids an answer gave out, gathered only while the read audit
+/// is on (`None` otherwise).
+type GivenOut = Option<Vec<String>>;
 
 /// Why a request to an order-bearing route was not let in.
 enum Refused {
@@ -165,7 +182,17 @@ impl Router {
             only_metrics: false,
             keep_alive: KEEP_ALIVE,
             recorders: Arc::default(),
+            audit: None,
         }
+    }
+
+    /// Notes each 2xx answer of an order-bearing route (and each opening
+    /// of the event stream) to `audit`: who, when, the route's label and
+    /// the uids given out. `audit` MUST NOT block (it runs here, on the
+    /// request path).
+    pub fn with_audit(mut self, audit: Option<Arc<dyn ReadAudit>>) -> Self {
+        self.audit = audit.map(Audit);
+        self
     }
 
     /// A quiet event stream gets a comment every `period` (keep it below
@@ -230,15 +257,35 @@ impl Router {
         let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path());
         // A bug that panics answers this request 500; the connection's
         // other requests and the process carry on.
-        let answered = orders_domain::catch_panic_async(self.route(&req, route, client))
-            .instrument(span)
-            .await;
+        let mut given_out: GivenOut = match &self.audit {
+            Some(_) if personal => Some(Vec::new()),
+            _ => None,
+        };
+        let answered =
+            orders_domain::catch_panic_async(self.route(&req, route, client, &mut given_out))
+                .instrument(span)
+                .await;
         let (mut response, caller) = answered.unwrap_or_else(|panicked| {
             tracing::error!(%panicked, method = %req.method(), path = req.uri().path(), "answering a request panicked");
             self.metrics.record_panic("http");
             (error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"), None)
         });
         finish(&mut response, personal);
+        if let (Some(audit), Some(order_uids)) = (&self.audit, given_out)
+            && response.status().is_success()
+        {
+            let who = match (&caller, client) {
+                (Some(caller), _) => caller.name().to_string(),
+                (None, Some(address)) => address.to_string(),
+                (None, None) => "unknown".to_owned(),
+            };
+            audit.0.record(OrderRead {
+                who,
+                at: time::OffsetDateTime::now_utc(),
+                route: LABELS[label],
+                order_uids,
+            });
+        }
         let elapsed = started.elapsed();
         let recorder =
             self.recorders[label].get_or_init(|| self.metrics.route_recorder(LABELS[label]));
@@ -259,12 +306,14 @@ impl Router {
         response
     }
 
-    /// The answer, and the caller whose token let the request in.
+    /// The answer, and the caller whose token let the request in; the
+    /// order uids it gives out go into `given_out`, when that gathers them.
     async fn route<B>(
         &self,
         req: &Request<B>,
         route: Option<Route>,
         client: Option<IpAddr>,
+        given_out: &mut GivenOut,
     ) -> (Response<Body>, Option<Caller>) {
         let route = match route {
             Some(Route::Metrics) if !self.serves_metrics => None,
@@ -298,10 +347,10 @@ impl Router {
             None
         };
         let response = match route {
-            Route::Order => self.order(req.uri().query()).await,
-            Route::Orders => self.orders(req.uri().query()).await,
-            Route::Rejected => self.rejected(req.uri().query()).await,
-            Route::RejectedMessage(id) => self.rejected_message(id).await,
+            Route::Order => self.order(req.uri().query(), given_out).await,
+            Route::Orders => self.orders(req.uri().query(), given_out).await,
+            Route::Rejected => self.rejected(req.uri().query(), given_out).await,
+            Route::RejectedMessage(id) => self.rejected_message(id, given_out).await,
             Route::Events => {
                 self.events(req.headers().get(&LAST_EVENT_ID), caller.as_ref())
                     .await
@@ -396,7 +445,7 @@ impl Router {
         }
     }
 
-    async fn order(&self, query: Option<&str>) -> Response<Body> {
+    async fn order(&self, query: Option<&str>, given_out: &mut GivenOut) -> Response<Body> {
         let uid = match order_uid_from_query(query.unwrap_or("")) {
             Ok(uid) => uid,
             Err(message) => return error(StatusCode::BAD_REQUEST, &message),
@@ -404,6 +453,9 @@ impl Router {
         match self.service.lookup(&uid).await {
             Ok(found) => {
                 self.metrics.record_lookup(found.from_cache);
+                if let Some(uids) = given_out {
+                    uids.push(uid.to_string());
+                }
                 json_bytes(StatusCode::OK, found.json)
             }
             Err(LookupError::NotFound) => {
@@ -425,35 +477,54 @@ impl Router {
         }
     }
 
-    async fn orders(&self, query: Option<&str>) -> Response<Body> {
+    async fn orders(&self, query: Option<&str>, given_out: &mut GivenOut) -> Response<Body> {
         let (search, limit, before) = match search_from_query(query.unwrap_or("")) {
             Ok(page) => page,
             Err(message) => return error(StatusCode::BAD_REQUEST, &message),
         };
         match self.service.recent(&search, limit, before).await {
-            Ok(page) => serialized(&page, "a page of orders"),
+            Ok(page) => {
+                if let Some(uids) = given_out {
+                    uids.extend(page.orders.iter().map(|o| o.order_uid.to_string()));
+                }
+                serialized(&page, "a page of orders")
+            }
             Err(err) => repository_error(&err, "listing orders failed"),
         }
     }
 
-    async fn rejected(&self, query: Option<&str>) -> Response<Body> {
+    async fn rejected(&self, query: Option<&str>, given_out: &mut GivenOut) -> Response<Body> {
         let (reason, limit, before) = match rejected_from_query(query.unwrap_or("")) {
             Ok(page) => page,
             Err(message) => return error(StatusCode::BAD_REQUEST, &message),
         };
         match self.service.rejected(reason, limit, before).await {
-            Ok(page) => serialized(&page, "a page of rejected messages"),
+            Ok(page) => {
+                if let Some(uids) = given_out {
+                    uids.extend(page.rejected.iter().filter_map(|r| r.order_uid.clone()));
+                }
+                serialized(&page, "a page of rejected messages")
+            }
             Err(err) => repository_error(&err, "listing rejected messages failed"),
         }
     }
 
-    async fn rejected_message(&self, id: Result<RejectedId, InvalidRejectedId>) -> Response<Body> {
+    async fn rejected_message(
+        &self,
+        id: Result<RejectedId, InvalidRejectedId>,
+        given_out: &mut GivenOut,
+    ) -> Response<Body> {
         let id = match id {
             Ok(id) => id,
             Err(e) => return error(StatusCode::BAD_REQUEST, &format!("id: {e}")),
         };
         match self.service.rejected_message(id).await {
-            Ok(Some(message)) => serialized(&message, "a rejected message"),
+            Ok(Some(message)) => {
+                if let Some(uids) = given_out {
+                    uids.extend(message.summary.order_uid.clone());
+                }
+                serialized(&message, "a rejected message")
+            }
             Ok(None) => json_response(
                 StatusCode::NOT_FOUND,
                 &json!({"error": "rejected message not found", "id": id.get()}),
@@ -1050,7 +1121,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&body).expect("json"),
-            json!({"rejected": [], "next": null})
+            json!({"rejected": [], "next": null, "retention": null})
         );
         let (status, body, _) = call(&router, Method::GET, "/rejected/7").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
@@ -1603,5 +1674,108 @@ mod tests {
             let status = call_as(&router, uri, None).await.status();
             assert_ne!(status, StatusCode::UNAUTHORIZED, "{uri}");
         }
+    }
+
+    /// A read audit that keeps what it is given.
+    fn audit_keeping(seen: &Arc<std::sync::Mutex<Vec<OrderRead>>>) -> Arc<dyn ReadAudit> {
+        let seen = Arc::clone(seen);
+        let mut audit = orders_domain::MockReadAudit::new();
+        audit
+            .expect_record()
+            .returning(move |read| seen.lock().expect("lock").push(read));
+        Arc::new(audit)
+    }
+
+    #[tokio::test]
+    async fn with_the_read_audit_each_2xx_answer_for_orders_is_noted_by_route_label_and_uids() {
+        // setup: one cached order, one unknown; a listing of two orders
+        let mut cache = MockOrderCache::new();
+        cache.expect_get().returning(|uid| {
+            (uid.as_str() == "b563feb7b2b84b6test").then(|| Bytes::from_static(SAMPLE))
+        });
+        cache.expect_insert().return_const(());
+        let mut repo = MockOrderReads::new();
+        repo.expect_find_json().returning(|_| Ok(None));
+        repo.expect_list_recent().returning(|_, _, _| {
+            let order = |uid: &str| {
+                let mut value: serde_json::Value = serde_json::from_slice(SAMPLE).expect("json");
+                value["order_uid"] = json!(uid);
+                orders_domain::OrderSummary::of(
+                    &Order::parse(&serde_json::to_vec(&value).expect("json")).expect("order"),
+                )
+            };
+            Ok(vec![order("first"), order("second")])
+        });
+        let seen = Arc::default();
+        let router = router(repo, cache).with_audit(Some(audit_keeping(&seen)));
+        let client = Some(IpAddr::from([192, 0, 2, 7]));
+        let get = |uri: &str| Request::builder().uri(uri).body(()).expect("request");
+
+        // exec
+        let statuses = [
+            router
+                .handle_from(get("/order?order_uid=b563feb7b2b84b6test"), client)
+                .await,
+            router
+                .handle_from(get("/order?order_uid=unknown"), client)
+                .await,
+            router
+                .handle_from(get("/order?order_uid=bad%20uid"), client)
+                .await,
+            router
+                .handle_from(get("/orders?email=Someone%40example.com"), client)
+                .await,
+            router.handle_from(get("/healthz"), client).await,
+        ]
+        .map(|r| r.status().as_u16());
+
+        // check: the 200s of /order and /orders only, by label, from the client
+        assert_eq!(statuses, [200, 404, 400, 200, 200]);
+        let seen = seen.lock().expect("lock");
+        let noted: Vec<(&str, &str, Vec<String>)> = seen
+            .iter()
+            .map(|r| (r.who.as_str(), r.route, r.order_uids.clone()))
+            .collect();
+        assert_eq!(
+            noted,
+            [
+                (
+                    "192.0.2.7",
+                    "/order",
+                    vec!["b563feb7b2b84b6test".to_owned()]
+                ),
+                (
+                    "192.0.2.7",
+                    "/orders",
+                    vec!["first".to_owned(), "second".to_owned()]
+                ),
+            ]
+        );
+        assert!(
+            seen.iter()
+                .all(|r| !format!("{r:?}").contains("example.com")),
+            "never the query string: {seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn with_tokens_the_read_audit_names_the_token_not_the_address() {
+        let (router, _) = signed_router();
+        let seen = Arc::default();
+        let router = router.with_audit(Some(audit_keeping(&seen)));
+        let req = Request::builder()
+            .uri("/order?order_uid=b563feb7b2b84b6test")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(())
+            .expect("request");
+
+        let response = router
+            .handle_from(req, Some(IpAddr::from([192, 0, 2, 7])))
+            .await;
+
+        assert_eq!(response.status(), StatusCode::OK);
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].who, "desk");
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use orders_domain::{IngestOutcome, Ingested, ReadinessReport, RejectReason};
+use orders_domain::{IngestOutcome, Ingested, PurgeTarget, ReadinessReport, RejectReason};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,6 +35,12 @@ struct RequestLabels {
 struct CallerLabel {
     /// A name from `API_TOKENS_FILE`, never from a request.
     token: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    /// A table the purge deletes from ([`PurgeTarget::table`]).
+    table: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -106,6 +112,9 @@ pub struct Metrics {
     dependency_up: Family<DependencyLabel, Gauge>,
     consumer_pending: Gauge,
     consumer_ack_pending: Gauge,
+    purged: Family<TableLabel, Counter>,
+    audit_recorded: Counter,
+    audit_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -182,6 +191,9 @@ impl Metrics {
             dependency_up: Family::default(),
             consumer_pending: Gauge::default(),
             consumer_ack_pending: Gauge::default(),
+            purged: Family::default(),
+            audit_recorded: Counter::default(),
+            audit_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -324,7 +336,25 @@ impl Metrics {
             "Messages delivered and not yet acked",
             m.consumer_ack_pending.clone(),
         );
-        // Every reason from zero, so a dashboard's rate() sees the first one.
+        registry.register(
+            "purged",
+            "Rows deleted for being older than their retention, by table \
+             (REJECTED_RETENTION, AUDIT_RETENTION)",
+            m.purged.clone(),
+        );
+        registry.register(
+            "audit_recorded",
+            "Reads of orders stored in order_reads (AUDIT_READS)",
+            m.audit_recorded.clone(),
+        );
+        registry.register(
+            "audit_dropped",
+            "Reads of orders not stored in order_reads: the queue was full, or the database \
+             failed the batch",
+            m.audit_dropped.clone(),
+        );
+        // Every reason and table from zero, so a dashboard's rate() sees
+        // the first one.
         for reason in RejectReason::ALL {
             drop(m.rejected.get_or_create(&ReasonLabel {
                 reason: reason.as_str(),
@@ -340,6 +370,11 @@ impl Metrics {
                 m.dependency_up
                     .get_or_create(&DependencyLabel { dependency }),
             );
+        }
+        for target in PurgeTarget::ALL {
+            drop(m.purged.get_or_create(&TableLabel {
+                table: target.table(),
+            }));
         }
         Self { registry, ..m }
     }
@@ -441,6 +476,26 @@ impl Metrics {
                 token: token.to_owned(),
             })
             .inc();
+    }
+
+    /// `rows` deleted from `target` by the purge.
+    pub fn record_purged(&self, target: PurgeTarget, rows: u64) {
+        self.purged
+            .get_or_create(&TableLabel {
+                table: target.table(),
+            })
+            .inc_by(rows);
+    }
+
+    /// `reads` stored in the read audit.
+    pub fn record_audit_stored(&self, reads: u64) {
+        self.audit_recorded.inc_by(reads);
+    }
+
+    /// `reads` the read audit could not keep. Lock-free: it runs on the
+    /// request path.
+    pub fn record_audit_dropped(&self, reads: u64) {
+        self.audit_dropped.inc_by(reads);
     }
 
     /// One request for orders turned away, and why (a fixed label).
@@ -545,6 +600,10 @@ mod tests {
         m.record_on(&order, 404, Duration::from_micros(200));
         // Another handle on the same series.
         m.record_on(&m.route_recorder("/order"), 200, Duration::from_micros(300));
+        m.record_purged(PurgeTarget::RejectedMessages, 1_000);
+        m.record_purged(PurgeTarget::RejectedMessages, 5);
+        m.record_audit_stored(3);
+        m.record_audit_dropped(2);
         m.set_gauges(Gauges {
             cache_entries: 7,
             event_streams: 2,
@@ -585,6 +644,24 @@ mod tests {
             "orders_http_requests_total{route=\"/order\",status=\"404\"} 1",
             "orders_ingest_latency_seconds_count 5",
             "orders_http_request_duration_seconds_count{route=\"/order\"} 3",
+            "orders_purged_total{table=\"rejected_messages\"} 1005",
+            "orders_purged_total{table=\"order_reads\"} 0",
+            "orders_audit_recorded_total 3",
+            "orders_audit_dropped_total 2",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_purge_and_audit_counters_are_exported_from_the_start_at_zero() {
+        let text = Metrics::new().encode();
+
+        for line in [
+            "orders_purged_total{table=\"rejected_messages\"} 0",
+            "orders_purged_total{table=\"order_reads\"} 0",
+            "orders_audit_recorded_total 0",
+            "orders_audit_dropped_total 0",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

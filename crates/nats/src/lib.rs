@@ -7,8 +7,8 @@ mod source;
 mod undeliverable;
 
 pub use setup::{
-    JetStreamSettings, NatsError, StreamSettings, check_urls, connect, connect_in_background,
-    covers, ensure_consumer, ensure_stream,
+    DEFAULT_MAX_AGE, JetStreamSettings, NatsError, StreamSettings, age_warning, check_urls,
+    connect, connect_in_background, covers, ensure_consumer, ensure_stream,
 };
 pub use source::{JetStreamAcker, JetStreamSource};
 pub use undeliverable::{UndeliverableSource, advisory_stream, advisory_subject};

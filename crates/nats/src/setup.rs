@@ -11,15 +11,27 @@ pub struct StreamSettings {
     pub name: String,
     /// Replicas of the stream when it is created here (3 on a cluster).
     pub replicas: usize,
+    /// How long the stream keeps a message when it is created here
+    /// (`NATS_STREAM_MAX_AGE`); `None`: until deleted by hand. Orders
+    /// carry personal data, and the stream keeps every message, acked or
+    /// not, until then.
+    pub max_age: Option<Duration>,
 }
 
+/// How long a stream created here keeps its messages, unless told
+/// otherwise: long enough to re-ingest after restoring last night's
+/// backup, or after a week-end's outage of the database (docs/operations.md).
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
+
 impl StreamSettings {
-    /// One replica, as on a single server.
+    /// One replica, as on a single server, keeping messages for
+    /// [`DEFAULT_MAX_AGE`].
     pub fn new(subject: &str, name: &str) -> Self {
         Self {
             subject: subject.to_owned(),
             name: name.to_owned(),
             replicas: 1,
+            max_age: Some(DEFAULT_MAX_AGE),
         }
     }
 }
@@ -131,8 +143,11 @@ fn options(name: &str) -> async_nats::ConnectOptions {
         })
 }
 
-/// The stream, created if missing. An existing stream is used as it is; a
-/// stream that does not capture our subject is an error worth knowing.
+/// The stream, created if missing: the one place that says how (the
+/// service and `order-publisher` both create it here). An existing stream
+/// is used as it is, its limits included ([`age_warning`] says when it
+/// keeps messages forever); a stream that does not capture our subject is
+/// an error worth knowing.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     settings: &StreamSettings,
@@ -144,6 +159,9 @@ pub async fn ensure_stream(
         num_replicas: settings.replicas,
         // The window in which a repeated Nats-Msg-Id is dropped by the broker.
         duplicate_window: Duration::from_secs(120),
+        // Zero is JetStream's "no limit". Limits retention (the default)
+        // keeps a message until it is this old, acked or not.
+        max_age: settings.max_age.unwrap_or(Duration::ZERO),
         ..Default::default()
     };
     let mut stream = js
@@ -167,6 +185,28 @@ pub async fn ensure_stream(
         });
     }
     Ok(stream)
+}
+
+/// What to warn about a stream [`ensure_stream`] found, if anything: it
+/// keeps messages forever while `settings` asks for an age limit (a
+/// stream made before `NATS_STREAM_MAX_AGE`, or by hand). The service does
+/// not change a stream it did not create; the warning says how to.
+pub fn age_warning(found: &stream::Config, settings: &StreamSettings) -> Option<String> {
+    let wanted = settings.max_age?;
+    if !found.max_age.is_zero() {
+        return None;
+    }
+    let shown = orders_domain::Retention::limit(wanted)
+        .map_or_else(|_| format!("{wanted:?}"), |r| r.to_string());
+    Some(format!(
+        "stream {:?} keeps every message forever (no max age), personal data included; \
+         NATS_STREAM_MAX_AGE ({}) applies only to a stream this service creates: \
+         set it with `nats stream edit {} --max-age {}s`",
+        found.name,
+        shown,
+        found.name,
+        wanted.as_secs()
+    ))
 }
 
 /// Whether every subject `subject` matches (it may hold `*` and `>`
@@ -260,5 +300,30 @@ mod tests {
         );
         assert_eq!(secs(backoff(Duration::from_secs(2), 3)), [2, 4]);
         assert!(backoff(Duration::from_secs(30), -1).is_empty());
+    }
+
+    #[test]
+    fn only_a_stream_without_an_age_limit_is_warned_about_and_only_when_one_is_wanted() {
+        let week = StreamSettings::new("orders", "ORDERS");
+        let forever = StreamSettings {
+            max_age: None,
+            ..week.clone()
+        };
+        let found = |max_age: Duration| stream::Config {
+            name: "ORDERS".into(),
+            max_age,
+            ..Default::default()
+        };
+
+        let warning = age_warning(&found(Duration::ZERO), &week).expect("a warning");
+        assert!(
+            warning.contains("\"ORDERS\" keeps every message forever"),
+            "{warning}"
+        );
+        assert!(warning.contains("NATS_STREAM_MAX_AGE (7d)"), "{warning}");
+        assert!(warning.contains("--max-age 604800s"), "{warning}");
+        assert_eq!(age_warning(&found(DEFAULT_MAX_AGE), &week), None);
+        assert_eq!(age_warning(&found(Duration::from_secs(60)), &week), None);
+        assert_eq!(age_warning(&found(Duration::ZERO), &forever), None);
     }
 }

@@ -20,7 +20,7 @@ use futures::StreamExt;
 use orders_domain::{AckError, Acker, Message, MessageMeta, MessageSource, SourceError};
 use tokio::time::Instant;
 
-use crate::setup::{JetStreamSettings, NatsError, ensure_consumer, ensure_stream};
+use crate::setup::{JetStreamSettings, NatsError, age_warning, ensure_consumer, ensure_stream};
 
 /// The most messages one pull asks for (and so the largest batch).
 ///
@@ -130,11 +130,17 @@ impl JetStreamSource {
             careful: 0,
         };
         source.connects = source.connects_now();
-        source.reopen().await?;
+        let stream = source.reopen().await?;
+        // Once, at start: a reopen after a broker restart finds the same.
+        if let Some(warning) = age_warning(&stream.cached_info().config, &source.settings.stream) {
+            tracing::warn!("{warning}");
+        }
         Ok(source)
     }
 
-    async fn reopen(&mut self) -> Result<(), NatsError> {
+    /// Looks up (or creates) the stream and the consumer, and returns the
+    /// stream as found.
+    async fn reopen(&mut self) -> Result<jetstream::stream::Stream, NatsError> {
         self.open = false;
         let stream = ensure_stream(&self.js, &self.settings.stream).await?;
         ensure_consumer(&stream, &self.settings).await?;
@@ -146,7 +152,7 @@ impl JetStreamSource {
             durable = %self.settings.durable,
             "pulling messages"
         );
-        Ok(())
+        Ok(stream)
     }
 
     fn connects_now(&self) -> u64 {

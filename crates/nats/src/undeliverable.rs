@@ -93,6 +93,10 @@ impl UndeliverableSource {
                 subject: advisory_subject(settings),
                 name: advisory_stream(&js, settings).await?,
                 replicas: settings.stream.replicas,
+                // Advisories name a stream, a consumer and a sequence, no
+                // personal data; one kept until recorded, however long the
+                // database is away.
+                max_age: None,
             },
             // Recording is idempotent and fails only while the database
             // is down: an advisory is tried until it is recorded.

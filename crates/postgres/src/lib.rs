@@ -8,6 +8,7 @@
 //! and back by the order's own serde shape. They are public so tools (the
 //! bench's COPY and seeding) write the same columns the service does.
 
+pub mod audit;
 mod columns;
 mod connect;
 mod errors;
@@ -17,6 +18,7 @@ mod reads;
 mod rejected;
 pub mod replay;
 mod repository;
+pub mod retention;
 pub mod rows;
 mod save;
 pub mod schema;
@@ -24,6 +26,7 @@ pub mod search;
 pub mod sql;
 mod warm_up;
 
+pub use audit::PgAuditLog;
 pub use columns::pg_micros;
 pub use connect::{
     ConnectError, PoolSettings, check_read_url, check_url, connect_pool, connect_pool_as,
@@ -31,3 +34,4 @@ pub use connect::{
 };
 pub use events::PgOrderEvents;
 pub use repository::PgOrderRepository;
+pub use retention::{PgPurgePass, PgPurger};

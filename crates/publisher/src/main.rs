@@ -16,7 +16,7 @@ use clap::Parser;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use indicatif::{ProgressBar, ProgressStyle};
-use orders_domain::Order;
+use orders_domain::{Order, Retention};
 use orders_nats::StreamSettings;
 use orders_publisher::{SplitMix64, invalid, order};
 
@@ -78,6 +78,16 @@ struct Args {
     /// Stream replicas, if this tool creates the stream.
     #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1)]
     nats_stream_replicas: usize,
+
+    /// How long the stream keeps each message, if this tool creates it
+    /// (as the service would: 1s or more, e.g. 7d; 0 keeps them until
+    /// deleted by hand).
+    #[arg(long, env = "NATS_STREAM_MAX_AGE", default_value = "7d", value_parser = retention)]
+    nats_stream_max_age: Retention,
+}
+
+fn retention(raw: &str) -> Result<Retention, String> {
+    Retention::parse(raw).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -129,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
     let js = jetstream::new(client.clone());
     let settings = StreamSettings {
         replicas: args.nats_stream_replicas,
+        max_age: args.nats_stream_max_age.get(),
         ..StreamSettings::new(&args.nats_subject, &args.nats_stream)
     };
     orders_nats::ensure_stream(&js, &settings).await?;

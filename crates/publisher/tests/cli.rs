@@ -145,3 +145,38 @@ fn a_wildcard_subject_is_refused_for_publishing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a wildcard"));
 }
+
+#[tokio::test]
+async fn the_stream_it_creates_keeps_messages_for_nats_stream_max_age_as_the_service_would() {
+    // setup: no stream yet
+    let stream = TestStream::new();
+
+    // exec: a bad value first, then a good one
+    let bad = publisher(&stream)
+        .env("NATS_STREAM_MAX_AGE", "500ms")
+        .output()
+        .expect("runs");
+    let good = publisher(&stream)
+        .env("NATS_STREAM_MAX_AGE", "2d")
+        .output()
+        .expect("runs");
+
+    // check
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("--nats-stream-max-age") && err.contains("shorter than 1s"),
+        "{err}"
+    );
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let js = async_nats::jetstream::new(stream.client().await);
+    let mut handle = js.get_stream(&stream.stream).await.expect("stream");
+    assert_eq!(
+        handle.info().await.expect("info").config.max_age,
+        std::time::Duration::from_secs(2 * 86_400)
+    );
+}

@@ -119,6 +119,14 @@ impl TestApp {
             .expect("mark the first replayed");
     }
 
+    /// A counter or gauge from `/metrics` (`name` with its labels, if any).
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = String::from_utf8(get(self.addr, "/metrics").await.1).expect("UTF-8");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    }
+
     /// Waits until `table` holds at least `count` rows.
     pub async fn wait_rows(&self, table: &str, count: i64) {
         let db = &self.db;
