@@ -1,17 +1,24 @@
 //! The command line: `order-service` alone serves (every setting a
-//! variable and a flag, [`Config`]); `order-service audit ...` is an
-//! operator's tool beside it, reading only what it needs.
+//! variable and a flag, [`Config`]); `order-service audit ...` and
+//! `order-service erase ...` are operators' tools beside it, reading only
+//! what they need.
 
 use std::ffi::OsString;
 use std::io::Write;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use orders_domain::{AuditLog, OrderUid, ReadRecord, ReadsOf};
-use orders_postgres::{PgAuditLog, PoolSettings};
+use orders_domain::{
+    AuditLog, ErasureReport, ErasureRequest, ErasureTarget, OrderUid, ReadRecord, ReadsOf,
+};
+use orders_nats::JetStreamMessages;
+use orders_postgres::{PgAuditLog, PgErasures, PoolSettings};
 use time::format_description::well_known::Rfc3339;
 
-use crate::config::{Config, DEFAULT_DATABASE_URL, postgres_url};
+use crate::config::{
+    Config, DEFAULT_DATABASE_URL, DEFAULT_NATS_STREAM, DEFAULT_NATS_URL, nats_name, nats_urls,
+    postgres_url,
+};
 
 /// The order service: takes orders from NATS JetStream, stores them in
 /// PostgreSQL, keeps them in memory and answers `GET /order?order_uid=...`.
@@ -86,6 +93,87 @@ pub enum Command {
     /// asked about), from order_reads, which the service fills with
     /// AUDIT_READS=true. Reads DATABASE_URL only; never prompts.
     Audit(AuditArgs),
+
+    /// Erases a person's data on request: every stored order that one key
+    /// matches (as search matches it) keeps its uid, dates, amounts and
+    /// items, and its personal fields (the delivery's name, phone, zip,
+    /// city, address, region and email, the customer id, the payment's
+    /// transaction, the track numbers) become "[erased]" in the rows and in
+    /// the document, a batch of 100 orders per transaction; every replica
+    /// drops them from its cache within a second. Their rejected messages,
+    /// and any whose bytes hold one of their emails or phones, are deleted,
+    /// and so are the messages of both that the stream still holds. A
+    /// message that brings an erased order back later is rejected as
+    /// `erased`. One row of `erasures` records the run (when, the reason,
+    /// the kind of match, the orders' uids; never the value matched).
+    /// Prints one line per order, rejected message and stream message;
+    /// never prompts.
+    Erase(EraseArgs),
+}
+
+/// What to erase, why, and where.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EraseArgs {
+    #[command(flatten)]
+    pub whose: ErasureOf,
+
+    /// Why (a request's or a ticket's reference), kept in the erasures
+    /// record. Not the person's data: it is kept for good.
+    #[arg(long, value_parser = reason)]
+    pub reason: String,
+
+    /// List what would be erased and deleted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// The service's PostgreSQL.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, value_parser = postgres_url)]
+    pub database_url: String,
+
+    /// NATS server(s), comma-separated: where the stream is.
+    #[arg(long, env = "NATS_URL", default_value = DEFAULT_NATS_URL, value_parser = nats_urls)]
+    pub nats_url: String,
+
+    /// The service's stream, which holds the orders' messages.
+    #[arg(long, env = "NATS_STREAM", default_value = DEFAULT_NATS_STREAM, value_parser = nats_name)]
+    pub nats_stream: String,
+}
+
+/// Exactly one key, matched as search matches it.
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct ErasureOf {
+    /// The order with this uid.
+    #[arg(long, value_parser = |v: &str| ErasureTarget::parse("order_uid", v))]
+    pub order_uid: Option<ErasureTarget>,
+
+    /// Every order of this customer (customer_id, exactly).
+    #[arg(long, value_parser = |v: &str| ErasureTarget::parse("customer_id", v))]
+    pub customer_id: Option<ErasureTarget>,
+
+    /// Every order delivered to this email (A-Z and a-z alike).
+    #[arg(long, value_parser = |v: &str| ErasureTarget::parse("email", v))]
+    pub email: Option<ErasureTarget>,
+
+    /// Every order delivered to this phone (its + and digits: "+7 (900)
+    /// 123-45-67" is +79001234567).
+    #[arg(long, value_parser = |v: &str| ErasureTarget::parse("phone", v))]
+    pub phone: Option<ErasureTarget>,
+}
+
+impl ErasureOf {
+    fn target(&self) -> Option<&ErasureTarget> {
+        [&self.order_uid, &self.customer_id, &self.email, &self.phone]
+            .into_iter()
+            .find_map(Option::as_ref)
+    }
+}
+
+fn reason(raw: &str) -> Result<String, String> {
+    if raw.trim().is_empty() {
+        return Err("empty: say why (a request's or a ticket's reference)".to_owned());
+    }
+    Ok(raw.to_owned())
 }
 
 /// Whose reads, and where they are.
@@ -161,6 +249,99 @@ pub async fn audit(args: &AuditArgs) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     write_reads(&mut out, &reads, args.json)?;
     out.flush().context("writing to standard output")
+}
+
+/// `order-service erase`: erases (or, with `--dry-run`, lists) and prints
+/// what it did, one line per order, rejected message and stream message;
+/// a summary on standard error. Stops at the first fault, saying what was
+/// done by then.
+pub async fn erase(args: &EraseArgs) -> anyhow::Result<()> {
+    let target = args
+        .whose
+        .target()
+        .context("one of --order-uid, --customer-id, --email or --phone")?;
+    // A batch's transaction, and the record's updates beside it.
+    let settings = PoolSettings {
+        max_size: 2,
+        ..PoolSettings::default()
+    };
+    let pool = orders_postgres::connect_pool(&args.database_url, settings)
+        .context("DATABASE_URL: building the connection pool")?;
+    let nats = orders_nats::connect(&args.nats_url, "order-service erase")
+        .await
+        .context("NATS_URL")?;
+    let request = ErasureRequest {
+        target: target.clone(),
+        reason: args.reason.clone(),
+        orders_stream: args.nats_stream.clone(),
+        dry_run: args.dry_run,
+    };
+    let erased = orders_domain::erase(
+        &PgErasures::new(pool),
+        &JetStreamMessages::new(nats.clone()),
+        &request,
+    )
+    .await;
+    // Whatever the stream was told is sent before the process exits.
+    nats.flush().await.context("flushing NATS")?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match erased {
+        Ok(report) => {
+            write_erasure(&mut out, &report)?;
+            out.flush().context("writing to standard output")?;
+            eprintln!("{}", erasure_summary(&report, args.dry_run));
+            Ok(())
+        }
+        Err(failed) => {
+            write_erasure(&mut out, &failed.done)?;
+            out.flush().context("writing to standard output")?;
+            let record = failed
+                .done
+                .record
+                .map(|r| format!(" (erasures id {}, left unfinished)", r.0))
+                .unwrap_or_default();
+            Err(anyhow::anyhow!(orders_domain::error_chain(&failed.why))).with_context(|| {
+                format!(
+                    "{}{record}; the batch that failed changed nothing in the database: run the                      same erasure again to finish it",
+                    erasure_summary(&failed.done, false)
+                )
+            })
+        }
+    }
+}
+
+/// One line per order (`order<tab>UID`), rejected message
+/// (`rejected_message<tab>ID`) and stream message
+/// (`stream_message<tab>STREAM<tab>SEQUENCE`).
+pub fn write_erasure(out: &mut impl Write, report: &ErasureReport) -> anyhow::Result<()> {
+    let written = (|| {
+        for uid in &report.orders {
+            writeln!(out, "order\t{uid}")?;
+        }
+        for id in &report.rejected {
+            writeln!(out, "rejected_message\t{}", id.get())?;
+        }
+        for (stream, sequence) in &report.stream_messages {
+            writeln!(out, "stream_message\t{stream}\t{sequence}")?;
+        }
+        Ok::<_, std::io::Error>(())
+    })();
+    written.context("writing to standard output")
+}
+
+/// What the run did (or would do), in a sentence.
+pub fn erasure_summary(report: &ErasureReport, dry_run: bool) -> String {
+    let counts = format!(
+        "{} orders, {} rejected messages and {} stream messages",
+        report.orders.len(),
+        report.rejected.len(),
+        report.stream_messages.len()
+    );
+    match (dry_run, report.record) {
+        (true, _) => format!("dry run: would erase {counts}; nothing changed"),
+        (false, Some(record)) => format!("erased {counts} (erasures id {})", record.0),
+        (false, None) => format!("erased {counts}"),
+    }
 }
 
 /// The reads, one a line: `TIME<tab>WHO<tab>ROUTE<tab>UID,UID`, or one
@@ -264,6 +445,99 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    fn erase_args(args: &[&str]) -> EraseArgs {
+        match parse(args) {
+            Ok(Run::Tool(Command::Erase(erase))) => erase,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn erase_takes_one_key_matched_as_search_matches_and_a_reason() {
+        let args = erase_args(&[
+            "order-service",
+            "erase",
+            "--phone",
+            "+7 (900) 123-45-67",
+            "--reason",
+            "ticket 7",
+            "--dry-run",
+        ]);
+        assert_eq!(
+            args.whose.target(),
+            Some(&ErasureTarget::Phone("+79001234567".into()))
+        );
+        assert_eq!(args.reason, "ticket 7");
+        assert!(args.dry_run);
+        assert_eq!(args.nats_stream, "ORDERS");
+        let args = erase_args(&[
+            "order-service",
+            "erase",
+            "--email",
+            "Ann@Example.com",
+            "--reason",
+            "r",
+        ]);
+        assert_eq!(args.whose.target().map(ErasureTarget::kind), Some("email"));
+        assert!(!args.dry_run);
+
+        for bad in [
+            &["order-service", "erase", "--reason", "r"][..],
+            &["order-service", "erase", "--order-uid", "a"],
+            &[
+                "order-service",
+                "erase",
+                "--order-uid",
+                "a",
+                "--customer-id",
+                "b",
+                "--reason",
+                "r",
+            ],
+            &[
+                "order-service",
+                "erase",
+                "--email",
+                "no-at",
+                "--reason",
+                "r",
+            ],
+            &[
+                "order-service",
+                "erase",
+                "--customer-id",
+                "a",
+                "--reason",
+                "",
+            ],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_erasure_is_written_one_line_per_thing_and_summed_up() {
+        let report = ErasureReport {
+            record: Some(orders_domain::ErasureId(3)),
+            orders: vec![order_uid("ann-1").expect("uid")],
+            rejected: vec![orders_domain::RejectedId::new(42).expect("id")],
+            stream_messages: vec![("ORDERS".into(), 17)],
+        };
+        let mut out = Vec::new();
+
+        write_erasure(&mut out, &report).expect("written");
+
+        assert_eq!(
+            String::from_utf8(out).expect("UTF-8"),
+            "order\tann-1\nrejected_message\t42\nstream_message\tORDERS\t17\n"
+        );
+        assert_eq!(
+            erasure_summary(&report, false),
+            "erased 1 orders, 1 rejected messages and 1 stream messages (erasures id 3)"
+        );
+        assert!(erasure_summary(&report, true).ends_with("nothing changed"));
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub struct Config {
     pub require_sync_standby: bool,
 
     /// NATS server(s), comma-separated; the client fails over between them.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", value_parser = nats_urls)]
+    #[arg(long, env = "NATS_URL", default_value = DEFAULT_NATS_URL, value_parser = nats_urls)]
     pub nats_url: String,
 
     /// Subject orders are published on; may be a wildcard (orders.*,
@@ -53,7 +53,7 @@ pub struct Config {
     pub nats_subject: String,
 
     /// JetStream stream that captures the subject (created if missing).
-    #[arg(long, env = "NATS_STREAM", default_value = "ORDERS", value_parser = nats_name)]
+    #[arg(long, env = "NATS_STREAM", default_value = DEFAULT_NATS_STREAM, value_parser = nats_name)]
     pub nats_stream: String,
 
     /// Durable consumer name, shared by every replica.
@@ -242,6 +242,11 @@ pub struct Config {
 /// `DATABASE_URL` when unset: the service's and its subcommands'.
 pub(crate) const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/orders";
 
+/// `NATS_URL` and `NATS_STREAM` when unset: the service's and its
+/// subcommands'.
+pub(crate) const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+pub(crate) const DEFAULT_NATS_STREAM: &str = "ORDERS";
+
 /// `DATABASE_READ_URL`: where reads go first, if not to the primary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadUrl(Option<String>);
@@ -326,7 +331,7 @@ fn trusted_proxies(raw: &str) -> Result<TrustedProxies, String> {
     TrustedProxies::parse(raw).map_err(|e| format!("invalid proxy list: {e}"))
 }
 
-fn nats_urls(raw: &str) -> Result<String, String> {
+pub(crate) fn nats_urls(raw: &str) -> Result<String, String> {
     orders_nats::check_urls(raw).map(|()| raw.to_owned())
 }
 
@@ -352,7 +357,7 @@ fn nats_subject(raw: &str) -> Result<String, String> {
     }
 }
 
-fn nats_name(raw: &str) -> Result<String, String> {
+pub(crate) fn nats_name(raw: &str) -> Result<String, String> {
     let ok = !raw.is_empty()
         && raw.len() <= 64
         && raw

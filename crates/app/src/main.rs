@@ -14,6 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     match Cli::run_from_env() {
         Run::Tool(Command::Audit(args)) => cli::audit(&args).await,
+        Run::Tool(Command::Erase(args)) => cli::erase(&args).await,
         Run::Serve(config) => serve(*config).await,
     }
 }

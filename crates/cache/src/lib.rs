@@ -47,6 +47,10 @@ impl OrderCache for MemoryCache {
         self.inner.insert(uid, json);
     }
 
+    fn remove(&self, uid: &OrderUid) {
+        self.inner.remove(uid);
+    }
+
     fn len(&self) -> usize {
         self.inner.len()
     }
@@ -79,6 +83,20 @@ mod tests {
         cache.insert(uid(1), Bytes::from_static(b"old"));
         cache.insert(uid(1), Bytes::from_static(b"new"));
         assert_eq!(cache.get(&uid(1)), Some(Bytes::from_static(b"new")));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_removed_order_is_gone_and_the_rest_stay() {
+        let cache = MemoryCache::new(10);
+        cache.insert(uid(1), Bytes::from_static(b"erased"));
+        cache.insert(uid(2), Bytes::from_static(b"kept"));
+
+        cache.remove(&uid(1));
+        cache.remove(&uid(3));
+
+        assert_eq!(cache.get(&uid(1)), None);
+        assert_eq!(cache.get(&uid(2)), Some(Bytes::from_static(b"kept")));
         assert_eq!(cache.len(), 1);
     }
 

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use tracing::Instrument as _;
 
 use crate::decode::{Decoded, NotAnOrder};
+use crate::erased::Epoch;
 use crate::order::Order;
 use crate::panics::{self, Panicked};
 use crate::ports::{
@@ -157,6 +158,7 @@ impl OrderService {
         if orders.is_empty() {
             return;
         }
+        let since = self.erased.epoch();
         let saved = match self.save_containing_panics(&orders).await {
             Ok(saved) => saved,
             Err(err) => {
@@ -174,7 +176,7 @@ impl OrderService {
             m.settled = match result {
                 // A part of the batch met a transient fault: retried.
                 None => None,
-                Some(Ok(outcome)) => Some(self.saved(m, order, outcome, committed).await),
+                Some(Ok(outcome)) => Some(self.saved(m, order, outcome, committed, since).await),
                 Some(Err(panicked)) => {
                     m.ingested.panicked = true;
                     let uid = Some(order.order.order_uid.to_string());
@@ -302,14 +304,16 @@ impl OrderService {
         Order::decode_message(payload)
     }
 
-    /// What a save's result means for the message: cache a new order,
-    /// reject a conflict or refused data.
+    /// What a save's result means for the message: cache a new order
+    /// (unless erased since the save began), reject a conflict, refused
+    /// data or an erased order.
     async fn saved(
         &self,
         m: &mut InHand,
         order: NewOrder,
         result: SaveOutcome,
         committed: SystemTime,
+        since: Epoch,
     ) -> IngestOutcome {
         let NewOrder { order, json, .. } = order;
         match result {
@@ -322,7 +326,8 @@ impl OrderService {
                 self.misses.forget(&order.order_uid);
                 // Committed already: a panic in the cache loses only the
                 // cached copy (a lookup reads it through), never the order.
-                if let Err(panicked) = panics::catch(|| self.cache.insert(order.order_uid, json)) {
+                let cache = || self.cache_unless_erased(since, [(order.order_uid, json)]);
+                if let Err(panicked) = panics::catch(cache) {
                     m.ingested.panicked = true;
                     m.span.in_scope(|| tracing::error!(%panicked, "caching a stored order panicked; lookups read it through"));
                 }
@@ -342,6 +347,18 @@ impl OrderService {
             SaveOutcome::Refused(detail) => {
                 let uid = Some(order.order_uid.to_string());
                 self.reject(m, RejectReason::Refused, detail, uid).await
+            }
+            SaveOutcome::Erased => {
+                // Keeping the bytes or the headers would store the erased
+                // data again; settling deletes the message from the stream.
+                m.payload = Bytes::new();
+                m.meta.headers = None;
+                let uid = order.order_uid.to_string();
+                let detail = format!(
+                    "order_uid {uid} was erased on request; nothing of this message is kept"
+                );
+                self.reject(m, RejectReason::Erased, detail, Some(uid))
+                    .await
             }
         }
     }
@@ -468,6 +485,10 @@ impl InHand {
 async fn settle(acker: &dyn Acker, outcome: IngestOutcome) {
     let result = match outcome {
         IngestOutcome::Stored | IngestOutcome::Duplicate => acker.ack().await,
+        IngestOutcome::Rejected(RejectReason::Erased) => match acker.term().await {
+            Ok(()) => acker.delete_from_stream().await,
+            Err(err) => Err(err),
+        },
         IngestOutcome::Rejected(_) => acker.term().await,
         IngestOutcome::Retry(delay) => acker.nak(delay).await,
     };
@@ -1094,6 +1115,51 @@ mod tests {
             [IngestOutcome::Rejected(RejectReason::Undeliverable)]
         );
         assert!(matches!(retried[0].outcome, IngestOutcome::Retry(_)));
+    }
+
+    #[tokio::test]
+    async fn a_message_for_an_erased_order_is_rejected_without_its_bytes_then_deleted_from_the_stream()
+     {
+        // setup: the uid was erased; the message carries headers
+        let mut repo = MockOrderStore::new();
+        repo.expect_save()
+            .returning(|_| Ok(vec![SaveOutcome::Erased]));
+        repo.expect_record_rejection()
+            .withf(|r| {
+                r.reason == RejectReason::Erased
+                    && r.payload.is_empty()
+                    && r.headers.is_none()
+                    && r.order_uid.as_deref() == Some("b563feb7b2b84b6test")
+                    && r.stream_sequence == Some(7)
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+        let mut cache = MockOrderCache::new();
+        cache.expect_insert().never();
+        let mut seq = mockall::Sequence::new();
+        let mut acker = MockAcker::new();
+        acker
+            .expect_term()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|| Ok(()));
+        acker
+            .expect_delete_from_stream()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|| Ok(()));
+        acker.expect_ack().never();
+        let mut m = message(SAMPLE, acker);
+        m.meta.headers = Some("NATS/1.0\nNats-Msg-Id: b563feb7b2b84b6test".into());
+
+        // exec
+        let ingested = service(repo, cache).ingest(vec![m]).await;
+
+        // check
+        assert_eq!(
+            outcomes(ingested),
+            [IngestOutcome::Rejected(RejectReason::Erased)]
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@ mod audit;
 pub mod dates;
 mod decode;
 mod digits;
+mod erased;
+mod erasure;
 mod ingest;
 mod listing;
 mod live;
@@ -30,6 +32,11 @@ pub use audit::{AuditLog, OrderRead, ReadAudit, ReadRecord, ReadsOf};
 pub use dates::InvalidDate;
 pub use decode::{Decoded, NotAnOrder};
 pub use digits::DIGIT_ZEROS;
+pub use erasure::{
+    ERASE_BATCH, ERASED, ErasureBatch, ErasureError, ErasureFailed, ErasureId, ErasureReport,
+    ErasureRequest, ErasureTarget, Erasures, InvalidTarget, Matched, RejectedCopy, StreamError,
+    StreamMessages, erase,
+};
 pub use ingest::{DEFAULT_PROGRESS_EVERY, IngestOutcome, Ingested, retry_delay};
 pub use listing::{DEFAULT_PAGE, InvalidCursor, MAX_PAGE, OrderCursor, OrderPage, OrderSummary};
 pub use live::{
@@ -64,6 +71,8 @@ pub use validation::{FieldProblem, FieldProblems, MAX_PROBLEMS, RejectReason, Va
 
 #[cfg(any(test, feature = "mocks"))]
 pub use audit::{MockAuditLog, MockReadAudit};
+#[cfg(any(test, feature = "mocks"))]
+pub use erasure::{MockErasureBatch, MockErasures, MockStreamMessages};
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{
     MockAcker, MockDatabaseProbe, MockMessageSource, MockOrderCache, MockOrderEvents,

@@ -16,6 +16,7 @@ use crate::listing::OrderSummary;
 use crate::order::Order;
 use crate::ports::{OrderEvents, RepositoryError};
 use crate::service::{OrderService, error_chain};
+use crate::uid::OrderUid;
 
 /// An order's place in the sequence of stored orders. The database gives
 /// it when the order is inserted, so it is the same on every replica and a
@@ -83,7 +84,7 @@ impl StoredOrder {
 }
 
 /// What the database announced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// A batch of orders was committed, with ids from `first` to `last`
     /// (the range may hold other batches' ids too), by this replica
@@ -93,8 +94,11 @@ pub enum Notice {
         last: EventId,
         own: bool,
     },
+    /// These orders were erased (one batch of `order-service erase`): their
+    /// JSON as cached holds the personal data no more stored.
+    Erased(Vec<OrderUid>),
     /// The listener lost its connection and listens again: orders
-    /// committed meanwhile were not announced.
+    /// committed or erased meanwhile were not announced.
     Reconnected,
 }
 
@@ -225,14 +229,27 @@ impl OrderService {
     /// (so the first lookup of one here is a hit), and every order goes to
     /// the open event streams, once, after it is cached. This replica's
     /// own orders are in the cache already, and are read only when a
-    /// stream is open. After a reconnect, or a failed read, the orders
-    /// after the highest id seen are read again.
+    /// stream is open. Erased orders are dropped from the cache. After a
+    /// reconnect, or a failed read, the orders after the highest id seen
+    /// are read again, and every erased order is dropped (those erased
+    /// meanwhile cannot be told from the rest).
     pub async fn follow(&self, events: &mut dyn OrderEvents) {
         let mut seen = SeenIds::default();
         // Where to read from again after a failed read.
         let mut behind: Option<EventId> = None;
+        // Whether erasures may have gone unannounced (a reconnect, and the
+        // erased orders not read since).
+        let mut erasures_missed = false;
         while let Some(notice) = events.next().await {
+            erasures_missed |= notice == Notice::Reconnected;
+            if erasures_missed {
+                erasures_missed = !self.drop_every_erased().await;
+            }
             let (after, through, own) = match notice {
+                Notice::Erased(uids) => {
+                    self.drop_erased(&uids);
+                    continue;
+                }
                 Notice::Stored { first, last, own } => {
                     if own && behind.is_none() && self.live.sender.receiver_count() == 0 {
                         seen.note_highest(last);
@@ -253,6 +270,24 @@ impl OrderService {
                     "reading stored orders for the event streams failed; read again at the next announcement"
                 );
                 behind = Some(after);
+            }
+        }
+    }
+
+    /// Drops every erased order from the cache: whether it did (else it is
+    /// tried again at the next announcement).
+    async fn drop_every_erased(&self) -> bool {
+        match self.reads.erased_orders().await {
+            Ok(uids) => {
+                self.drop_erased(&uids);
+                true
+            }
+            Err(err) => {
+                tracing::warn!(
+                    error = %error_chain(&err),
+                    "reading the erased orders after a reconnect failed; read again at the next announcement"
+                );
+                false
             }
         }
     }
@@ -533,6 +568,7 @@ mod tests {
             .with(eq(EventId::new(5)), eq(None), eq(FOLLOW_PAGE))
             .times(1)
             .returning(|_, _, _| Ok(vec![stored(6, "in-the-gap")]));
+        repo.expect_erased_orders().returning(|| Ok(vec![]));
         let mut cache = MockOrderCache::new();
         cache.expect_insert().times(2).return_const(());
         let service = service(repo, cache);
@@ -548,6 +584,57 @@ mod tests {
 
         let uids: Vec<String> = stream.map(|item| uid_of(&item)).collect().await;
         assert_eq!(uids, ["before", "in-the-gap"]);
+    }
+
+    #[tokio::test]
+    async fn an_announced_erasure_drops_its_orders_from_the_cache() {
+        let mut repo = MockOrderReads::new();
+        repo.expect_stored_since().never();
+        repo.expect_erased_orders().never();
+        let removed: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = Arc::clone(&removed);
+        let mut cache = MockOrderCache::new();
+        cache
+            .expect_remove()
+            .times(2)
+            .returning(move |uid| log.lock().expect("lock").push(uid.to_string()));
+        let uids = ["ann-1", "ann-2"].map(|u| OrderUid::parse(u).expect("uid"));
+
+        service(repo, cache)
+            .follow(&mut events(vec![Notice::Erased(uids.to_vec())]))
+            .await;
+
+        assert_eq!(*removed.lock().expect("lock"), ["ann-1", "ann-2"]);
+    }
+
+    #[tokio::test]
+    async fn after_a_reconnect_every_erased_order_is_dropped_and_a_failed_read_is_tried_again() {
+        let mut seq = Sequence::new();
+        let mut repo = MockOrderReads::new();
+        repo.expect_erased_orders()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|| Err(unavailable()));
+        repo.expect_erased_orders()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|| Ok(vec![OrderUid::parse("erased-long-ago").expect("uid")]));
+        repo.expect_stored_since().returning(|_, _, _| Ok(vec![]));
+        let mut cache = MockOrderCache::new();
+        cache
+            .expect_remove()
+            .withf(|uid| uid.as_str() == "erased-long-ago")
+            .times(1)
+            .return_const(());
+
+        service(repo, cache)
+            .follow(&mut events(vec![
+                stored_notice(1, 1, false),
+                Notice::Reconnected,
+                stored_notice(2, 2, false),
+                stored_notice(3, 3, false),
+            ]))
+            .await;
     }
 
     #[tokio::test]

@@ -48,11 +48,12 @@ impl OrderService {
         let Ok(_permit) = self.read_through.try_acquire() else {
             return Err(LookupError::Busy);
         };
+        let since = self.erased.epoch();
         let Some(json) = self.reads.find_json(uid).await? else {
             self.misses.remember(uid);
             return Err(LookupError::NotFound);
         };
-        self.cache.insert(uid.clone(), json.clone());
+        self.cache_unless_erased(since, [(uid.clone(), json.clone())]);
         Ok(Lookup {
             json,
             from_cache: false,
@@ -83,14 +84,14 @@ impl OrderService {
     /// Each chunk is cached while the repository reads the next one, so a
     /// large warm-up never holds all the orders at once. The repository
     /// hands over each order's JSON as stored: nothing is serialized here.
+    /// An order erased while the warm-up runs is left out (its snapshot may
+    /// predate the erasure).
     pub async fn warm_up(&self, capacity: usize) -> Result<usize, RepositoryError> {
+        let since = self.erased.epoch();
         let mut chunks = self.reads.load_recent(capacity);
         let mut loaded = 0;
         while let Some(chunk) = chunks.next().await {
-            for order in chunk? {
-                self.cache.insert(order.uid, order.json);
-                loaded += 1;
-            }
+            loaded += self.cache_unless_erased(since, chunk?.into_iter().map(|o| (o.uid, o.json)));
         }
         Ok(loaded)
     }
@@ -167,6 +168,80 @@ mod tests {
 
         assert_eq!(found.json, Bytes::from(sample().to_json()));
         assert!(!found.from_cache);
+    }
+
+    /// A slot for the service under test, so a mock can act on it
+    /// mid-call; emptied at the end, so the mocks are dropped and checked.
+    type Slot = Arc<std::sync::Mutex<Option<Arc<OrderService>>>>;
+
+    fn erase_in(slot: &Slot, uid: &OrderUid) {
+        let service = slot.lock().expect("lock").clone().expect("the service");
+        service.drop_erased(std::slice::from_ref(uid));
+    }
+
+    #[tokio::test]
+    async fn an_order_erased_while_it_is_read_through_is_answered_but_not_cached() {
+        // setup: the erasure is announced while the old JSON is on its way
+        let slot: Slot = Arc::default();
+        let during = Arc::clone(&slot);
+        let mut repo = MockOrderReads::new();
+        repo.expect_find_json().times(1).returning(move |uid| {
+            erase_in(&during, uid);
+            Ok(Some(Bytes::from(sample().to_json())))
+        });
+        let mut cache = MockOrderCache::new();
+        cache.expect_get().returning(|_| None);
+        cache.expect_remove().times(1).return_const(());
+        cache.expect_insert().never();
+        let svc = Arc::new(service(repo, cache));
+        *slot.lock().expect("lock") = Some(Arc::clone(&svc));
+
+        // exec
+        let found = svc.lookup(&sample().order_uid).await.expect("found");
+
+        // check
+        assert!(!found.from_cache);
+        slot.lock().expect("lock").take();
+    }
+
+    #[tokio::test]
+    async fn a_warm_up_leaves_out_an_order_erased_while_it_runs() {
+        // setup: two chunks; the second's order is erased after the
+        // snapshot, before its chunk arrives
+        let slot: Slot = Arc::default();
+        let during = Arc::clone(&slot);
+        let mut repo = MockOrderReads::new();
+        repo.expect_load_recent().times(1).returning(move |_| {
+            let during = Arc::clone(&during);
+            let first = Order::parse(&crate::service::testing::order_bytes("kept")).expect("order");
+            let second =
+                Order::parse(&crate::service::testing::order_bytes("gone")).expect("order");
+            let chunks = vec![vec![first], vec![second]];
+            futures::stream::iter(chunks)
+                .map(move |chunk| {
+                    if chunk[0].order_uid.as_str() == "gone" {
+                        erase_in(&during, &chunk[0].order_uid);
+                    }
+                    Ok(chunk.iter().map(OrderJson::of).collect())
+                })
+                .boxed()
+        });
+        let mut cache = MockOrderCache::new();
+        cache.expect_remove().times(1).return_const(());
+        cache
+            .expect_insert()
+            .withf(|uid, _| uid.as_str() == "kept")
+            .times(1)
+            .return_const(());
+        let svc = Arc::new(service(repo, cache));
+        *slot.lock().expect("lock") = Some(Arc::clone(&svc));
+
+        // exec
+        let loaded = svc.warm_up(10).await.expect("warm");
+
+        // check
+        assert_eq!(loaded, 1);
+        slot.lock().expect("lock").take();
     }
 
     #[tokio::test]

@@ -74,6 +74,9 @@ pub enum SaveOutcome {
     Duplicate,
     /// A different order with this uid was already stored; it stays.
     Conflict,
+    /// The order with this uid was erased on request; nothing changed, and
+    /// nothing of this one may be kept.
+    Erased,
     /// The database refused this order for good (a constraint the
     /// validation did not foresee); nothing of it was stored. The detail
     /// says why.
@@ -120,10 +123,10 @@ pub trait OrderStore: Send + Sync {
     /// MUST store every order of the batch that is new, each with all its
     /// parts and its JSON as its document, in ONE transaction, and return
     /// one outcome per order, in order. An order whose uid is stored
-    /// already MUST change nothing and be [`SaveOutcome::Duplicate`] if
-    /// its JSON equals the stored document, [`SaveOutcome::Conflict`] if
-    /// not; a uid repeated within the batch is judged against its first
-    /// occurrence. An order the database refuses MUST be
+    /// already MUST change nothing and be [`SaveOutcome::Erased`] if that
+    /// order was erased, else [`SaveOutcome::Duplicate`] if its JSON
+    /// equals the stored document, [`SaveOutcome::Conflict`] if not; a uid
+    /// repeated within the batch is judged against its first occurrence. An order the database refuses MUST be
     /// [`SaveOutcome::Refused`] with nothing of it stored, while the
     /// batch's other orders are stored all the same. MUST return
     /// [`RepositoryError::Unavailable`], with nothing stored, for faults
@@ -179,6 +182,10 @@ pub trait OrderReads: Send + Sync {
         through: Option<EventId>,
         limit: usize,
     ) -> Result<Vec<StoredOrder>, RepositoryError>;
+
+    /// MUST return the uid of every erased order (a few per erasure
+    /// request), read by an index of them alone.
+    async fn erased_orders(&self) -> Result<Vec<OrderUid>, RepositoryError>;
 }
 
 /// The rejected messages, as the support desk reads them.
@@ -230,6 +237,8 @@ pub trait OrderCache: Send + Sync {
     /// Holds the order's JSON. Callers insert only committed orders. A bounded
     /// cache MAY evict others to make room.
     fn insert(&self, uid: OrderUid, json: Bytes);
+    /// Drops the order, if held: a later lookup reads it through.
+    fn remove(&self, uid: &OrderUid);
     /// How many orders are held.
     fn len(&self) -> usize;
     /// Whether no order is held.
@@ -294,6 +303,11 @@ pub trait Acker: Send + Sync {
     /// wait starts again: a slow commit MUST NOT turn into a redelivery.
     /// Need not wait for the broker's confirmation.
     async fn in_progress(&self) -> Result<(), AckError>;
+    /// MUST delete this message from the stream that holds it, its bytes
+    /// overwritten, so that neither a consumer nor a reader of the stream
+    /// gets it again; a message the stream no longer holds MUST be `Ok`.
+    /// Called after the message is settled (`term`).
+    async fn delete_from_stream(&self) -> Result<(), AckError>;
 }
 
 /// The broker could not deliver.
@@ -327,7 +341,8 @@ pub trait OrderEvents: Send {
     /// included, and only for committed batches. MUST survive a lost
     /// connection by itself: reconnect with backoff, and once listening
     /// again return [`Notice::Reconnected`] (announcements made meanwhile
-    /// are lost; the caller reads what it missed). `None` only when closed
-    /// for good.
+    /// are lost; the caller reads what it missed). One [`Notice::Erased`]
+    /// per committed batch of an erasure, from any process, and only for
+    /// committed batches. `None` only when closed for good.
     async fn next(&mut self) -> Option<Notice>;
 }

@@ -3,10 +3,14 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
+use crate::erased::{Epoch, RecentErasures};
 use crate::live::{DEFAULT_MAX_STREAMS, Live};
 use crate::misses::RecentMisses;
 use crate::ports::{OrderCache, OrderReads, OrderStore, RejectedReads};
 use crate::retention::Retention;
+use crate::uid::OrderUid;
 
 /// Lookups that may read through to the database at once, by default:
 /// half the connection pool, so misses never take the connections ingest
@@ -24,6 +28,8 @@ pub struct OrderService {
     pub(crate) max_order_bytes: usize,
     /// Uids just found missing.
     pub(crate) misses: RecentMisses,
+    /// Orders erased lately: what was read before is not cached.
+    pub(crate) erased: RecentErasures,
     /// Permits to read through to the database; a lookup that finds none
     /// is answered "busy" at once rather than queued.
     pub(crate) read_through: tokio::sync::Semaphore,
@@ -111,6 +117,7 @@ impl OrderService {
             cache,
             max_order_bytes,
             misses: RecentMisses::default(),
+            erased: RecentErasures::default(),
             read_through: tokio::sync::Semaphore::new(DEFAULT_READ_THROUGH),
             live: Live::new(DEFAULT_MAX_STREAMS),
             progress_every: crate::ingest::DEFAULT_PROGRESS_EVERY,
@@ -138,6 +145,38 @@ impl OrderService {
     pub fn with_read_through_limit(mut self, permits: usize) -> Self {
         self.read_through = tokio::sync::Semaphore::new(permits.max(1));
         self
+    }
+}
+
+impl OrderService {
+    /// Caches orders read (or stored) by a read or a write that began at
+    /// `since`, leaving out any erased since then: a read that raced an
+    /// erasure never puts the old JSON back. Returns how many were cached.
+    pub(crate) fn cache_unless_erased(
+        &self,
+        since: Epoch,
+        orders: impl IntoIterator<Item = (OrderUid, Bytes)>,
+    ) -> usize {
+        self.erased.unless_erased_since(since, |erased| {
+            let mut cached = 0;
+            for (uid, json) in orders {
+                if !erased(&uid) {
+                    self.cache.insert(uid, json);
+                    cached += 1;
+                }
+            }
+            cached
+        })
+    }
+
+    /// Drops erased orders from the cache, and keeps reads that began
+    /// before from caching them again.
+    pub(crate) fn drop_erased(&self, uids: &[OrderUid]) {
+        self.erased.note(uids, || {
+            for uid in uids {
+                self.cache.remove(uid);
+            }
+        });
     }
 }
 

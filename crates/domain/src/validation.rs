@@ -87,11 +87,15 @@ pub enum RejectReason {
     /// The service panicked while handling this message (a bug): the
     /// panic is kept to the message, whose row says where it happened.
     Internal,
+    /// The order was erased on request (`order-service erase`): a message
+    /// that would bring it back is refused, and its row keeps neither its
+    /// bytes nor its headers.
+    Erased,
 }
 
 impl RejectReason {
     /// Every reason, for metrics that start at zero.
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         Self::TooLarge,
         Self::InvalidJson,
         Self::DuplicateKey,
@@ -101,6 +105,7 @@ impl RejectReason {
         Self::Refused,
         Self::Undeliverable,
         Self::Internal,
+        Self::Erased,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -114,6 +119,7 @@ impl RejectReason {
             Self::Refused => "refused",
             Self::Undeliverable => "undeliverable",
             Self::Internal => "internal",
+            Self::Erased => "erased",
         }
     }
 

@@ -530,6 +530,7 @@ mod tests {
                 Some(bytes::Bytes::from_static(b"{\"order_uid\":\"fine\"}"))
             }
             fn insert(&self, _: orders_domain::OrderUid, _: bytes::Bytes) {}
+            fn remove(&self, _: &orders_domain::OrderUid) {}
             fn len(&self) -> usize {
                 0
             }

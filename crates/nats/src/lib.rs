@@ -2,10 +2,12 @@
 //! stream that captures the orders subject and a durable pull consumer with
 //! explicit acks, shared by every replica.
 
+mod messages;
 mod setup;
 mod source;
 mod undeliverable;
 
+pub use messages::JetStreamMessages;
 pub use setup::{
     DEFAULT_MAX_AGE, JetStreamSettings, NatsError, StreamSettings, age_warning, check_urls,
     connect, connect_in_background, covers, ensure_consumer, ensure_stream,

@@ -10,12 +10,11 @@
 
 use async_nats::jetstream;
 use async_trait::async_trait;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use orders_domain::{Message, MessageMeta, MessageSource, SourceError};
 use serde::Deserialize;
 
+use crate::messages::{Held, get};
 use crate::setup::{JetStreamSettings, NatsError, StreamSettings, covers};
 use crate::source::JetStreamSource;
 
@@ -117,8 +116,13 @@ impl UndeliverableSource {
             tracing::error!(payload = ?advisory.payload, "an advisory that does not read as MAX_DELIVERIES");
             return advisory;
         };
-        let (subject, headers, payload) = match self.fetch(event.stream_seq).await {
-            Ok(Some(found)) => found,
+        let (subject, headers, payload) = match get(&self.js, &self.stream, event.stream_seq).await
+        {
+            Ok(Some(Held {
+                subject,
+                headers,
+                payload,
+            })) => (subject, headers, payload),
             Ok(None) => (String::new(), None, Bytes::new()),
             Err(err) => {
                 tracing::warn!(error = %err, seq = event.stream_seq, "reading an undeliverable message back");
@@ -139,31 +143,6 @@ impl UndeliverableSource {
             acker: advisory.acker,
         }
     }
-
-    /// The message at `sequence` in the orders stream (`None` if it is no
-    /// longer there): subject, header block as text, payload.
-    async fn fetch(
-        &self,
-        sequence: u64,
-    ) -> Result<Option<(String, Option<String>, Bytes)>, async_nats::Error> {
-        let subject = format!("$JS.API.STREAM.MSG.GET.{}", self.stream);
-        let request = serde_json::json!({ "seq": sequence }).to_string();
-        let reply = self.js.client().request(subject, request.into()).await?;
-        let answer: GetAnswer = serde_json::from_slice(&reply.payload)?;
-        let Some(raw) = answer.message else {
-            return Ok(None);
-        };
-        let headers = match raw.hdrs {
-            Some(encoded) => Some(
-                String::from_utf8_lossy(&STANDARD.decode(encoded)?)
-                    .trim_end()
-                    .replace("\r\n", "\n"),
-            ),
-            None => None,
-        };
-        let payload = Bytes::from(STANDARD.decode(raw.data.unwrap_or_default())?);
-        Ok(Some((raw.subject, headers, payload)))
-    }
 }
 
 /// `io.nats.jetstream.advisory.v1.max_deliver`, the fields we use.
@@ -171,19 +150,6 @@ impl UndeliverableSource {
 struct MaxDeliveries {
     stream_seq: u64,
     deliveries: u64,
-}
-
-/// The JetStream API's answer to `STREAM.MSG.GET`.
-#[derive(Deserialize)]
-struct GetAnswer {
-    message: Option<RawMessage>,
-}
-
-#[derive(Deserialize)]
-struct RawMessage {
-    subject: String,
-    hdrs: Option<String>,
-    data: Option<String>,
 }
 
 #[async_trait]

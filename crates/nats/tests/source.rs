@@ -359,3 +359,62 @@ async fn services_with_other_durables_on_one_stream_each_keep_their_advisories()
         [orders_nats::advisory_subject(&other)]
     );
 }
+
+#[tokio::test]
+async fn a_message_deleted_through_its_acker_is_gone_from_the_stream_and_a_second_delete_is_no_error()
+ {
+    // setup: two messages; the first taken and terminated
+    let t = TestStream::new();
+    let js = t.create().await;
+    t.publish(&js, b"erased order".to_vec(), None).await;
+    t.publish(&js, b"next".to_vec(), None).await;
+    let mut source = JetStreamSource::open(t.client().await, settings(&t))
+        .await
+        .expect("open");
+    let first = next(&mut source).await;
+    first.acker.term().await.expect("term");
+
+    // exec
+    first.acker.delete_from_stream().await.expect("deleted");
+    let again = first.acker.delete_from_stream().await;
+
+    // check: gone, a second delete is no error, the next one still comes
+    let messages = orders_nats::JetStreamMessages::new(t.client().await);
+    let held = |seq| orders_domain::StreamMessages::payload(&messages, &t.stream, seq);
+    assert_eq!(held(1).await.expect("answer"), None);
+    assert_eq!(
+        held(2).await.expect("answer").as_deref(),
+        Some(&b"next"[..])
+    );
+    again.expect("a message already gone is no error");
+    assert_eq!(next(&mut source).await.payload.as_ref(), b"next");
+}
+
+#[tokio::test]
+async fn stream_messages_are_read_and_deleted_by_sequence_and_missing_ones_are_none() {
+    use orders_domain::StreamMessages as _;
+    // setup
+    let t = TestStream::new();
+    let js = t.create().await;
+    t.publish(&js, b"{\"order_uid\":\"a\"}".to_vec(), None)
+        .await;
+    let messages = orders_nats::JetStreamMessages::new(t.client().await);
+
+    // exec
+    let read = messages.payload(&t.stream, 1).await.expect("answer");
+    let deleted = messages.delete(&t.stream, 1).await.expect("answer");
+    let deleted_again = messages.delete(&t.stream, 1).await.expect("answer");
+    let read_after = messages.payload(&t.stream, 1).await.expect("answer");
+    let beyond = messages.payload(&t.stream, 99).await.expect("answer");
+    let no_stream = messages
+        .delete("NO_SUCH_STREAM_X", 1)
+        .await
+        .expect("answer");
+
+    // check
+    assert_eq!(read.as_deref(), Some(&b"{\"order_uid\":\"a\"}"[..]));
+    assert!(deleted);
+    assert!(!deleted_again, "not held any more");
+    assert_eq!((read_after, beyond), (None, None));
+    assert!(!no_stream);
+}

@@ -1,13 +1,14 @@
 //! [`OrderEvents`] over PostgreSQL `LISTEN`: the trigger of
 //! `migrations/V4__order_events.sql` announces each committed batch on
-//! the channel `orders_stored`, to every session that listens, and only
-//! if the batch commits.
+//! the channel `orders_stored`, and each batch of an erasure announces its
+//! uids on `orders_erased` (`erasure.rs`), to every session that listens,
+//! and only if the batch commits.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt as _;
-use orders_domain::{EventId, Notice, OrderEvents};
+use orders_domain::{EventId, Notice, OrderEvents, OrderUid};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Config, NoTls, Notification};
@@ -16,6 +17,9 @@ use crate::connect::{ConnectError, primary_config};
 
 /// The channel the trigger notifies.
 const CHANNEL: &str = "orders_stored";
+
+/// The channel erasures notify.
+pub(crate) const ERASED_CHANNEL: &str = "orders_erased";
 
 /// Announcements read off the socket ahead of the core. When the core is
 /// behind, the rest wait in PostgreSQL's notification queue.
@@ -116,7 +120,7 @@ impl PgOrderEvents {
         };
         listening
             ._client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {ERASED_CHANNEL}"))
             .await?;
         Ok(listening)
     }
@@ -133,6 +137,13 @@ impl PgOrderEvents {
             own: origin == self.replica,
         })
     }
+}
+
+/// `UID UID ...`, as an erasure's batch writes it; `None` if any is not a
+/// uid.
+fn read_erased(payload: &str) -> Option<Notice> {
+    let uids: Result<Vec<OrderUid>, _> = payload.split_whitespace().map(OrderUid::parse).collect();
+    uids.ok().map(Notice::Erased)
 }
 
 #[async_trait]
@@ -167,6 +178,18 @@ impl OrderEvents for PgOrderEvents {
                 Some(n) if n.channel() == CHANNEL => match self.read(n.payload()) {
                     Some(notice) => return Some(notice),
                     None => tracing::warn!(payload = n.payload(), "unreadable announcement"),
+                },
+                Some(n) if n.channel() == ERASED_CHANNEL => match read_erased(n.payload()) {
+                    Some(notice) => return Some(notice),
+                    None => {
+                        // Which orders is unknown: as after a gap, the
+                        // core drops every erased order.
+                        tracing::error!(
+                            payload = n.payload(),
+                            "unreadable announcement of erased orders"
+                        );
+                        return Some(Notice::Reconnected);
+                    }
                 },
                 Some(_) => {}
                 None => {
@@ -213,5 +236,20 @@ mod tests {
         );
         assert_eq!(events.read("x 9 a"), None);
         assert_eq!(events.read("5"), None);
+    }
+
+    #[test]
+    fn erased_uids_are_read_and_a_payload_with_a_non_uid_is_not() {
+        let uids = |list: &[&str]| {
+            list.iter()
+                .map(|u| OrderUid::parse(u).expect("uid"))
+                .collect()
+        };
+
+        assert_eq!(
+            read_erased("a-1 b_2"),
+            Some(Notice::Erased(uids(&["a-1", "b_2"])))
+        );
+        assert_eq!(read_erased("a b;c"), None);
     }
 }

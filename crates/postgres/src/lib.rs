@@ -1,6 +1,6 @@
 //! The order service's database ports over PostgreSQL
 //! ([`PgOrderRepository`] implements `OrderStore`, `OrderReads`,
-//! `RejectedReads` and `DatabaseProbe`): tokio-postgres for the protocol,
+//! `RejectedReads` and `DatabaseProbe`; [`PgErasures`] the erasures): tokio-postgres for the protocol,
 //! deadpool-postgres for the pool, refinery for the migrations in the
 //! workspace's `migrations/` folder.
 //!
@@ -11,6 +11,7 @@
 pub mod audit;
 mod columns;
 mod connect;
+pub mod erasure;
 mod errors;
 mod events;
 mod probe;
@@ -32,6 +33,7 @@ pub use connect::{
     ConnectError, PoolSettings, check_read_url, check_url, connect_pool, connect_pool_as,
     connect_read_pool, ensure_database, migrate,
 };
+pub use erasure::PgErasures;
 pub use events::PgOrderEvents;
 pub use repository::PgOrderRepository;
 pub use retention::{PgPurgePass, PgPurger};

@@ -205,6 +205,23 @@ impl OrderReads for PgOrderRepository {
         }
         Ok(stored)
     }
+
+    /// On the primary: an erasure commits there, and the replica asks
+    /// because it may have missed the announcement.
+    async fn erased_orders(&self) -> Result<Vec<OrderUid>, RepositoryError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(sql::ERASED_ORDERS)
+            .await
+            .map_err(from_pg)?;
+        let rows = client.query(&statement, &[]).await.map_err(from_pg)?;
+        rows.iter()
+            .map(|row| {
+                let uid: &str = row.try_get(0).map_err(|e| corrupt("order row", e))?;
+                OrderUid::parse(uid).map_err(|e| corrupt("order uid", e))
+            })
+            .collect()
+    }
 }
 
 /// The order with this uid, read from its rows on `client`.

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use tokio_postgres::GenericClient;
 
 /// Which rejected messages to replay. Rows already replayed are left out
-/// unless `again`.
+/// unless `again`; rows rejected as `erased` always (they keep no bytes).
 #[derive(Debug, Clone, Default)]
 pub struct ReplayFilter {
     pub ids: Vec<i64>,
@@ -59,6 +59,7 @@ pub async fn replayable(
                AND ($3::timestamptz IS NULL OR received_at >= $3) \
                AND ($4::timestamptz IS NULL OR received_at < $4) \
                AND ($5 OR replayed_at IS NULL) \
+               AND reason <> 'erased' \
              ORDER BY id",
             &[&ids, &reason, &filter.since, &filter.until, &filter.again],
         )

@@ -70,6 +70,14 @@ async fn insert_isolating(
     Ok(())
 }
 
+/// What holds a uid that was taken before a batch.
+enum Taken {
+    /// An order, with this document.
+    Document(Bytes),
+    /// An erased order: whatever comes with its uid is refused.
+    Erased,
+}
+
 impl PgOrderRepository {
     /// The documents stored for these uids (taken before this batch), on
     /// the primary: a standby may not have them yet. An order stored
@@ -77,7 +85,7 @@ impl PgOrderRepository {
     async fn stored_documents(
         &self,
         uids: &[String],
-    ) -> Result<HashMap<String, Bytes>, RepositoryError> {
+    ) -> Result<HashMap<String, Taken>, RepositoryError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(sql::DOCUMENTS_OF)
@@ -89,16 +97,21 @@ impl PgOrderRepository {
         for row in &rows {
             let read = |e| corrupt("order row", e);
             let uid: String = row.try_get(0).map_err(read)?;
+            if row.try_get::<_, bool>(2).map_err(read)? {
+                documents.insert(uid, Taken::Erased);
+                continue;
+            }
             match row.try_get::<_, Option<&[u8]>>(1).map_err(read)? {
                 Some(json) => {
-                    documents.insert(uid, Bytes::copy_from_slice(json));
+                    documents.insert(uid, Taken::Document(Bytes::copy_from_slice(json)));
                 }
                 None => without.push(uid),
             }
         }
         if !without.is_empty() {
             for order in orders_of(&client, &without).await? {
-                documents.insert(order.order_uid.to_string(), Bytes::from(order.to_json()));
+                let json = Bytes::from(order.to_json());
+                documents.insert(order.order_uid.to_string(), Taken::Document(json));
             }
         }
         Ok(documents)
@@ -181,7 +194,11 @@ impl OrderStore for PgOrderRepository {
                 &orders[first].json
             } else {
                 match before.get(uid) {
-                    Some(document) => document,
+                    Some(Taken::Document(document)) => document,
+                    Some(Taken::Erased) => {
+                        outcomes.push(SaveOutcome::Erased);
+                        continue;
+                    }
                     // Deleted between our insert and this read: rare; retry.
                     None => {
                         return Err(RepositoryError::Unavailable(

@@ -71,9 +71,13 @@ pub fn insert_all(mut source: impl FnMut(&Table) -> (String, String)) -> String 
 
 /// The stored documents of the orders whose uids are in $1: what a batch's
 /// duplicate is compared with (NULL for an order stored before documents
-/// were kept).
-pub(crate) const DOCUMENTS_OF: &str =
-    "SELECT order_uid, document FROM order_info WHERE order_uid = ANY($1)";
+/// were kept), and whether each was erased.
+pub(crate) const DOCUMENTS_OF: &str = "SELECT order_uid, document, erased_at IS NOT NULL \
+     FROM order_info WHERE order_uid = ANY($1)";
+
+/// Every erased order's uid, by the partial index `order_info_erased`.
+pub(crate) const ERASED_ORDERS: &str =
+    "SELECT order_uid FROM order_info WHERE erased_at IS NOT NULL";
 
 /// An order's own columns from `order_info`, `delivery` and `payment`,
 /// named like its fields, over the aliases `o`, `d` and `p`.

@@ -22,7 +22,7 @@ pub struct ReplayArgs {
 
     /// Rows rejected for this reason (too_large, invalid_json, duplicate_key,
     /// not_an_object, invalid_field, conflict, refused, undeliverable,
-    /// internal).
+    /// internal; never erased: those rows keep no bytes to send).
     #[arg(long, value_parser = reason)]
     pub reason: Option<RejectReason>,
 
