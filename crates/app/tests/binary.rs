@@ -56,6 +56,29 @@ fn help_and_version_describe_the_service() {
     for flag in ["--order-uid", "--customer-id", "--json", "DATABASE_URL"] {
         assert!(text.contains(flag), "audit --help lacks {flag}:\n{text}");
     }
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("erase"),
+        "--help lacks the erase subcommand"
+    );
+    let erase = Command::new(BIN)
+        .args(["erase", "--help"])
+        .output()
+        .expect("runs");
+    assert!(erase.status.success());
+    let text = String::from_utf8_lossy(&erase.stdout);
+    for flag in [
+        "--order-uid",
+        "--customer-id",
+        "--email",
+        "--phone",
+        "--reason",
+        "--dry-run",
+        "DATABASE_URL",
+        "NATS_URL",
+        "NATS_STREAM",
+    ] {
+        assert!(text.contains(flag), "erase --help lacks {flag}:\n{text}");
+    }
     let version = Command::new(BIN).arg("--version").output().expect("runs");
     assert!(version.status.success());
     assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
