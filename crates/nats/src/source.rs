@@ -417,14 +417,27 @@ fn headers_text(message: &async_nats::Message) -> Option<String> {
         }
     }
     if let Some(headers) = headers {
-        let mut lines: Vec<String> = headers
-            .iter()
-            .flat_map(|(name, values)| values.iter().map(move |v| format!("{name}: {v}")))
-            .collect();
-        lines.sort();
-        for line in lines {
-            text.push('\n');
-            text.push_str(&line);
+        // The usual message has one header (the publisher's Nats-Msg-Id):
+        // written straight, without a list to sort.
+        let mut iter = headers.iter();
+        match (iter.next(), iter.next()) {
+            (Some((name, values)), None) if values.len() == 1 => {
+                text.push('\n');
+                text.push_str(name.as_ref());
+                text.push_str(": ");
+                text.push_str(values[0].as_str());
+            }
+            _ => {
+                let mut lines: Vec<String> = headers
+                    .iter()
+                    .flat_map(|(name, values)| values.iter().map(move |v| format!("{name}: {v}")))
+                    .collect();
+                lines.sort();
+                for line in lines {
+                    text.push('\n');
+                    text.push_str(&line);
+                }
+            }
         }
     }
     Some(text)
