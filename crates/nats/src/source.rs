@@ -482,3 +482,37 @@ impl Acker for JetStreamAcker {
         self.0.ack_with(AckKind::Progress).await.map_err(AckError)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(headers: &[(&str, &str)]) -> async_nats::Message {
+        let mut map = async_nats::HeaderMap::new();
+        for (name, value) in headers {
+            map.append(*name, *value);
+        }
+        async_nats::Message {
+            subject: "orders".into(),
+            reply: None,
+            payload: bytes::Bytes::new(),
+            headers: (!headers.is_empty()).then_some(map),
+            status: None,
+            description: None,
+            length: 0,
+        }
+    }
+
+    #[test]
+    fn headers_are_kept_as_text_one_a_line_names_sorted() {
+        assert_eq!(headers_text(&message(&[])), None);
+        assert_eq!(
+            headers_text(&message(&[("Nats-Msg-Id", "b563")])).as_deref(),
+            Some("NATS/1.0\nNats-Msg-Id: b563")
+        );
+        assert_eq!(
+            headers_text(&message(&[("b", "2"), ("a", "1"), ("b", "3")])).as_deref(),
+            Some("NATS/1.0\na: 1\nb: 2\nb: 3")
+        );
+    }
+}
