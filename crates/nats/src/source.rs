@@ -11,6 +11,7 @@
 //! a message without one is the server's own status. (The upstream report
 //! is in docs/reliability.md.)
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
@@ -62,6 +63,9 @@ const FAULTS_BEFORE_REOPEN: u32 = 2;
 /// A durable pull consumer on a JetStream stream.
 pub struct JetStreamSource {
     js: jetstream::Context,
+    /// The stream, for each message's acker to delete it by (an erased
+    /// order's): shared, so a message costs a reference count.
+    home: Arc<Home>,
     settings: JetStreamSettings,
     /// Where the server delivers what our pulls ask for. Kept across
     /// reopening, so messages already delivered are never dropped; replaced
@@ -116,6 +120,10 @@ impl JetStreamSource {
             .await
             .map_err(|e| NatsError::Consumer(settings.durable.clone(), e.into()))?;
         let mut source = Self {
+            home: Arc::new(Home {
+                js: jetstream::new(client.clone()),
+                stream: settings.stream.name.clone(),
+            }),
             js: jetstream::new(client),
             settings,
             inbox,
@@ -357,12 +365,12 @@ impl MessageSource for JetStreamSource {
             }
         };
         let mut batch = Vec::with_capacity(max);
-        batch.push(message_of(first));
+        batch.push(message_of(first, &self.home));
         let deadline = Instant::now() + linger;
         while batch.len() < max {
             self.wanted = max - batch.len();
             match self.next_message(Some(deadline)).await {
-                Ok(Some(message)) => batch.push(message_of(message)),
+                Ok(Some(message)) => batch.push(message_of(message, &self.home)),
                 Ok(None) => break,
                 Err(err) => {
                     // What is in hand goes on; the next call meets the fault again.
@@ -375,7 +383,7 @@ impl MessageSource for JetStreamSource {
     }
 }
 
-fn message_of(message: jetstream::Message) -> Message {
+fn message_of(message: jetstream::Message, home: &Arc<Home>) -> Message {
     let (stream, stream_sequence, delivered, published) = match message.info() {
         Ok(info) => (
             info.stream.to_owned(),
@@ -386,8 +394,6 @@ fn message_of(message: jetstream::Message) -> Message {
         Err(_) => (String::new(), 0, 1, None),
     };
     let headers = headers_text(&message.message);
-    // For the acker, to delete the message (an erased order's) by name.
-    let (js, meta_stream) = (message.context.clone(), stream.clone());
     let (message, acker) = message.split();
     Message {
         payload: message.payload,
@@ -401,8 +407,7 @@ fn message_of(message: jetstream::Message) -> Message {
         },
         acker: Box::new(JetStreamAcker {
             acker,
-            js,
-            stream: meta_stream,
+            home: Arc::clone(home),
             sequence: stream_sequence,
         }),
     }
@@ -450,12 +455,17 @@ fn headers_text(message: &async_nats::Message) -> Option<String> {
     Some(text)
 }
 
+/// The stream a source pulls from, and a connection to its API.
+struct Home {
+    js: jetstream::Context,
+    stream: String,
+}
+
 /// Settles one JetStream message, and can delete it from its stream.
 pub struct JetStreamAcker {
     acker: jetstream::message::Acker,
-    js: jetstream::Context,
-    /// Where the message is: what deleting it names.
-    stream: String,
+    /// Where the message is, with its sequence: what deleting it names.
+    home: Arc<Home>,
     sequence: u64,
 }
 
@@ -499,7 +509,7 @@ impl Acker for JetStreamAcker {
     }
 
     async fn delete_from_stream(&self) -> Result<(), AckError> {
-        crate::messages::delete(&self.js, &self.stream, self.sequence)
+        crate::messages::delete(&self.home.js, &self.home.stream, self.sequence)
             .await
             .map(|_held| ())
             .map_err(AckError)
