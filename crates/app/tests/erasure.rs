@@ -9,12 +9,11 @@ mod support;
 use std::process::Output;
 use std::time::Duration;
 
-use orders_app::Config;
 use orders_domain::StreamMessages as _;
 use orders_nats::JetStreamMessages;
-use orders_testkit::{TestDb, TestStream, eventually, get, order_value};
+use orders_testkit::{eventually, get, order_value};
 use serde_json::Value;
-use support::{TestApp, spawn_app, spawn_with};
+use support::{TestApp, spawn_app, spawn_beside};
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-service");
 
@@ -121,14 +120,7 @@ async fn an_erasure_reaches_both_replicas_caches_and_searches_the_rejected_rows_
     // setup: two replicas on one database; A takes the orders from its
     // stream. Ann has two orders, one email in two cases; Bob one.
     let a = spawn_app().await;
-    let db_url = a.db.url.clone();
-    let b = spawn_with(TestDb::not_yet_created(), TestStream::new(), move |c| {
-        Config {
-            database_url: db_url,
-            ..c
-        }
-    })
-    .await;
+    let b = spawn_beside(&a).await;
     let ann1 = order("ann-1", 1, "ann@example.com", "+7 900 000-00-01");
     let ann2 = order("ann-2", 2, "Ann@Example.com", "+7 900 000-00-02");
     let bob = order("bob-1", 3, "bob@example.com", "+7 900 000-00-03");

@@ -10,7 +10,7 @@ use orders_app::Config;
 use orders_testkit::sse::{Event, open_events};
 use orders_testkit::{TestDb, TestStream, get, order_json};
 use serde_json::Value;
-use support::{TestApp, spawn_app, spawn_with};
+use support::{TestApp, spawn_app, spawn_beside, spawn_with};
 
 const EVENTS: &str = "/orders/events";
 const WAIT: Duration = Duration::from_secs(10);
@@ -53,14 +53,7 @@ async fn an_order_stored_by_one_replica_streams_on_another_and_is_a_cache_hit_th
     // Two replicas on one database, each with a consumer of its own: the
     // order is published where only A takes it.
     let a = spawn_app().await;
-    let db_url = a.db.url.clone();
-    let b = spawn_with(TestDb::not_yet_created(), TestStream::new(), move |c| {
-        Config {
-            database_url: db_url,
-            ..c
-        }
-    })
-    .await;
+    let b = spawn_beside(&a).await;
     let mut on_b = open_events(b.addr, EVENTS, None).await;
     assert_eq!(on_b.status, 200, "{}", on_b.head);
     assert!(

@@ -45,6 +45,20 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(db, stream, |c| c).await
 }
 
+/// Another replica on `app`'s database, with a stream and a consumer of
+/// its own: it takes none of `app`'s messages, and learns of `app`'s
+/// orders as a replica does, from the database's announcements.
+pub async fn spawn_beside(app: &TestApp) -> TestApp {
+    let database_url = app.db.url.clone();
+    spawn_with(TestDb::not_yet_created(), TestStream::new(), move |c| {
+        Config {
+            database_url,
+            ..c
+        }
+    })
+    .await
+}
+
 pub async fn spawn_with(
     db: TestDb,
     stream: TestStream,
