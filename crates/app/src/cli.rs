@@ -108,7 +108,8 @@ pub enum Command {
     /// the kind of match, the orders' uids; never the value matched).
     /// Prints one line per order, rejected message and stream message;
     /// never prompts.
-    Erase(EraseArgs),
+    // Boxed: its flags are most of the enum's size.
+    Erase(Box<EraseArgs>),
 }
 
 /// What to erase, why, and where.
@@ -449,7 +450,7 @@ mod tests {
 
     fn erase_args(args: &[&str]) -> EraseArgs {
         match parse(args) {
-            Ok(Run::Tool(Command::Erase(erase))) => erase,
+            Ok(Run::Tool(Command::Erase(erase))) => *erase,
             other => panic!("{args:?}: {other:?}"),
         }
     }

@@ -51,10 +51,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_beside(app: &TestApp) -> TestApp {
     let database_url = app.db.url.clone();
     spawn_with(TestDb::not_yet_created(), TestStream::new(), move |c| {
-        Config {
-            database_url,
-            ..c
-        }
+        Config { database_url, ..c }
     })
     .await
 }
