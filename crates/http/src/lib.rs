@@ -1,5 +1,6 @@
-//! The HTTP adapter: plain hyper 1.x, no framework. It serves the metrics
-//! that `orders-metrics` keeps, and records its own requests there.
+//! The HTTP adapter: plain hyper 1.x, no framework. It reports each request
+//! through [`RequestReport`] (the app counts them in its metrics) and serves
+//! at `GET /metrics` the text that report gives.
 //!
 //! | request | answer |
 //! |---|---|
@@ -22,6 +23,7 @@ mod auth;
 mod body;
 mod client;
 mod limits;
+mod report;
 mod routes;
 mod server;
 mod statics;
@@ -29,5 +31,7 @@ mod statics;
 pub use auth::{Access, Tokens, TokensError};
 pub use client::{InvalidProxies, TrustedProxies};
 pub use limits::{ClientIp, RateLimit};
+pub use report::{RequestReport, RouteReport};
 pub use routes::Router;
 pub use server::{HttpSettings, serve};
+
