@@ -120,7 +120,7 @@ enum Route {
     Healthz,
     Readyz,
     Metrics,
-    Static(statics::StaticFile),
+    Static(&'static statics::StaticFile),
 }
 
 impl Route {
@@ -172,7 +172,7 @@ impl Route {
 }
 
 /// The routes' labels in reports, by [`Route::label_index`].
-const LABELS: [&str; 10] = [
+pub(crate) const LABELS: [&str; 10] = [
     "/order",
     "/orders",
     "/rejected",
