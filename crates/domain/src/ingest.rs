@@ -131,7 +131,8 @@ impl OrderService {
                         defaulted,
                         unknown_fields,
                     } = decoded;
-                    (NewOrder::new(order, sequence), defaulted, unknown_fields)
+                    let new = NewOrder::sized(order, sequence, m.payload.len());
+                    (new, defaulted, unknown_fields)
                 })
             });
             match parsed {
