@@ -10,6 +10,7 @@ pub mod dates;
 mod decode;
 mod digits;
 mod ingest;
+mod json;
 mod listing;
 mod live;
 mod lookup;
