@@ -12,6 +12,7 @@ mod digits;
 mod erased;
 mod erasure;
 mod ingest;
+mod json;
 mod listing;
 mod live;
 mod lookup;

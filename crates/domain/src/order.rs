@@ -215,6 +215,12 @@ impl Order {
     /// rarely, where from empty it grows and copies a dozen times.
     pub fn to_json_sized(&self, size: usize) -> Vec<u8> {
         let mut json = Vec::with_capacity(size);
+        // The order's own writer, byte for byte serde_json's output;
+        // serde_json should it ever meet a shape it does not write.
+        if crate::json::write(self, &mut json).is_ok() {
+            return json;
+        }
+        json.clear();
         // Serializing plain structs of strings and integers into a Vec
         // cannot fail: there are no maps with non-string keys and no I/O.
         match serde_json::to_writer(&mut json, self) {

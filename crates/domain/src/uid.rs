@@ -10,9 +10,15 @@ pub const MAX_UID_LEN: usize = 64;
 ///
 /// A raw string becomes an `OrderUid` once, at the edge (a message, a query
 /// string); everything past the edge can rely on it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OrderUid(String);
+
+impl Serialize for OrderUid {
+    /// As its text (without the copy `#[serde(into = "String")]` makes).
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 /// Why a string is not an [`OrderUid`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
