@@ -13,6 +13,7 @@ use crate::ports::{
     Acker, Message, MessageMeta, NewOrder, Rejection, RepositoryError, SaveOutcome,
 };
 use crate::service::{OrderService, error_chain};
+use crate::trace::{self, MessageTrace};
 use crate::validation::{RejectReason, ValidationError};
 
 /// What ingesting one message did, after the message was settled.
@@ -74,6 +75,8 @@ struct InHand {
     ingested: Ingested,
     /// The outcome, once known.
     settled: Option<IngestOutcome>,
+    /// Its exported spans (none without an exporter).
+    trace: MessageTrace,
 }
 
 /// What saving one order of a batch came to.
@@ -90,10 +93,13 @@ impl OrderService {
     /// broker, so a slow commit does not expire their deliveries.
     #[tracing::instrument(name = "ingest", skip_all, fields(size = batch.len()))]
     pub async fn ingest(&self, batch: Vec<Message>) -> Vec<Ingested> {
-        let (mut in_hand, ackers): (Vec<InHand>, Vec<Box<dyn Acker>>) =
-            batch.into_iter().map(InHand::new).unzip();
+        let (mut in_hand, ackers): (Vec<InHand>, Vec<Box<dyn Acker>>) = batch
+            .into_iter()
+            .map(|m| InHand::new(m, &self.consumer))
+            .unzip();
+        let batch_span = trace::batch(in_hand.iter().map(|m| (&m.trace, &m.meta)), &self.consumer);
         {
-            let work = std::pin::pin!(self.store(&mut in_hand));
+            let work = std::pin::pin!(self.store(&mut in_hand).instrument(batch_span));
             let progress = std::pin::pin!(self.keep_in_progress(&ackers));
             futures::future::select(work, progress).await;
         }
@@ -105,6 +111,7 @@ impl OrderService {
                     .settled
                     .unwrap_or(IngestOutcome::Retry(retry_delay(m.meta.delivered)));
                 settle(acker.as_ref(), outcome).instrument(m.span).await;
+                m.trace.settled(outcome);
                 Ingested {
                     outcome,
                     ..m.ingested
@@ -123,7 +130,7 @@ impl OrderService {
             // stored document, the cached answer and the live event's source.
             let sequence = Some(m.meta.stream_sequence).filter(|s| *s > 0);
             let parsed = panics::catch(|| {
-                self.parse(&m.payload).map(|decoded| {
+                self.parse(&m.payload, &m.trace).map(|decoded| {
                     let Decoded {
                         order,
                         defaulted,
@@ -141,6 +148,7 @@ impl OrderService {
                 Ok(Err(NotAnOrder { error, order_uid })) => {
                     if let Some(uid) = &order_uid {
                         m.span.record("order_uid", uid.as_str());
+                        m.trace.read(uid);
                     }
                     let outcome = self
                         .reject(m, error.reason(), error.to_string(), order_uid)
@@ -157,7 +165,10 @@ impl OrderService {
         if orders.is_empty() {
             return;
         }
-        let saved = match self.save_containing_panics(&orders).await {
+        let saving = trace::saving(positions.iter().map(|&i| &in_hand[i].trace));
+        let saved = self.save_containing_panics(&orders).await;
+        drop(saving);
+        let saved = match saved {
             Ok(saved) => saved,
             Err(err) => {
                 tracing::warn!(
@@ -261,7 +272,7 @@ impl OrderService {
     pub async fn undeliverable(&self, batch: Vec<Message>) -> Vec<Ingested> {
         let mut settled = Vec::with_capacity(batch.len());
         for message in batch {
-            let (m, acker) = InHand::new(message);
+            let (m, acker) = InHand::new(message, &self.consumer);
             // The same reading of the uid as for any message: the order's,
             // or the one a message that is no order held.
             let uid = match Order::decode_message(&m.payload) {
@@ -279,6 +290,7 @@ impl OrderService {
                 .reject(&m, RejectReason::Undeliverable, detail, uid)
                 .await;
             settle(acker.as_ref(), outcome).instrument(m.span).await;
+            m.trace.settled(outcome);
             settled.push(Ingested {
                 outcome,
                 ..m.ingested
@@ -289,7 +301,7 @@ impl OrderService {
 
     /// The message's order, or why it is not one. Larger than the limit:
     /// rejected without parsing.
-    fn parse(&self, payload: &Bytes) -> Result<Decoded, NotAnOrder> {
+    fn parse(&self, payload: &Bytes, trace: &MessageTrace) -> Result<Decoded, NotAnOrder> {
         if payload.len() > self.max_order_bytes {
             return Err(NotAnOrder {
                 error: ValidationError::TooLarge {
@@ -299,7 +311,7 @@ impl OrderService {
                 order_uid: None,
             });
         }
-        Order::decode_message(payload)
+        trace.decoding(|| Order::decode_message(payload))
     }
 
     /// What a save's result means for the message: cache a new order,
@@ -326,6 +338,7 @@ impl OrderService {
                     m.ingested.panicked = true;
                     m.span.in_scope(|| tracing::error!(%panicked, "caching a stored order panicked; lookups read it through"));
                 }
+                m.trace.cached();
                 IngestOutcome::Stored
             }
             SaveOutcome::Duplicate => {
@@ -401,6 +414,8 @@ impl OrderService {
             }
         }
         .instrument(span)
+        // Its log lines name the message's trace, when exported.
+        .instrument(m.trace.span().clone())
         .await
     }
 }
@@ -422,7 +437,7 @@ fn checked(saved: Vec<SaveOutcome>, orders: usize) -> Result<Vec<SaveOutcome>, R
 }
 
 impl InHand {
-    fn new(message: Message) -> (Self, Box<dyn Acker>) {
+    fn new(message: Message, consumer: &trace::Consumer) -> (Self, Box<dyn Acker>) {
         let Message {
             payload,
             meta,
@@ -434,6 +449,7 @@ impl InHand {
             delivered = meta.delivered,
             order_uid = tracing::field::Empty,
         );
+        let trace = MessageTrace::start(&meta, consumer);
         let m = Self {
             ingested: Ingested {
                 outcome: IngestOutcome::Retry(Duration::ZERO),
@@ -447,6 +463,7 @@ impl InHand {
             meta,
             span,
             settled: None,
+            trace,
         };
         (m, acker)
     }
@@ -455,6 +472,7 @@ impl InHand {
     /// unknown fields for the metrics (and the unknown names in the log).
     fn read(&mut self, order: &Order, defaulted: Vec<&'static str>, unknown_fields: &[String]) {
         self.span.record("order_uid", order.order_uid.as_str());
+        self.trace.read(order.order_uid.as_str());
         if !unknown_fields.is_empty() {
             self.span.in_scope(|| {
                 tracing::debug!(fields = ?unknown_fields, "fields the order does not know, ignored");

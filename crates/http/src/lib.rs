@@ -25,6 +25,7 @@ mod limits;
 mod routes;
 mod server;
 mod statics;
+mod trace;
 
 pub use auth::{Access, Tokens, TokensError};
 pub use client::{InvalidProxies, TrustedProxies};
