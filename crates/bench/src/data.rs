@@ -146,7 +146,7 @@ pub fn generate(seed: u64, count: u64) -> Vec<serde_json::Value> {
 pub async fn stream_with(
     orders: &[serde_json::Value],
 ) -> anyhow::Result<(TestStream, jetstream::Context)> {
-    let stream = TestStream::new();
+    let stream = crate::new_stream();
     let js = stream.create().await;
     for chunk in orders.chunks(1_000) {
         let mut acks = Vec::with_capacity(chunk.len());

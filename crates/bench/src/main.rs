@@ -121,6 +121,7 @@ fn main() -> anyhow::Result<()> {
         return tokio::runtime::Runtime::new()?.block_on(cluster::run(orders, &args.service));
     }
     let postgres = own_postgres();
+    own_nats();
     let runtime = tokio::runtime::Runtime::new()?;
     let measured = runtime.block_on(run(
         args,
@@ -133,6 +134,27 @@ fn main() -> anyhow::Result<()> {
 
 /// The bench's own PostgreSQL's admin URL, once [`own_postgres`] started it.
 static POSTGRES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The bench's own nats-server, once [`own_nats`] started it: its CPU time
+/// per ingested order is a row, and the machine's server may be serving
+/// others meanwhile.
+static NATS: std::sync::OnceLock<orders_testkit::servers::NatsServer> = std::sync::OnceLock::new();
+
+/// Names of a new stream on the bench's NATS.
+pub(crate) fn new_stream() -> TestStream {
+    match NATS.get() {
+        Some(server) => TestStream::on(&server.url()),
+        None => TestStream::new(),
+    }
+}
+
+/// Unless `TEST_NATS_URL` names a NATS server, the bench's own (JetStream,
+/// a scratch store), so its CPU time is the bench's alone.
+fn own_nats() {
+    if std::env::var_os("TEST_NATS_URL").is_none() {
+        let _ = NATS.set(orders_testkit::servers::NatsServer::start());
+    }
+}
 
 /// The PostgreSQL the measures use (an admin URL).
 fn postgres_url() -> String {
@@ -418,7 +440,7 @@ async fn lookups(
     ceiling.kill().await?;
 
     // The service with `lookup_orders` cached.
-    let stream = TestStream::new();
+    let stream = new_stream();
     let audit: &[(&str, &str)] = if args.audit_reads {
         &[("AUDIT_READS", "true")]
     } else {
@@ -522,7 +544,7 @@ async fn lookups(
     svc.terminate(Duration::from_secs(10));
 
     // Cold uids: a cache of one, so every lookup reads through.
-    let stream = TestStream::new();
+    let stream = new_stream();
     // As many connections as lookups may read through at once (the
     // largest READ_THROUGH_LIMIT): more would be answered 503 at once by
     // design, which measures the limit, not the read.
@@ -684,6 +706,23 @@ async fn ingest(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result
             ),
         );
     }
+    let us = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} µs"));
+    report.command(
+        "ingest CPU per order",
+        "orders-bench --only ingest: the end-to-end run's CPU time (user + system, \
+         /proc/PID/stat) of the order-service process, start-up included, and of the \
+         bench's own nats-server, over the run, divided by the orders",
+    );
+    report.info(
+        "ingest CPU per order",
+        "same run as the end-to-end row",
+        format!(
+            "order-service {}, nats-server {} (issue 25: the service's at most a third of \
+             what it was at 37d5bc5)",
+            us(run.service_us),
+            us(run.nats_us)
+        ),
+    );
     report.info(
         "ingest CPU, end to end",
         "CPU seconds per process name over the run (/proc/PID/stat), and the whole machine's",
@@ -773,6 +812,11 @@ struct IngestRun {
     wall: Duration,
     /// CPU per process over the run.
     cpu: String,
+    /// CPU microseconds per order the service spent, start-up included.
+    service_us: Option<f64>,
+    /// CPU microseconds per order the bench's own nats-server spent
+    /// (`None` on a shared server).
+    nats_us: Option<f64>,
     /// Orders per second over each tenth of the orders, in order.
     by_tenth: Vec<f64>,
     /// PostgreSQL's statistics over each tenth, one line per statistic.
@@ -797,6 +841,8 @@ async fn ingest_run(
     let total = orders.len() as f64;
     let tenth = (total / 10.0).max(1.0);
     let cpu = probe::Cpu::now();
+    let nats_pid = NATS.get().and_then(|n| n.pid());
+    let nats_before = nats_pid.and_then(probe::process_seconds);
     let started = Instant::now();
     svc.start();
     let (mut first_from, mut first_at, mut last_from) = (None, None, None);
@@ -850,6 +896,12 @@ async fn ingest_run(
     }
     let all = started.elapsed();
     let cpu = probe::Cpu::now().since(&cpu);
+    let per_order = |seconds: f64| seconds * 1e6 / total;
+    let service_us = svc.pid().and_then(probe::process_seconds).map(per_order);
+    let nats_us = nats_pid
+        .and_then(probe::process_seconds)
+        .zip(nats_before)
+        .map(|(after, before)| per_order(after - before));
     let counted = db.count("SELECT count(*) FROM order_info").await;
     svc.terminate(Duration::from_secs(10));
     if counted as f64 != total {
@@ -867,6 +919,8 @@ async fn ingest_run(
         last: per_second(tenth, all.saturating_sub(last_from.unwrap_or_default())),
         wall: all,
         cpu,
+        service_us,
+        nats_us,
         pg_by_tenth: pg_stats
             .iter()
             .copied()
@@ -962,7 +1016,7 @@ async fn warm_up(
 ) -> anyhow::Result<()> {
     // Empty: the baseline RSS.
     let empty = data::migrated_db().await?;
-    let stream = TestStream::new();
+    let stream = new_stream();
     let mut svc = service(&args.service, &empty, &stream, &[]);
     start_ready(&mut svc, Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;

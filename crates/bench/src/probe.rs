@@ -222,6 +222,13 @@ impl PgStats {
 }
 
 /// `(comm, utime + stime in seconds)` from a /proc/PID/stat line.
+/// The CPU seconds (user and system, all threads) process `pid` has
+/// spent so far; `None` once it is gone.
+pub fn process_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).map(|(_, seconds)| seconds)
+}
+
 fn parse_stat(stat: &str) -> Option<(&str, f64)> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;

@@ -69,9 +69,11 @@ pub const DEFAULT_PROGRESS_EVERY: Duration = Duration::from_secs(10);
 struct InHand {
     payload: Bytes,
     meta: MessageMeta,
-    /// Carries the message's stream sequence and, once read, its uid, so
-    /// every log line about it says which message it is.
-    span: tracing::Span,
+    /// The uid a message that is no order held, once read: the lines
+    /// logged about a message say its stream sequence and uid as fields
+    /// (a span per message would cost every message; fields cost only the
+    /// lines logged).
+    uid: Option<String>,
     ingested: Ingested,
     /// The outcome, once known.
     settled: Option<IngestOutcome>,
@@ -110,7 +112,7 @@ impl OrderService {
                 let outcome = m
                     .settled
                     .unwrap_or(IngestOutcome::Retry(retry_delay(m.meta.delivered)));
-                settle(acker.as_ref(), outcome).instrument(m.span).await;
+                settle(acker.as_ref(), outcome, m.meta.stream_sequence).await;
                 m.trace.settled(outcome);
                 Ingested {
                     outcome,
@@ -147,9 +149,9 @@ impl OrderService {
                 }
                 Ok(Err(NotAnOrder { error, order_uid })) => {
                     if let Some(uid) = &order_uid {
-                        m.span.record("order_uid", uid.as_str());
                         m.trace.read(uid);
                     }
+                    m.uid.clone_from(&order_uid);
                     let outcome = self
                         .reject(m, error.reason(), error.to_string(), order_uid)
                         .await;
@@ -272,16 +274,14 @@ impl OrderService {
     pub async fn undeliverable(&self, batch: Vec<Message>) -> Vec<Ingested> {
         let mut settled = Vec::with_capacity(batch.len());
         for message in batch {
-            let (m, acker) = InHand::new(message, &self.consumer);
+            let (mut m, acker) = InHand::new(message, &self.consumer);
             // The same reading of the uid as for any message: the order's,
             // or the one a message that is no order held.
             let uid = match Order::decode_message(&m.payload) {
                 Ok(decoded) => Some(decoded.order.order_uid.to_string()),
                 Err(not) => not.order_uid,
             };
-            if let Some(uid) = &uid {
-                m.span.record("order_uid", uid.as_str());
-            }
+            m.uid.clone_from(&uid);
             let detail = format!(
                 "the broker gave up after {} deliveries that no replica settled (NATS_MAX_DELIVER)",
                 m.meta.delivered
@@ -289,7 +289,7 @@ impl OrderService {
             let outcome = self
                 .reject(&m, RejectReason::Undeliverable, detail, uid)
                 .await;
-            settle(acker.as_ref(), outcome).instrument(m.span).await;
+            settle(acker.as_ref(), outcome, m.meta.stream_sequence).await;
             m.trace.settled(outcome);
             settled.push(Ingested {
                 outcome,
@@ -326,7 +326,7 @@ impl OrderService {
         let NewOrder { order, json, .. } = order;
         match result {
             SaveOutcome::Stored => {
-                m.span.in_scope(|| tracing::debug!("stored"));
+                tracing::debug!(seq = m.meta.stream_sequence, order_uid = %order.order_uid, "stored");
                 m.ingested.lag = m
                     .meta
                     .published
@@ -336,14 +336,13 @@ impl OrderService {
                 // cached copy (a lookup reads it through), never the order.
                 if let Err(panicked) = panics::catch(|| self.cache.insert(order.order_uid, json)) {
                     m.ingested.panicked = true;
-                    m.span.in_scope(|| tracing::error!(%panicked, "caching a stored order panicked; lookups read it through"));
+                    tracing::error!(seq = m.meta.stream_sequence, %panicked, "caching a stored order panicked; lookups read it through");
                 }
                 m.trace.cached();
                 IngestOutcome::Stored
             }
             SaveOutcome::Duplicate => {
-                m.span
-                    .in_scope(|| tracing::info!("duplicate delivery, already stored"));
+                tracing::info!(seq = m.meta.stream_sequence, order_uid = %order.order_uid, "duplicate delivery, already stored");
                 IngestOutcome::Duplicate
             }
             SaveOutcome::Conflict => {
@@ -368,8 +367,7 @@ impl OrderService {
         panicked: &Panicked,
         order_uid: Option<String>,
     ) -> IngestOutcome {
-        m.span
-            .in_scope(|| tracing::error!(%panicked, "the service panicked while {doing} this message; rejecting it alone"));
+        tracing::error!(seq = m.meta.stream_sequence, order_uid = ?order_uid, %panicked, "the service panicked while {doing} this message; rejecting it alone");
         let detail = format!("the service {panicked} while {doing} this message");
         self.reject(m, RejectReason::Internal, detail, order_uid)
             .await
@@ -384,9 +382,9 @@ impl OrderService {
         detail: String,
         order_uid: Option<String>,
     ) -> IngestOutcome {
-        let span = m.span.clone();
+        let seq = m.meta.stream_sequence;
         async {
-            tracing::warn!(%reason, %detail, "message rejected");
+            tracing::warn!(seq, order_uid = ?order_uid, %reason, %detail, "message rejected");
             let rejection = Rejection {
                 reason,
                 detail,
@@ -401,19 +399,18 @@ impl OrderService {
                 Ok(()) => IngestOutcome::Rejected(reason),
                 Err(err @ RepositoryError::Unavailable(_)) => {
                     let delay = retry_delay(m.meta.delivered);
-                    tracing::warn!(error = %error_chain(&err), ?delay, "recording the rejection failed; will retry");
+                    tracing::warn!(seq, error = %error_chain(&err), ?delay, "recording the rejection failed; will retry");
                     IngestOutcome::Retry(delay)
                 }
                 Err(RepositoryError::Refused(why)) => {
                     // Cannot happen with the schema we ship (the table takes
                     // any bytes); if it does, keeping the message forever
                     // helps no one.
-                    tracing::error!(%why, "could not record the rejection; terminating anyway");
+                    tracing::error!(seq, %why, "could not record the rejection; terminating anyway");
                     IngestOutcome::Rejected(reason)
                 }
             }
         }
-        .instrument(span)
         // Its log lines name the message's trace, when exported.
         .instrument(m.trace.span().clone())
         .await
@@ -443,12 +440,6 @@ impl InHand {
             meta,
             acker,
         } = message;
-        let span = tracing::info_span!(
-            "message",
-            seq = meta.stream_sequence,
-            delivered = meta.delivered,
-            order_uid = tracing::field::Empty,
-        );
         let trace = MessageTrace::start(&meta, consumer);
         let m = Self {
             ingested: Ingested {
@@ -461,29 +452,26 @@ impl InHand {
             },
             payload,
             meta,
-            span,
+            uid: None,
             settled: None,
             trace,
         };
         (m, acker)
     }
 
-    /// Notes what decoding found: the uid in the span, defaulted and
-    /// unknown fields for the metrics (and the unknown names in the log).
+    /// Notes what decoding found: defaulted and unknown fields for the
+    /// metrics (and the unknown names in the log).
     fn read(&mut self, order: &Order, defaulted: Vec<&'static str>, unknown_fields: &[String]) {
-        self.span.record("order_uid", order.order_uid.as_str());
         self.trace.read(order.order_uid.as_str());
         if !unknown_fields.is_empty() {
-            self.span.in_scope(|| {
-                tracing::debug!(fields = ?unknown_fields, "fields the order does not know, ignored");
-            });
+            tracing::debug!(seq = self.meta.stream_sequence, order_uid = %order.order_uid, fields = ?unknown_fields, "fields the order does not know, ignored");
         }
         self.ingested.defaulted = defaulted;
         self.ingested.unknown_fields = unknown_fields.len();
     }
 }
 
-async fn settle(acker: &dyn Acker, outcome: IngestOutcome) {
+async fn settle(acker: &dyn Acker, outcome: IngestOutcome, seq: u64) {
     let result = match outcome {
         IngestOutcome::Stored | IngestOutcome::Duplicate => acker.ack().await,
         IngestOutcome::Rejected(_) => acker.term().await,
@@ -491,7 +479,7 @@ async fn settle(acker: &dyn Acker, outcome: IngestOutcome) {
     };
     if let Err(err) = result {
         // The broker will redeliver; the next delivery is a duplicate.
-        tracing::warn!(error = %error_chain(&err), ?outcome, "settling the message failed");
+        tracing::warn!(seq, error = %error_chain(&err), ?outcome, "settling the message failed");
     }
 }
 

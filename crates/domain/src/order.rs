@@ -18,6 +18,10 @@ use crate::uid::OrderUid;
 /// guarantees they are non-negative, and the database's CHECK constraints
 /// guard the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Unknown fields are reported by the decoder (decode.rs), which yields
+// only these fields; plain serde_json refuses them, so the decoder's one-pass
+// path falls back to the reporting one.
+#[serde(deny_unknown_fields)]
 pub struct Order {
     pub order_uid: OrderUid,
     pub track_number: String,
@@ -37,6 +41,10 @@ pub struct Order {
 
 /// Where the order goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Unknown fields are reported by the decoder (decode.rs), which yields
+// only these fields; plain serde_json refuses them, so the decoder's one-pass
+// path falls back to the reporting one.
+#[serde(deny_unknown_fields)]
 pub struct Delivery {
     pub name: String,
     pub phone: String,
@@ -49,6 +57,10 @@ pub struct Delivery {
 
 /// How the order was paid. Amounts are in the currency's minor units.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Unknown fields are reported by the decoder (decode.rs), which yields
+// only these fields; plain serde_json refuses them, so the decoder's one-pass
+// path falls back to the reporting one.
+#[serde(deny_unknown_fields)]
 pub struct Payment {
     pub transaction: String,
     pub request_id: String,
@@ -65,6 +77,10 @@ pub struct Payment {
 
 /// One line of the order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Unknown fields are reported by the decoder (decode.rs), which yields
+// only these fields; plain serde_json refuses them, so the decoder's one-pass
+// path falls back to the reporting one.
+#[serde(deny_unknown_fields)]
 pub struct Item {
     pub chrt_id: i64,
     pub track_number: String,

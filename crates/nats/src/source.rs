@@ -417,14 +417,27 @@ fn headers_text(message: &async_nats::Message) -> Option<String> {
         }
     }
     if let Some(headers) = headers {
-        let mut lines: Vec<String> = headers
-            .iter()
-            .flat_map(|(name, values)| values.iter().map(move |v| format!("{name}: {v}")))
-            .collect();
-        lines.sort();
-        for line in lines {
-            text.push('\n');
-            text.push_str(&line);
+        // The usual message has one header (the publisher's Nats-Msg-Id):
+        // written straight, without a list to sort.
+        let mut iter = headers.iter();
+        match (iter.next(), iter.next()) {
+            (Some((name, values)), None) if values.len() == 1 => {
+                text.push('\n');
+                text.push_str(name.as_ref());
+                text.push_str(": ");
+                text.push_str(values[0].as_str());
+            }
+            _ => {
+                let mut lines: Vec<String> = headers
+                    .iter()
+                    .flat_map(|(name, values)| values.iter().map(move |v| format!("{name}: {v}")))
+                    .collect();
+                lines.sort();
+                for line in lines {
+                    text.push('\n');
+                    text.push_str(&line);
+                }
+            }
         }
     }
     Some(text)
@@ -467,5 +480,39 @@ impl Acker for JetStreamAcker {
         // Sent only while a batch takes longer than a third of the ack
         // wait: no round trip to wait for on the usual path.
         self.0.ack_with(AckKind::Progress).await.map_err(AckError)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(headers: &[(&str, &str)]) -> async_nats::Message {
+        let mut map = async_nats::HeaderMap::new();
+        for (name, value) in headers {
+            map.append(*name, *value);
+        }
+        async_nats::Message {
+            subject: "orders".into(),
+            reply: None,
+            payload: bytes::Bytes::new(),
+            headers: (!headers.is_empty()).then_some(map),
+            status: None,
+            description: None,
+            length: 0,
+        }
+    }
+
+    #[test]
+    fn headers_are_kept_as_text_one_a_line_names_sorted() {
+        assert_eq!(headers_text(&message(&[])), None);
+        assert_eq!(
+            headers_text(&message(&[("Nats-Msg-Id", "b563")])).as_deref(),
+            Some("NATS/1.0\nNats-Msg-Id: b563")
+        );
+        assert_eq!(
+            headers_text(&message(&[("b", "2"), ("a", "1"), ("b", "3")])).as_deref(),
+            Some("NATS/1.0\na: 1\nb: 2\nb: 3")
+        );
     }
 }

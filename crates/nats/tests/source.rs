@@ -359,3 +359,36 @@ async fn services_with_other_durables_on_one_stream_each_keep_their_advisories()
         [orders_nats::advisory_subject(&other)]
     );
 }
+
+#[tokio::test]
+async fn a_batch_pulls_only_what_it_takes_so_no_message_waits_delivered_in_the_inbox() {
+    // A backlog of 300 messages; batches of 20.
+    let t = TestStream::new();
+    let js = t.create().await;
+    for n in 0..300u32 {
+        t.publish(&js, n.to_be_bytes().to_vec(), None).await;
+    }
+    let mut source = JetStreamSource::open(t.client().await, settings(&t))
+        .await
+        .expect("open");
+
+    let batch = tokio::time::timeout(
+        Duration::from_secs(10),
+        source.next_batch(20, Duration::from_millis(50)),
+    )
+    .await
+    .expect("a batch within 10 s")
+    .expect("no error");
+    // Let anything else the server would send arrive.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Delivered and unacked: the batch in hand, not a pull's worth ahead
+    // whose ack waits would run while this batch is stored.
+    assert_eq!(batch.len(), 20);
+    let (not_delivered, delivered_unacked) = pending(&t).await;
+    assert_eq!(delivered_unacked, 20, "only the batch in hand is delivered");
+    assert_eq!(not_delivered, 280);
+    for message in &batch {
+        message.acker.ack().await.expect("ack");
+    }
+}

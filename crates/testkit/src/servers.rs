@@ -598,6 +598,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The server's process id, while it runs (to read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().ok()?.as_ref().map(Child::id)
+    }
+
     /// Starts the (stopped or killed) server again, on the same port and
     /// store, and waits until it accepts connections.
     pub fn start_again(&self) {
