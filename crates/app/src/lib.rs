@@ -10,6 +10,7 @@ mod audit;
 pub mod cli;
 pub mod config;
 mod health;
+mod http_report;
 mod ingest;
 mod limits;
 mod purge;
@@ -44,7 +45,9 @@ pub use ingest::{Feed, IngestSettings, Unsettled, run_ingest};
 /// of an order not yet loaded reads through to the database.
 const READY_WITH_NEWEST: usize = 10_000;
 
-/// How often the gauges (pool, consumer, cache) are refreshed.
+/// How often the gauges (cache, event streams, pool, readiness, consumer)
+/// are refreshed: a scrape, however often, sees them at most about a
+/// second old (plus the broker's answer about the consumer, at most as long).
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The pool for `DATABASE_READ_URL`: a standby that does not hand out a
@@ -302,7 +305,7 @@ impl App {
         let router = Router::new(
             Arc::clone(&service),
             Arc::clone(health.readiness()),
-            Arc::clone(&metrics),
+            Arc::new(http_report::HttpMetrics(Arc::clone(&metrics))),
         )
         .with_audit(audit)
         .with_rate_limit(RateLimit::per_second(config.rate_limit))
@@ -529,9 +532,11 @@ async fn prepare_then_ingest(
     Ok(())
 }
 
-/// Refreshes the gauges of `/metrics`: the cache, the pool, readiness and
-/// each of its dependencies (as the health watcher last saw them), the
-/// consumer.
+/// Refreshes the gauges of `/metrics`, about every [`GAUGE_INTERVAL`]: the
+/// cache, the open event streams, the pool, readiness and each of its
+/// dependencies (as the health watcher last saw them), the consumer, the
+/// oldest unsettled message. The one place they are set: reading
+/// `/metrics` sets nothing.
 async fn refresh_gauges(
     service: Arc<OrderService>,
     repo: Arc<PgOrderRepository>,

@@ -101,7 +101,11 @@ async fn an_order_stored_by_one_replica_streams_on_another_and_is_a_cache_hit_th
         misses_before,
         "B's first lookup of A's order was answered from its cache"
     );
-    assert_eq!(metric(&b, "orders_event_streams").await, 1);
+    // The gauge is refreshed every second, not when /metrics is read.
+    orders_testkit::eventually("B's gauge counts its one stream", WAIT, || async {
+        metric(&b, "orders_event_streams").await == 1
+    })
+    .await;
 
     // Shutdown ends the open stream promptly.
     let stopped = tokio::time::timeout(Duration::from_secs(5), b.stop())

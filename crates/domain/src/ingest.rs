@@ -138,7 +138,8 @@ impl OrderService {
                         defaulted,
                         unknown_fields,
                     } = decoded;
-                    (NewOrder::new(order, sequence), defaulted, unknown_fields)
+                    let new = NewOrder::sized(order, sequence, m.payload.len());
+                    (new, defaulted, unknown_fields)
                 })
             });
             match parsed {

@@ -207,9 +207,20 @@ impl<'de> Deserialize<'de> for DateCreated {
 impl Order {
     /// The order as compact JSON, in the message's shape.
     pub fn to_json(&self) -> Vec<u8> {
+        self.to_json_sized(0)
+    }
+
+    /// [`to_json`](Self::to_json) into a buffer made for about `size`
+    /// bytes (the message's length is a close guess): it then grows
+    /// rarely, where from empty it grows and copies a dozen times.
+    pub fn to_json_sized(&self, size: usize) -> Vec<u8> {
+        let mut json = Vec::with_capacity(size);
         // Serializing plain structs of strings and integers into a Vec
         // cannot fail: there are no maps with non-string keys and no I/O.
-        serde_json::to_vec(self).unwrap_or_default()
+        match serde_json::to_writer(&mut json, self) {
+            Ok(()) => json,
+            Err(_) => Vec::new(),
+        }
     }
 }
 

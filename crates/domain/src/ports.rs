@@ -52,7 +52,13 @@ pub struct NewOrder {
 impl NewOrder {
     /// `order` with its JSON, from the stream's message `stream_sequence`.
     pub fn new(order: Order, stream_sequence: Option<u64>) -> Self {
-        let json = Bytes::from(order.to_json());
+        Self::sized(order, stream_sequence, 0)
+    }
+
+    /// [`new`](Self::new), for an order read from a message of `size`
+    /// bytes (its JSON is about as long).
+    pub fn sized(order: Order, stream_sequence: Option<u64>, size: usize) -> Self {
+        let json = Bytes::from(order.to_json_sized(size));
         Self {
             order,
             json,

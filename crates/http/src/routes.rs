@@ -12,13 +12,13 @@ use orders_domain::{
     OrderCursor, OrderQuery, OrderRead, OrderService, OrderUid, ReadAudit, Readiness, RejectReason,
     RejectedId, RepositoryError, SEARCH_KEYS, SubscribeError,
 };
-use orders_metrics::{Metrics, RouteRecorder};
 use serde_json::json;
 
 use crate::auth::{self, Access, Caller, Denied, Revocation};
 use crate::body::{Body, EventBody};
 use crate::client::TrustedProxies;
 use crate::limits::{ClientIp, RateLimit};
+use crate::report::{RequestReport, RouteReport};
 use crate::statics;
 use crate::trace;
 
@@ -41,7 +41,8 @@ static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 pub struct Router {
     service: Arc<OrderService>,
     readiness: Arc<Readiness>,
-    metrics: Arc<Metrics>,
+    /// Where each answer is reported, and what `/metrics` serves.
+    reports: Arc<Reports>,
     /// Per client on the order-bearing routes (`RATE_LIMIT`).
     rate_limit: Option<Arc<RateLimit>>,
     /// The proxies whose forwarding headers name the client
@@ -57,10 +58,33 @@ pub struct Router {
     only_metrics: bool,
     /// A quiet event stream gets a comment this often.
     keep_alive: Duration,
-    recorders: Arc<Recorders>,
     /// Where the answers that gave out orders are noted (`AUDIT_READS`);
     /// `None` costs a request one branch.
     audit: Option<Audit>,
+}
+
+/// Where the router reports its requests, and each route's report,
+/// resolved at the route's first request (so routes never asked for show
+/// nothing); after that, reporting an answer resolves nothing: no lock, no
+/// label hashed.
+struct Reports {
+    to: Arc<dyn RequestReport>,
+    routes: [OnceLock<Box<dyn RouteReport>>; LABELS.len()],
+}
+
+impl Reports {
+    /// The report of the route labelled `LABELS[label]`.
+    fn route(&self, label: usize) -> &dyn RouteReport {
+        self.routes[label]
+            .get_or_init(|| self.to.route(LABELS[label]))
+            .as_ref()
+    }
+}
+
+impl std::fmt::Debug for Reports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reports")
+    }
 }
 
 /// The read audit the router notes to.
@@ -97,7 +121,7 @@ enum Route {
     Healthz,
     Readyz,
     Metrics,
-    Static(statics::StaticFile),
+    Static(&'static statics::StaticFile),
 }
 
 impl Route {
@@ -130,7 +154,7 @@ impl Route {
         )
     }
 
-    /// The metrics label's place in [`LABELS`]: a fixed set, so a client
+    /// The route's label's place in [`LABELS`]: a fixed set, so a client
     /// cannot create label values at will.
     fn label_index(route: Option<&Route>) -> usize {
         match route {
@@ -148,8 +172,8 @@ impl Route {
     }
 }
 
-/// The routes' metrics labels, by [`Route::label_index`].
-const LABELS: [&str; 10] = [
+/// The routes' labels in reports, by [`Route::label_index`].
+pub(crate) const LABELS: [&str; 10] = [
     "/order",
     "/orders",
     "/rejected",
@@ -162,27 +186,25 @@ const LABELS: [&str; 10] = [
     "other",
 ];
 
-/// Each route's request metrics, resolved at its first request (so routes
-/// never asked for show no series).
-type Recorders = [OnceLock<RouteRecorder>; LABELS.len()];
-
 impl Router {
     pub fn new(
         service: Arc<OrderService>,
         readiness: Arc<Readiness>,
-        metrics: Arc<Metrics>,
+        report: Arc<dyn RequestReport>,
     ) -> Self {
         Self {
             service,
             readiness,
-            metrics,
+            reports: Arc::new(Reports {
+                to: report,
+                routes: Default::default(),
+            }),
             rate_limit: None,
             trusted: TrustedProxies::default(),
             access: None,
             serves_metrics: true,
             only_metrics: false,
             keep_alive: KEEP_ALIVE,
-            recorders: Arc::default(),
             audit: None,
         }
     }
@@ -270,7 +292,7 @@ impl Router {
                 .await;
         let (mut response, caller) = answered.unwrap_or_else(|panicked| {
             tracing::error!(%panicked, method = %req.method(), path = req.uri().path(), "answering a request panicked");
-            self.metrics.record_panic("http");
+            self.reports.to.panicked();
             (error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"), None)
         });
         finish(&mut response, personal);
@@ -291,12 +313,11 @@ impl Router {
             });
         }
         let elapsed = started.elapsed();
-        let recorder =
-            self.recorders[label].get_or_init(|| self.metrics.route_recorder(LABELS[label]));
-        self.metrics
-            .record_on(recorder, response.status().as_u16(), elapsed);
+        self.reports
+            .route(label)
+            .answered(response.status().as_u16(), elapsed);
         if let Some(caller) = &caller {
-            self.metrics.record_caller(caller.name());
+            self.reports.to.caller(caller.name());
         }
         tracing::debug!(
             method = %req.method(),
@@ -343,7 +364,7 @@ impl Router {
                     return (response, None);
                 }
                 Err(Refused::Denied(denied)) => {
-                    self.metrics.record_denied(denied.label());
+                    self.reports.to.denied(denied.label());
                     return (unauthorized(denied), None);
                 }
             }
@@ -362,9 +383,7 @@ impl Router {
             Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
             Route::Readyz => self.readyz(),
             Route::Metrics => {
-                self.metrics.set_cache_entries(self.service.cached_orders());
-                self.metrics.set_event_streams(self.service.event_streams());
-                let mut response = Response::new(Body::full(self.metrics.encode()));
+                let mut response = Response::new(Body::full(self.reports.to.exposition()));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -456,14 +475,14 @@ impl Router {
         };
         match self.service.lookup(&uid).await {
             Ok(found) => {
-                self.metrics.record_lookup(found.from_cache);
+                self.reports.to.lookup(found.from_cache);
                 if let Some(uids) = given_out {
                     uids.push(uid.to_string());
                 }
                 json_bytes(StatusCode::OK, found.json)
             }
             Err(LookupError::NotFound) => {
-                self.metrics.record_lookup(false);
+                self.reports.to.lookup(false);
                 json_response(
                     StatusCode::NOT_FOUND,
                     &json!({"error": "order not found", "order_uid": uid.as_str()}),
@@ -475,7 +494,7 @@ impl Router {
                 Duration::from_secs(1),
             ),
             Err(LookupError::Repository(err)) => {
-                self.metrics.record_lookup(false);
+                self.reports.to.lookup(false);
                 repository_error(&err, "lookup failed")
             }
         }
@@ -832,6 +851,8 @@ mod tests {
         MockOrderCache, MockOrderReads, MockRejectedReads, Order, Ports, RepositoryError,
     };
 
+    use crate::report::recording::{EXPOSITION, Recording, Reported};
+
     const SAMPLE: &[u8] = include_bytes!("../../../fixtures/model.json");
 
     fn router(reads: MockOrderReads, cache: MockOrderCache) -> Router {
@@ -843,11 +864,18 @@ mod tests {
     }
 
     fn on(ports: Ports) -> Router {
-        Router::new(
+        reporting(ports).0
+    }
+
+    /// A router on `ports`, and what it reports.
+    fn reporting(ports: Ports) -> (Router, Recording) {
+        let record = Recording::default();
+        let router = Router::new(
             Arc::new(OrderService::new(ports, 1 << 20)),
             Arc::new(Readiness::default()),
-            Arc::new(Metrics::new()),
-        )
+            Arc::new(record.clone()),
+        );
+        (router, record)
     }
 
     fn empty_cache() -> MockOrderCache {
@@ -1108,11 +1136,8 @@ mod tests {
             .times(1)
             .returning(|_, _, _| Ok(Vec::new()));
         repo.expect_find_rejected().times(1).returning(|_| Ok(None));
-        let mut cache = MockOrderCache::new();
-        cache.expect_len().return_const(0usize);
-        let router = on(Ports {
+        let (router, record) = reporting(Ports {
             rejected: Arc::new(repo),
-            cache: Arc::new(cache),
             ..Ports::mocks()
         });
 
@@ -1150,44 +1175,80 @@ mod tests {
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
             assert!(body.contains(reason), "{uri}: {body}");
         }
-        let (_, metrics, _) = call(&router, Method::GET, "/metrics").await;
-        for line in [
-            "orders_http_requests_total{route=\"/rejected\",status=\"200\"} 1",
-            "orders_http_requests_total{route=\"/rejected/{id}\",status=\"404\"} 1",
-            "orders_http_requests_total{route=\"/rejected/{id}\",status=\"400\"} 3",
-        ] {
-            assert!(metrics.contains(line), "missing {line} in {metrics}");
-        }
+        let answered = |route, status| record.count(&Reported::Answered { route, status });
+        assert_eq!(answered("/rejected", 200), 1);
+        assert_eq!(answered("/rejected", 400), 4);
+        assert_eq!(answered("/rejected/{id}", 404), 1);
+        assert_eq!(answered("/rejected/{id}", 400), 3);
     }
 
     #[tokio::test]
-    async fn metrics_count_requests_by_route_and_lookups_by_source() {
+    async fn each_answer_is_reported_under_its_routes_label_resolved_once() {
         let mut cache = MockOrderCache::new();
-        cache
-            .expect_get()
-            .returning(|_| Some(Bytes::from_static(SAMPLE)));
-        cache.expect_len().return_const(42usize);
-        let router = router(MockOrderReads::new(), cache);
-        call(&router, Method::GET, "/order?order_uid=b563feb7b2b84b6test").await;
+        cache.expect_get().returning(|uid| {
+            (uid.as_str() == "b563feb7b2b84b6test").then(|| Bytes::from_static(SAMPLE))
+        });
+        let mut reads = MockOrderReads::new();
+        reads.expect_find_json().returning(|_| Ok(None));
+        let (router, record) = reporting(Ports {
+            reads: Arc::new(reads),
+            cache: Arc::new(cache),
+            ..Ports::mocks()
+        });
+
+        for _ in 0..3 {
+            call(&router, Method::GET, "/order?order_uid=b563feb7b2b84b6test").await;
+        }
+        call(&router, Method::GET, "/order?order_uid=unknown").await;
         call(&router, Method::GET, "/no/such/page").await;
+        call(&router, Method::GET, "/healthz").await;
+
+        let hit = Reported::Lookup { from_cache: true };
+        let found = Reported::Answered {
+            route: "/order",
+            status: 200,
+        };
+        assert_eq!(
+            record.reported(),
+            [
+                hit.clone(),
+                Reported::Route("/order"),
+                found.clone(),
+                hit.clone(),
+                found.clone(),
+                hit,
+                found,
+                Reported::Lookup { from_cache: false },
+                Reported::Answered {
+                    route: "/order",
+                    status: 404
+                },
+                Reported::Route("other"),
+                Reported::Answered {
+                    route: "other",
+                    status: 404
+                },
+                Reported::Route("/healthz"),
+                Reported::Answered {
+                    route: "/healthz",
+                    status: 200
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_answers_the_reports_text_as_prometheus_text() {
+        let router = router(MockOrderReads::new(), MockOrderCache::new());
 
         let (status, body, response) = call(&router, Method::GET, "/metrics").await;
 
         assert_eq!(status, StatusCode::OK);
-        assert!(
-            response.headers()[header::CONTENT_TYPE]
-                .to_str()
-                .expect("ascii")
-                .starts_with("text/plain")
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/plain; version=0.0.4; charset=utf-8"
         );
-        for line in [
-            "orders_http_requests_total{route=\"/order\",status=\"200\"} 1",
-            "orders_http_requests_total{route=\"other\",status=\"404\"} 1",
-            "orders_cache_hits_total 1",
-            "orders_cache_entries 42",
-        ] {
-            assert!(body.contains(line), "missing {line} in {body}");
-        }
+        assert_eq!(body, EXPOSITION);
     }
 
     #[tokio::test]
@@ -1196,7 +1257,7 @@ mod tests {
         let router = Router::new(
             Arc::new(OrderService::new(Ports::mocks(), 1 << 20)),
             Arc::clone(&readiness),
-            Arc::new(Metrics::new()),
+            Arc::new(Recording::default()),
         );
         readiness.set_database(true);
         readiness.set_broker(true);
@@ -1275,7 +1336,6 @@ mod tests {
             (uid.as_str() == "b563feb7b2b84b6test").then(|| Bytes::from_static(SAMPLE))
         });
         cache.expect_insert().return_const(());
-        cache.expect_len().return_const(1usize);
         let readiness = Arc::new(Readiness::default());
         let service = OrderService::new(
             Ports {
@@ -1291,7 +1351,7 @@ mod tests {
         let router = Router::new(
             Arc::new(service),
             Arc::clone(&readiness),
-            Arc::new(Metrics::new()),
+            Arc::new(Recording::default()),
         )
         .with_access(Some(Arc::new(Access::new(tokens))));
         let limited = router.clone().with_rate_limit(RateLimit::per_second(1));
@@ -1447,13 +1507,12 @@ mod tests {
     const TOKEN: &str = "desk-token-0123456789";
 
     /// A router whose order routes need the token `desk:TOKEN`.
-    fn signed_router() -> (Router, Arc<Metrics>) {
+    fn signed_router() -> (Router, Recording) {
         let mut cache = MockOrderCache::new();
         cache
             .expect_get()
             .returning(|_| Some(Bytes::from_static(SAMPLE)));
-        cache.expect_len().return_const(1usize);
-        let metrics = Arc::new(Metrics::new());
+        let record = Recording::default();
         let tokens = crate::Tokens::parse(&format!("desk:{TOKEN}")).expect("tokens");
         let router = Router::new(
             Arc::new(OrderService::new(
@@ -1464,10 +1523,10 @@ mod tests {
                 1 << 20,
             )),
             Arc::new(Readiness::default()),
-            Arc::clone(&metrics),
+            Arc::new(record.clone()),
         )
         .with_access(Some(Arc::new(Access::new(tokens))));
-        (router, metrics)
+        (router, record)
     }
 
     async fn call_as(router: &Router, uri: &str, authorization: Option<&str>) -> Response<Body> {
@@ -1480,7 +1539,7 @@ mod tests {
 
     #[tokio::test]
     async fn with_tokens_orders_need_a_listed_bearer_token() {
-        let (router, metrics) = signed_router();
+        let (router, record) = signed_router();
         let uri = "/order?order_uid=b563feb7b2b84b6test";
 
         let none = call_as(&router, uri, None).await;
@@ -1507,14 +1566,13 @@ mod tests {
         let right = call_as(&router, uri, Some(&format!("Bearer {TOKEN}"))).await;
         assert_eq!(right.status(), StatusCode::OK);
 
-        let text = metrics.encode();
-        for line in [
-            r#"orders_http_token_requests_total{token="desk"} 1"#,
-            r#"orders_http_auth_denied_total{reason="missing"} 2"#,
-            r#"orders_http_auth_denied_total{reason="invalid_token"} 1"#,
-            r#"orders_http_auth_denied_total{reason="invalid_request"} 1"#,
+        for (reported, times) in [
+            (Reported::Caller("desk".to_owned()), 1),
+            (Reported::Denied("missing"), 2),
+            (Reported::Denied("invalid_token"), 1),
+            (Reported::Denied("invalid_request"), 1),
         ] {
-            assert!(text.contains(line), "{line} not in\n{text}");
+            assert_eq!(record.count(&reported), times, "{reported:?}");
         }
     }
 

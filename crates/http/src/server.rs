@@ -592,11 +592,11 @@ mod tests {
             },
             1 << 20,
         );
-        let metrics = Arc::new(orders_metrics::Metrics::new());
+        let record = crate::report::recording::Recording::default();
         let router = Router::new(
             Arc::new(service),
             Arc::new(orders_domain::Readiness::default()),
-            Arc::clone(&metrics),
+            Arc::new(record.clone()),
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -638,13 +638,15 @@ mod tests {
             "{answers}"
         );
         assert!(second.contains("{\"order_uid\":\"fine\"}"), "{answers}");
-        assert!(
-            metrics
-                .encode()
-                .contains("orders_panics_total{stage=\"http\"} 1"),
-            "{}",
-            metrics.encode()
-        );
+        use crate::report::recording::Reported;
+        assert_eq!(record.count(&Reported::Panicked), 1);
+        let answered = |status| {
+            record.count(&Reported::Answered {
+                route: "/order",
+                status,
+            })
+        };
+        assert_eq!((answered(500), answered(200)), (1, 1));
     }
 
     #[tokio::test]

@@ -7,27 +7,42 @@ pub(crate) struct StaticFile {
     pub body: &'static [u8],
 }
 
-pub(crate) fn lookup(path: &str) -> Option<StaticFile> {
-    let (content_type, body): (&str, &[u8]) = match path {
-        "/" | "/index.html" => (
-            "text/html; charset=utf-8",
-            include_bytes!("../../../static/index.html"),
-        ),
-        "/style.css" => (
-            "text/css; charset=utf-8",
-            include_bytes!("../../../static/style.css"),
-        ),
-        "/app.js" => (
-            "text/javascript; charset=utf-8",
-            include_bytes!("../../../static/app.js"),
-        ),
-        "/favicon.svg" => (
-            "image/svg+xml",
-            include_bytes!("../../../static/favicon.svg"),
-        ),
-        _ => return None,
-    };
-    Some(StaticFile { content_type, body })
+const PAGE: StaticFile = StaticFile {
+    content_type: "text/html; charset=utf-8",
+    body: include_bytes!("../../../static/index.html"),
+};
+
+/// Every file served, by its exact path.
+pub(crate) static FILES: [(&str, StaticFile); 5] = [
+    ("/", PAGE),
+    ("/index.html", PAGE),
+    (
+        "/style.css",
+        StaticFile {
+            content_type: "text/css; charset=utf-8",
+            body: include_bytes!("../../../static/style.css"),
+        },
+    ),
+    (
+        "/app.js",
+        StaticFile {
+            content_type: "text/javascript; charset=utf-8",
+            body: include_bytes!("../../../static/app.js"),
+        },
+    ),
+    (
+        "/favicon.svg",
+        StaticFile {
+            content_type: "image/svg+xml",
+            body: include_bytes!("../../../static/favicon.svg"),
+        },
+    ),
+];
+
+pub(crate) fn lookup(path: &str) -> Option<&'static StaticFile> {
+    FILES
+        .iter()
+        .find_map(|(served, file)| (*served == path).then_some(file))
 }
 
 #[cfg(test)]

@@ -6,11 +6,11 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hyper::Request;
 use orders_domain::{OrderService, Ports, Readiness};
-use orders_http::{Router, TrustedProxies};
-use orders_metrics::Metrics;
+use orders_http::{RequestReport, RouteReport, Router, TrustedProxies};
 
 /// What the subscriber writes.
 #[derive(Clone, Default)]
@@ -24,6 +24,26 @@ impl Write for Lines {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Reports kept nowhere: this test reads the log.
+struct Unreported;
+
+impl RouteReport for Unreported {
+    fn answered(&self, _: u16, _: Duration) {}
+}
+
+impl RequestReport for Unreported {
+    fn route(&self, _: &'static str) -> Box<dyn RouteReport> {
+        Box::new(Unreported)
+    }
+    fn caller(&self, _: &str) {}
+    fn denied(&self, _: &'static str) {}
+    fn lookup(&self, _: bool) {}
+    fn panicked(&self) {}
+    fn exposition(&self) -> String {
+        String::new()
     }
 }
 
@@ -41,7 +61,7 @@ async fn the_access_log_names_the_forwarded_client() {
     let router = Router::new(
         Arc::new(service),
         Arc::new(Readiness::default()),
-        Arc::new(Metrics::new()),
+        Arc::new(Unreported),
     )
     .with_trusted_proxies(TrustedProxies::parse("10.0.0.0/8").expect("valid"));
     let from = async |peer: &str, forwarded: &str| {

@@ -1,7 +1,8 @@
 //! The service's metrics: what is counted and measured, in one place.
 //! Encoded by `prometheus-client` (the Prometheus project's own Rust
-//! client) in the text format; the HTTP adapter serves that text at
-//! `GET /metrics`, the ingest loop and the health watcher record here.
+//! client) in the text format; the app serves that text at `GET /metrics`
+//! through the HTTP adapter, whose requests it records here too, as do the
+//! ingest loop, the purge, the read audit and the gauges' refresh.
 
 use std::time::Duration;
 
@@ -538,17 +539,8 @@ impl Metrics {
         self.denied.get_or_create(&ReasonLabel { reason }).inc();
     }
 
-    /// How many orders the cache holds, set when `/metrics` is read.
-    pub fn set_cache_entries(&self, entries: usize) {
-        self.cache_entries.set(to_i64(entries));
-    }
-
-    /// How many event streams are open, set when `/metrics` is read.
-    pub fn set_event_streams(&self, streams: usize) {
-        self.event_streams.set(to_i64(streams));
-    }
-
-    /// Values read periodically rather than counted.
+    /// Values read periodically rather than counted: the one place the
+    /// gauges are set.
     pub fn set_gauges(&self, g: Gauges) {
         self.cache_entries.set(to_i64(g.cache_entries));
         self.event_streams.set(to_i64(g.event_streams));

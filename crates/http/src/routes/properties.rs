@@ -248,7 +248,7 @@ proptest! {
                 1 << 20,
             )),
             Arc::new(Readiness::default()),
-            Arc::new(Metrics::new()),
+            Arc::new(crate::report::recording::Recording::default()),
         );
         let request = Request::builder()
             .uri("/orders/events")
