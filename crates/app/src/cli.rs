@@ -28,6 +28,7 @@ use crate::config::{
     version,
     about,
     long_about = None,
+    after_help = crate::config::TRACES_HELP,
     // The service's flags, or a subcommand with its own: not both.
     args_conflicts_with_subcommands = true
 )]

@@ -16,7 +16,7 @@ use crate::purge::PURGE_EVERY;
 /// The order service: takes orders from NATS JetStream, stores them in
 /// PostgreSQL, keeps them in memory and answers `GET /order?order_uid=...`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "order-service", version, about, long_about = None)]
+#[command(name = "order-service", version, about, long_about = None, after_help = TRACES_HELP)]
 pub struct Config {
     /// PostgreSQL URL of the primary. It may name several hosts
     /// (postgres://u@h1:5432,h2:5432/orders): the service connects only to
@@ -238,6 +238,13 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", default_value = "pretty", value_enum)]
     pub log_format: LogFormat,
 }
+
+/// What `--help` says of traces: the SDK reads these variables itself.
+pub(crate) const TRACES_HELP: &str = "Traces: with OTEL_EXPORTER_OTLP_ENDPOINT (or \
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) set, spans are exported over OTLP/HTTP (protobuf); \
+OTEL_SERVICE_NAME (default order-service), OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER \
+and OTEL_TRACES_SAMPLER_ARG (e.g. parentbased_traceidratio, 0.1) are honoured. Unset: \
+nothing is exported and spans cost nothing. See docs/operations.md, Traces.";
 
 /// `DATABASE_URL` when unset: the service's and its subcommands'.
 pub(crate) const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/orders";

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use orders_cache::MemoryCache;
+use orders_domain::trace::Consumer;
 use orders_domain::{AuditLog, DatabaseProbe, OrderService, Ports, Purger, ReadAudit};
 use orders_http::{Access, HttpSettings, RateLimit, Router};
 use orders_metrics::{Gauges, Metrics};
@@ -165,6 +166,10 @@ impl App {
                 // Three reports per ack wait: one may be late or lost and the
                 // delivery still does not expire.
                 .with_progress_every(config.nats_ack_wait / 3)
+                .with_consumer(Consumer {
+                    system: orders_nats::MESSAGING_SYSTEM,
+                    group: Arc::from(config.nats_durable.as_str()),
+                })
                 .with_rejected_retention(config.rejected_retention),
         );
         Ok(App {
@@ -183,6 +188,13 @@ impl App {
             access,
             shutdown,
         })
+    }
+
+    /// Records into `metrics` (the ones the trace export counts its
+    /// losses in) rather than a set of its own.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Where the HTTP server listens (useful with port 0).

@@ -1,6 +1,9 @@
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use orders_app::cli::Run;
 use orders_app::{App, Cli, Command, Config, cli, telemetry};
+use orders_metrics::Metrics;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -19,10 +22,16 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Serves until SIGINT or SIGTERM.
+/// Serves until SIGINT or SIGTERM, then sends the spans still queued.
 async fn serve(config: Config) -> anyhow::Result<()> {
-    telemetry::init(&config.rust_log, config.log_format)?;
+    let metrics = Arc::new(Metrics::new());
+    let telemetry = telemetry::init(&config.rust_log, config.log_format, Arc::clone(&metrics))?;
+    let served = serve_with(config, metrics).await;
+    telemetry.shutdown().await;
+    served
+}
 
+async fn serve_with(config: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
@@ -36,7 +45,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
 
     let app = match App::build(config, shutdown.clone()).await {
-        Ok(app) => app,
+        Ok(app) => app.with_metrics(metrics),
         // A signal during start-up is a clean stop, not a failure.
         Err(_) if shutdown.is_cancelled() => return Ok(()),
         Err(err) => return Err(err),

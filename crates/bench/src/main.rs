@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use orders_testkit::otlp::OtlpReceiver;
 use orders_testkit::servers::{ServiceProcess, free_port};
 use orders_testkit::{TestDb, TestStream, get};
 use report::{Report, Verdict, count as count_text};
@@ -74,6 +75,9 @@ enum Group {
     Ingest,
     /// Warm-up, memory and lookup p99 with 1k vs 1M cached.
     WarmUp,
+    /// Ingest and cached lookups with traces exported (every span, to a
+    /// local OTLP receiver) against the same without export.
+    Traces,
 }
 
 /// Counts and durations of one run.
@@ -241,6 +245,9 @@ async fn run(args: Args, postgres: Option<&str>) -> anyhow::Result<()> {
     }
     if wanted(Group::WarmUp) {
         warm_up(&args, plan, &scratch, &mut report).await?;
+    }
+    if wanted(Group::Traces) {
+        traces(&args, plan, &mut report).await?;
     }
 
     let _ = std::fs::remove_dir_all(&scratch);
@@ -928,6 +935,75 @@ async fn ingest_run(
             })
             .collect(),
     })
+}
+
+/// Ingest end to end and cached lookups on one fixed URL, each run twice
+/// in a row: without export, then exporting every span (ratio 1.0) over
+/// OTLP/HTTP to a receiver in this process, which decodes each export as a
+/// collector would (on the same two cores). The cost of tracing is the
+/// ratio; without export the other rows' figures are the comparison.
+async fn traces(args: &Args, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+    let receiver = OtlpReceiver::counting().await;
+    let export = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+        ("OTEL_TRACES_SAMPLER", "traceidratio".to_owned()),
+        ("OTEL_TRACES_SAMPLER_ARG", "1.0".to_owned()),
+    ];
+    let export: Vec<(&str, &str)> = export.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let orders = data::generate(0x07e1_0000, plan.ingest_orders);
+    let off = ingest_run(args, &orders, &[]).await?;
+    let on = ingest_run(args, &orders, &export).await?;
+    let ingested_spans = receiver.span_count();
+    let measure = "ingest, end to end, traces exported at ratio 1.0";
+    report.command(
+        measure,
+        "orders-bench --only traces: the ingest end-to-end row's run twice, without export \
+         and then with OTEL_EXPORTER_OTLP_ENDPOINT at a local OTLP/HTTP receiver and \
+         OTEL_TRACES_SAMPLER=traceidratio, OTEL_TRACES_SAMPLER_ARG=1.0",
+    );
+    report.info(
+        measure,
+        &format!("{} orders, export off then on", plan.ingest_orders),
+        format!(
+            "{} orders/s = {:.2}x export off ({} orders/s); {} spans received",
+            count_text(on.rate),
+            on.rate / off.rate,
+            count_text(off.rate),
+            count_text(ingested_spans as f64)
+        ),
+    );
+
+    let db = data::migrated_db().await?;
+    data::seed(&db, plan.lookup_orders).await?;
+    let path = format!("/order?order_uid={}", data::seeded_uid(0));
+    let mut rates = Vec::new();
+    for env in [&[][..], &export[..]] {
+        let mut svc = service(&args.service, &db, &TestStream::new(), env);
+        start_ready(&mut svc, Duration::from_secs(120)).await?;
+        wait_cached(&svc, plan.lookup_orders, Duration::from_secs(120)).await?;
+        rates.push(load::wrk_path(svc.addr(), &path, 32, plan.run)?);
+        svc.terminate(Duration::from_secs(10));
+    }
+    let lookup_spans = receiver.span_count() - ingested_spans;
+    let measure = "lookup, one uid, traces exported at ratio 1.0";
+    report.command(
+        measure,
+        "orders-bench --only traces: wrk -t1 -c32 on one fixed /order URL (a cache hit), \
+         export off then on as the row above",
+    );
+    report.info(
+        measure,
+        &format!("wrk -t1 -c32 -d{}s, export off then on", plan.run.as_secs()),
+        format!(
+            "{} req/s = {:.2}x export off ({} req/s); {} spans received",
+            count_text(rates[1].requests_per_second),
+            rates[1].requests_per_second / rates[0].requests_per_second,
+            count_text(rates[0].requests_per_second),
+            count_text(lookup_spans as f64)
+        ),
+    );
+    Ok(())
 }
 
 /// Warm-up time and memory with `warm_orders` in PostgreSQL, and lookup

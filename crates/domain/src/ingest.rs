@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use tracing::Instrument as _;
 
 use crate::decode::{Decoded, NotAnOrder};
 use crate::erased::Epoch;
@@ -13,6 +14,7 @@ use crate::ports::{
     Acker, Message, MessageMeta, NewOrder, Rejection, RepositoryError, SaveOutcome,
 };
 use crate::service::{OrderService, error_chain};
+use crate::trace::{self, MessageTrace};
 use crate::validation::{RejectReason, ValidationError};
 
 /// What ingesting one message did, after the message was settled.
@@ -76,6 +78,8 @@ struct InHand {
     ingested: Ingested,
     /// The outcome, once known.
     settled: Option<IngestOutcome>,
+    /// Its exported spans (none without an exporter).
+    trace: MessageTrace,
 }
 
 /// What saving one order of a batch came to.
@@ -92,10 +96,13 @@ impl OrderService {
     /// broker, so a slow commit does not expire their deliveries.
     #[tracing::instrument(name = "ingest", skip_all, fields(size = batch.len()))]
     pub async fn ingest(&self, batch: Vec<Message>) -> Vec<Ingested> {
-        let (mut in_hand, ackers): (Vec<InHand>, Vec<Box<dyn Acker>>) =
-            batch.into_iter().map(InHand::new).unzip();
+        let (mut in_hand, ackers): (Vec<InHand>, Vec<Box<dyn Acker>>) = batch
+            .into_iter()
+            .map(|m| InHand::new(m, &self.consumer))
+            .unzip();
+        let batch_span = trace::batch(in_hand.iter().map(|m| (&m.trace, &m.meta)), &self.consumer);
         {
-            let work = std::pin::pin!(self.store(&mut in_hand));
+            let work = std::pin::pin!(self.store(&mut in_hand).instrument(batch_span));
             let progress = std::pin::pin!(self.keep_in_progress(&ackers));
             futures::future::select(work, progress).await;
         }
@@ -107,6 +114,7 @@ impl OrderService {
                     .settled
                     .unwrap_or(IngestOutcome::Retry(retry_delay(m.meta.delivered)));
                 settle(acker.as_ref(), outcome, m.meta.stream_sequence).await;
+                m.trace.settled(outcome);
                 Ingested {
                     outcome,
                     ..m.ingested
@@ -125,7 +133,7 @@ impl OrderService {
             // stored document, the cached answer and the live event's source.
             let sequence = Some(m.meta.stream_sequence).filter(|s| *s > 0);
             let parsed = panics::catch(|| {
-                self.parse(&m.payload).map(|decoded| {
+                self.parse(&m.payload, &m.trace).map(|decoded| {
                     let Decoded {
                         order,
                         defaulted,
@@ -142,6 +150,9 @@ impl OrderService {
                     orders.push(order);
                 }
                 Ok(Err(NotAnOrder { error, order_uid })) => {
+                    if let Some(uid) = &order_uid {
+                        m.trace.read(uid);
+                    }
                     m.uid.clone_from(&order_uid);
                     let outcome = self
                         .reject(m, error.reason(), error.to_string(), order_uid)
@@ -159,7 +170,10 @@ impl OrderService {
             return;
         }
         let since = self.erased.epoch();
-        let saved = match self.save_containing_panics(&orders).await {
+        let saving = trace::saving(positions.iter().map(|&i| &in_hand[i].trace));
+        let saved = self.save_containing_panics(&orders).await;
+        drop(saving);
+        let saved = match saved {
             Ok(saved) => saved,
             Err(err) => {
                 tracing::warn!(
@@ -263,7 +277,7 @@ impl OrderService {
     pub async fn undeliverable(&self, batch: Vec<Message>) -> Vec<Ingested> {
         let mut settled = Vec::with_capacity(batch.len());
         for message in batch {
-            let (mut m, acker) = InHand::new(message);
+            let (mut m, acker) = InHand::new(message, &self.consumer);
             // The same reading of the uid as for any message: the order's,
             // or the one a message that is no order held.
             let uid = match Order::decode_message(&m.payload) {
@@ -279,6 +293,7 @@ impl OrderService {
                 .reject(&m, RejectReason::Undeliverable, detail, uid)
                 .await;
             settle(acker.as_ref(), outcome, m.meta.stream_sequence).await;
+            m.trace.settled(outcome);
             settled.push(Ingested {
                 outcome,
                 ..m.ingested
@@ -289,7 +304,7 @@ impl OrderService {
 
     /// The message's order, or why it is not one. Larger than the limit:
     /// rejected without parsing.
-    fn parse(&self, payload: &Bytes) -> Result<Decoded, NotAnOrder> {
+    fn parse(&self, payload: &Bytes, trace: &MessageTrace) -> Result<Decoded, NotAnOrder> {
         if payload.len() > self.max_order_bytes {
             return Err(NotAnOrder {
                 error: ValidationError::TooLarge {
@@ -299,7 +314,7 @@ impl OrderService {
                 order_uid: None,
             });
         }
-        Order::decode_message(payload)
+        trace.decoding(|| Order::decode_message(payload))
     }
 
     /// What a save's result means for the message: cache a new order
@@ -329,6 +344,7 @@ impl OrderService {
                     m.ingested.panicked = true;
                     tracing::error!(seq = m.meta.stream_sequence, %panicked, "caching a stored order panicked; lookups read it through");
                 }
+                m.trace.cached();
                 IngestOutcome::Stored
             }
             SaveOutcome::Duplicate => {
@@ -413,6 +429,8 @@ impl OrderService {
                 }
             }
         }
+        // Its log lines name the message's trace, when exported.
+        .instrument(m.trace.span().clone())
         .await
     }
 }
@@ -434,12 +452,13 @@ fn checked(saved: Vec<SaveOutcome>, orders: usize) -> Result<Vec<SaveOutcome>, R
 }
 
 impl InHand {
-    fn new(message: Message) -> (Self, Box<dyn Acker>) {
+    fn new(message: Message, consumer: &trace::Consumer) -> (Self, Box<dyn Acker>) {
         let Message {
             payload,
             meta,
             acker,
         } = message;
+        let trace = MessageTrace::start(&meta, consumer);
         let m = Self {
             ingested: Ingested {
                 outcome: IngestOutcome::Retry(Duration::ZERO),
@@ -453,6 +472,7 @@ impl InHand {
             meta,
             uid: None,
             settled: None,
+            trace,
         };
         (m, acker)
     }
@@ -460,6 +480,7 @@ impl InHand {
     /// Notes what decoding found: defaulted and unknown fields for the
     /// metrics (and the unknown names in the log).
     fn read(&mut self, order: &Order, defaulted: Vec<&'static str>, unknown_fields: &[String]) {
+        self.trace.read(order.order_uid.as_str());
         if !unknown_fields.is_empty() {
             tracing::debug!(seq = self.meta.stream_sequence, order_uid = %order.order_uid, fields = ?unknown_fields, "fields the order does not know, ignored");
         }

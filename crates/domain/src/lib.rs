@@ -26,6 +26,7 @@ mod rejected;
 mod retention;
 mod search;
 mod service;
+pub mod trace;
 mod uid;
 mod validation;
 

@@ -10,6 +10,7 @@ use crate::live::{DEFAULT_MAX_STREAMS, Live};
 use crate::misses::RecentMisses;
 use crate::ports::{OrderCache, OrderReads, OrderStore, RejectedReads};
 use crate::retention::Retention;
+use crate::trace::Consumer;
 use crate::uid::OrderUid;
 
 /// Lookups that may read through to the database at once, by default:
@@ -40,6 +41,8 @@ pub struct OrderService {
     pub(crate) progress_every: std::time::Duration,
     /// How long rejected messages are kept, as the list tells its readers.
     pub(crate) rejected_retention: Retention,
+    /// The broker and consumer group the messages' spans name.
+    pub(crate) consumer: Consumer,
 }
 
 impl std::fmt::Debug for OrderService {
@@ -122,6 +125,7 @@ impl OrderService {
             live: Live::new(DEFAULT_MAX_STREAMS),
             progress_every: crate::ingest::DEFAULT_PROGRESS_EVERY,
             rejected_retention: Retention::FOREVER,
+            consumer: Consumer::default(),
         }
     }
 
@@ -130,6 +134,13 @@ impl OrderService {
     /// its messages' deliveries expire.
     pub fn with_progress_every(mut self, period: std::time::Duration) -> Self {
         self.progress_every = period.max(std::time::Duration::from_millis(10));
+        self
+    }
+
+    /// The broker and the consumer group ingest's spans name
+    /// (`messaging.system`, `messaging.consumer.group.name`).
+    pub fn with_consumer(mut self, consumer: Consumer) -> Self {
+        self.consumer = consumer;
         self
     }
 

@@ -30,6 +30,7 @@ mod report;
 mod routes;
 mod server;
 mod statics;
+mod trace;
 
 pub use auth::{Access, Tokens, TokensError};
 pub use client::{InvalidProxies, TrustedProxies};

@@ -20,6 +20,7 @@ use crate::client::TrustedProxies;
 use crate::limits::{ClientIp, RateLimit};
 use crate::report::{RequestReport, RouteReport};
 use crate::statics;
+use crate::trace;
 
 /// The page may load only its own files and talk only to its own origin.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -277,6 +278,7 @@ impl Router {
         let label = Route::label_index(route.as_ref());
         let personal = route.as_ref().is_some_and(Route::bears_orders);
         let span = tracing::debug_span!("request", method = %req.method(), path = req.uri().path());
+        let server = trace::server_span(&req, route.as_ref().map(|_| LABELS[label]));
         // A bug that panics answers this request 500; the connection's
         // other requests and the process carry on.
         let mut given_out: GivenOut = match &self.audit {
@@ -286,6 +288,7 @@ impl Router {
         let answered =
             orders_domain::catch_panic_async(self.route(&req, route, client, &mut given_out))
                 .instrument(span)
+                .instrument(server.clone())
                 .await;
         let (mut response, caller) = answered.unwrap_or_else(|panicked| {
             tracing::error!(%panicked, method = %req.method(), path = req.uri().path(), "answering a request panicked");
@@ -293,6 +296,7 @@ impl Router {
             (error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"), None)
         });
         finish(&mut response, personal);
+        trace::answered(&server, response.status());
         if let (Some(audit), Some(order_uids)) = (&self.audit, given_out)
             && response.status().is_success()
         {

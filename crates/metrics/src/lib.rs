@@ -55,6 +55,11 @@ struct StageLabel {
     stage: &'static str,
 }
 
+/// Why exported spans were lost, as [`Metrics::record_spans_dropped`]
+/// labels it (orders-telemetry's `Dropped` names them so): the export
+/// queue was full, or the collector refused a batch or did not answer.
+pub const SPAN_DROP_REASONS: [&str; 2] = ["queue_full", "export_failed"];
+
 /// Where a caught panic happened, as [`Metrics::record_panic`] labels it.
 pub const PANIC_STAGES: [&str; 2] = ["ingest", "http"];
 
@@ -116,6 +121,10 @@ pub struct Metrics {
     purged: Family<TableLabel, Counter>,
     audit_recorded: Counter,
     audit_dropped: Counter,
+    spans_dropped: Family<ReasonLabel, Counter>,
+    /// The counters of `spans_dropped`, by [`SPAN_DROP_REASONS`], held so
+    /// recording takes no lock.
+    spans_dropped_by: [Counter; SPAN_DROP_REASONS.len()],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -195,6 +204,8 @@ impl Metrics {
             purged: Family::default(),
             audit_recorded: Counter::default(),
             audit_dropped: Counter::default(),
+            spans_dropped: Family::default(),
+            spans_dropped_by: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -354,8 +365,19 @@ impl Metrics {
              failed the batch",
             m.audit_dropped.clone(),
         );
+        registry.register(
+            "trace_spans_dropped",
+            "Spans never exported to the collector (OTEL_EXPORTER_OTLP_ENDPOINT), by reason: \
+             the export queue was full, or the collector refused or did not answer a batch",
+            m.spans_dropped.clone(),
+        );
         // Every reason and table from zero, so a dashboard's rate() sees
         // the first one.
+        let spans_dropped_by = SPAN_DROP_REASONS.map(|reason| {
+            m.spans_dropped
+                .get_or_create(&ReasonLabel { reason })
+                .clone()
+        });
         for reason in RejectReason::ALL {
             drop(m.rejected.get_or_create(&ReasonLabel {
                 reason: reason.as_str(),
@@ -377,7 +399,11 @@ impl Metrics {
                 table: target.table(),
             }));
         }
-        Self { registry, ..m }
+        Self {
+            registry,
+            spans_dropped_by,
+            ..m
+        }
     }
 
     /// One message taken from the broker and settled; `elapsed` is the
@@ -499,6 +525,15 @@ impl Metrics {
         self.audit_dropped.inc_by(reads);
     }
 
+    /// `spans` lost on their way to the collector, and why (one of
+    /// [`SPAN_DROP_REASONS`]; another is not counted). Lock-free: it runs
+    /// where spans end, ingest and lookups included.
+    pub fn record_spans_dropped(&self, reason: &str, spans: u64) {
+        if let Some(i) = SPAN_DROP_REASONS.iter().position(|r| *r == reason) {
+            self.spans_dropped_by[i].inc_by(spans);
+        }
+    }
+
     /// One request for orders turned away, and why (a fixed label).
     pub fn record_denied(&self, reason: &'static str) {
         self.denied.get_or_create(&ReasonLabel { reason }).inc();
@@ -596,6 +631,7 @@ mod tests {
         m.record_purged(PurgeTarget::RejectedMessages, 5);
         m.record_audit_stored(3);
         m.record_audit_dropped(2);
+        m.record_spans_dropped("export_failed", 512);
         m.set_gauges(Gauges {
             cache_entries: 7,
             event_streams: 2,
@@ -610,6 +646,8 @@ mod tests {
 
         for line in [
             "orders_messages_received_total 5",
+            "orders_trace_spans_dropped_total{reason=\"queue_full\"} 0",
+            "orders_trace_spans_dropped_total{reason=\"export_failed\"} 512",
             "orders_messages_rejected_total{reason=\"internal\"} 1",
             "orders_panics_total{stage=\"ingest\"} 1",
             "orders_panics_total{stage=\"http\"} 1",

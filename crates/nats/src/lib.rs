@@ -2,6 +2,10 @@
 //! stream that captures the orders subject and a durable pull consumer with
 //! explicit acks, shared by every replica.
 
+/// The broker, as the messaging conventions name it in spans
+/// (`messaging.system`).
+pub const MESSAGING_SYSTEM: &str = "nats";
+
 mod messages;
 mod setup;
 mod source;

@@ -25,6 +25,7 @@ mod save;
 pub mod schema;
 pub mod search;
 pub mod sql;
+mod trace;
 mod warm_up;
 
 pub use audit::PgAuditLog;

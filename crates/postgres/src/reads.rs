@@ -21,6 +21,8 @@ use crate::errors::{corrupt, from_pg, from_pool};
 use crate::repository::PgOrderRepository;
 use crate::rows::{read_item, read_order};
 use crate::sql;
+use crate::trace;
+use tracing::Instrument as _;
 
 /// How long reads skip a read pool that failed.
 const READS_BACKOFF: Duration = Duration::from_secs(5);
@@ -141,12 +143,17 @@ impl PgOrderRepository {
 #[async_trait]
 impl OrderReads for PgOrderRepository {
     async fn find_json(&self, uid: &OrderUid) -> Result<Option<Bytes>, RepositoryError> {
-        self.read(
-            uid,
-            |c, uid| Box::pin(find_json_with(c, uid)),
-            Option::is_none,
-        )
-        .await
+        let span = trace::statement("SELECT", "order_info");
+        let found = self
+            .read(
+                uid,
+                |c, uid| Box::pin(find_json_with(c, uid)),
+                Option::is_none,
+            )
+            .instrument(span.clone())
+            .await;
+        trace::ended(&span, &found);
+        found
     }
 
     fn load_recent(&self, limit: usize) -> OrderChunks {
@@ -160,9 +167,13 @@ impl OrderReads for PgOrderRepository {
         before: Option<OrderCursor>,
     ) -> Result<Vec<OrderSummary>, RepositoryError> {
         let statement = crate::search::list_orders(query, limit, before.as_ref());
+        let span = trace::statement("SELECT", "order_info");
         let rows = self
             .read(&statement, |c, s| Box::pin(query_all(c, s)), |_| false)
-            .await?;
+            .instrument(span.clone())
+            .await;
+        trace::ended(&span, &rows);
+        let rows = rows?;
         rows.iter().map(summary_from_row).collect()
     }
 

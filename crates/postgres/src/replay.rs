@@ -40,6 +40,9 @@ pub struct Replayable {
     pub received_at: OffsetDateTime,
     pub replayed_at: Option<OffsetDateTime>,
     pub payload: Vec<u8>,
+    /// The message's NATS headers as they arrived (its `traceparent`
+    /// among them, so a replay continues the first send's trace).
+    pub headers: Option<String>,
 }
 
 /// The rows `filter` chooses, oldest first (so a replay keeps the order
@@ -52,7 +55,7 @@ pub async fn replayable(
     let reason = filter.reason.map(RejectReason::as_str);
     let rows = client
         .query(
-            "SELECT id, reason, detail, subject, received_at, replayed_at, payload \
+            "SELECT id, reason, detail, subject, received_at, replayed_at, payload, headers \
              FROM rejected_messages \
              WHERE ($1::bigint[] IS NULL OR id = ANY($1)) \
                AND ($2::text IS NULL OR reason = $2) \
@@ -74,6 +77,7 @@ pub async fn replayable(
                 received_at: row.try_get(4)?,
                 replayed_at: row.try_get(5)?,
                 payload: row.try_get(6)?,
+                headers: row.try_get(7)?,
             })
         })
         .collect()

@@ -15,6 +15,8 @@ use crate::errors::{corrupt, from_pg};
 use crate::reads::orders_of;
 use crate::repository::PgOrderRepository;
 use crate::sql;
+use crate::trace;
+use tracing::Instrument as _;
 
 /// What inserting a batch did: the uids it stored, and the orders the
 /// database refused, by their place in the batch, with why.
@@ -137,10 +139,18 @@ impl OrderStore for PgOrderRepository {
             }
         }
 
-        let mut client = self.client().await?;
+        let span = trace::statement("INSERT", "order_info");
+        span.record("db.operation.batch.size", firsts.len());
+        let mut client = self.client().instrument(span.clone()).await?;
         // The common case in one statement; only if the database refuses
         // some order, the batch again under savepoints to find which.
-        let inserted = match insert(&client, &firsts).await.map_err(from_pg) {
+        let first_try = insert(&client, &firsts)
+            .instrument(span.clone())
+            .await
+            .map_err(from_pg);
+        trace::ended(&span, &first_try);
+        drop(span);
+        let inserted = match first_try {
             Ok(stored) => Inserted {
                 stored,
                 refused: HashMap::new(),

@@ -3,6 +3,7 @@
 //! of many kinds, to watch the service reject them.
 
 pub mod replay;
+pub mod trace;
 
 use std::sync::LazyLock;
 

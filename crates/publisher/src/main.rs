@@ -18,6 +18,7 @@ use futures::stream::FuturesUnordered;
 use indicatif::{ProgressBar, ProgressStyle};
 use orders_domain::{Order, Retention};
 use orders_nats::StreamSettings;
+use orders_publisher::trace::Producer;
 use orders_publisher::{SplitMix64, invalid, order};
 
 /// Publishes orders to the order service's stream: one file, or generated
@@ -137,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let client = orders_nats::connect(&args.nats_url, "order-publisher").await?;
     let js = jetstream::new(client.clone());
+    let producer = Producer::from_env()?;
     let settings = StreamSettings {
         replicas: args.nats_stream_replicas,
         max_age: args.nats_stream_max_age.get(),
@@ -178,6 +180,14 @@ async fn main() -> anyhow::Result<()> {
             // The broker drops a repeat of this id inside its duplicate window.
             headers.insert("Nats-Msg-Id", uid.as_str());
         }
+        let sent = producer.as_ref().map(|p| {
+            p.send(
+                &args.nats_subject,
+                message.uid.as_deref(),
+                None,
+                &mut headers,
+            )
+        });
         let ack = js
             .publish_with_headers(
                 args.nats_subject.clone(),
@@ -186,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
             .context("publishing")?;
+        drop(sent);
         tally.published += 1;
         last_uid = message.uid;
         pending.push(Box::pin(ack.into_future()));
@@ -195,6 +206,9 @@ async fn main() -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     client.flush().await.context("flushing")?;
+    if let Some(producer) = producer {
+        producer.finish().await;
+    }
 
     let elapsed = started.elapsed();
     if args.count.is_none() {

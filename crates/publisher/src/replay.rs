@@ -9,9 +9,12 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use bytes::Bytes;
 use orders_domain::RejectReason;
+use orders_domain::trace::TraceParent;
 use orders_postgres::replay::{ReplayFilter, Replayable, mark_replayed, replayable};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+use crate::trace::Producer;
 
 /// Which rows to replay, and where they are.
 #[derive(Debug, Clone, clap::Args)]
@@ -101,6 +104,7 @@ pub async fn run(args: &ReplayArgs, nats_url: &str, nats_subject: &str) -> anyho
 
     let client = orders_nats::connect(nats_url, "order-publisher").await?;
     let js = jetstream::new(client.clone());
+    let producer = Producer::from_env()?;
     let mut replayed = 0;
     for row in &rows {
         // The subject it came on (a wildcard service may listen on many);
@@ -112,14 +116,22 @@ pub async fn run(args: &ReplayArgs, nats_url: &str, nats_subject: &str) -> anyho
             row.subject.clone()
         };
         let mut headers = HeaderMap::new();
-        // A fresh id: the broker must not drop it as a repeat of the first.
-        headers.insert("Nats-Msg-Id", fresh_msg_id(row.id).as_str());
+        // A fresh id (below): the broker must not drop it as a repeat of
+        // the first.
         headers.insert("Orders-Replay-Of", row.id.to_string().as_str());
+        // The replay continues the first send's trace, when it had one.
+        let first = row.headers.as_deref().and_then(TraceParent::from_headers);
+        let msg_id = fresh_msg_id(row.id);
+        let sent = producer
+            .as_ref()
+            .map(|p| p.send(&subject, Some(&msg_id), first.as_ref(), &mut headers));
+        headers.insert("Nats-Msg-Id", msg_id.as_str());
         js.publish_with_headers(subject, headers, Bytes::from(row.payload.clone()))
             .await
             .context("publishing")?
             .await
             .with_context(|| format!("the broker did not take row {}", row.id))?;
+        drop(sent);
         mark_replayed(&db, row.id)
             .await
             .with_context(|| format!("marking row {} replayed", row.id))?;
@@ -127,6 +139,9 @@ pub async fn run(args: &ReplayArgs, nats_url: &str, nats_subject: &str) -> anyho
         println!("replayed {}", describe(row));
     }
     client.flush().await.context("flushing")?;
+    if let Some(producer) = producer {
+        producer.finish().await;
+    }
     println!("replayed {replayed} rows");
     Ok(())
 }
