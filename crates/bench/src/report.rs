@@ -239,7 +239,7 @@ impl Report {
             format!("{} orders/s", count(rate)),
             // Three decimals: a rounded 0.50x next to "missed" would puzzle.
             format!("{:.3}x ceiling", rate / ceiling),
-            ">= 0.6x ceiling",
+            ">= 0.8x ceiling",
             verdict,
         );
     }
@@ -472,8 +472,8 @@ pub fn write(out: &Path, table: &str, postgres: Option<&str>) -> anyhow::Result<
     const END: &str = "<!-- bench:end -->";
     let generated = format!(
         "{START}\n{}\n{table}\nReproduce: `just bench` (release build; the service against the \
-         bench's own PostgreSQL and the local NATS, each measure in a database and stream of its \
-         own). Each row's `how` is the command or setup; the ceilings run in the same process \
+         bench's own PostgreSQL and its own nats-server, each measure in a database and stream of \
+         its own). Each row's `how` is the command or setup; the ceilings run in the same process \
          tree right before.\n{END}",
         machine(postgres)
     );

@@ -39,6 +39,11 @@ struct ArrayColumn {
     count: i32,
     has_null: bool,
     elements: BytesMut,
+    /// Bytes the whole statement's parameters take, on the first column
+    /// only (else 0): the driver builds the statement's message in one
+    /// buffer, parameter after parameter, and reserving it all at the
+    /// first spares it growing (and copying what it holds) at each.
+    statement_bytes: usize,
 }
 
 /// Bytes a value of a text column takes on average, its length word
@@ -66,7 +71,14 @@ impl ArrayColumn {
             count: 0,
             has_null: false,
             elements: BytesMut::with_capacity(rows * each),
+            statement_bytes: 0,
         }
+    }
+
+    /// What this column adds to the statement's message: the array's
+    /// header, its elements, and the parameter's length word.
+    fn encoded_len(&self) -> usize {
+        24 + self.elements.len()
     }
 
     fn push(&mut self, cell: Cell<'_>) {
@@ -125,7 +137,7 @@ impl ToSql for ArrayColumn {
         }
         // One dimension, the NULL flag, the element type, the length and
         // the lower bound (1), then the elements.
-        out.reserve(20 + self.elements.len());
+        out.reserve(self.statement_bytes.max(self.encoded_len()));
         out.put_i32(1);
         out.put_i32(i32::from(self.has_null));
         out.put_u32(self.element.oid());
@@ -183,8 +195,18 @@ impl UnnestColumns {
         columns
     }
 
-    /// The statement's parameters, in the order of `TABLES` and their columns.
-    pub(crate) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+    /// The statement's parameters, in the order of `TABLES` and their
+    /// columns (call once the rows are all written).
+    pub(crate) fn params(&mut self) -> Vec<&(dyn ToSql + Sync)> {
+        let total: usize = self
+            .tables
+            .iter()
+            .flatten()
+            .map(ArrayColumn::encoded_len)
+            .sum();
+        if let Some(first) = self.tables.iter_mut().flatten().next() {
+            first.statement_bytes = total;
+        }
         self.tables
             .iter()
             .flatten()

@@ -32,7 +32,7 @@ async fn insert(
     client: &impl GenericClient,
     orders: &[&NewOrder],
 ) -> Result<HashSet<String>, tokio_postgres::Error> {
-    let columns = UnnestColumns::of(orders);
+    let mut columns = UnnestColumns::of(orders);
     let statement = client.prepare_cached(&sql::INSERT_ORDERS).await?;
     let rows = client.query(&statement, &columns.params()).await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
