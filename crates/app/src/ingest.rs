@@ -355,7 +355,7 @@ mod tests {
         async fn record_rejection(
             &self,
             _: &orders_domain::Rejection,
-        ) -> Result<(), RepositoryError> {
+        ) -> Result<orders_domain::Recorded, RepositoryError> {
             unreachable!("nothing rejected")
         }
     }
@@ -480,7 +480,7 @@ mod tests {
         async fn record_rejection(
             &self,
             _: &orders_domain::Rejection,
-        ) -> Result<(), RepositoryError> {
+        ) -> Result<orders_domain::Recorded, RepositoryError> {
             unreachable!("nothing rejected")
         }
     }

@@ -309,13 +309,47 @@ async fn an_erasure_reaches_both_replicas_caches_and_searches_the_rejected_rows_
         || async move { held(a_ref, &[s_again]).await.is_empty() },
     )
     .await;
+    // exec 4: a malformed copy of Ann's second order (its city missing),
+    // which would otherwise be kept whole as invalid_field
+    let mut malformed = ann2.clone();
+    malformed["delivery"]
+        .as_object_mut()
+        .expect("delivery")
+        .remove("city");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("X-Customer", "ann@example.com");
+    let s_malformed = publish(&a, bytes(&malformed), headers).await;
+
+    // check 4: the same ending as a well-formed copy
+    a.wait_rows("rejected_messages", 3).await;
+    let row =
+        a.db.client()
+            .await
+            .query_one(
+                "SELECT reason, order_uid, octet_length(payload), headers \
+             FROM rejected_messages WHERE stream_sequence = $1",
+                &[&(s_malformed as i64)],
+            )
+            .await
+            .expect("the row of the malformed copy");
+    assert_eq!(row.get::<_, &str>(0), "erased");
+    assert_eq!(row.get::<_, Option<&str>>(1), Some("ann-2"));
+    assert_eq!(row.get::<_, i32>(2), 0, "no payload bytes");
+    assert_eq!(row.get::<_, Option<&str>>(3), None, "no headers");
+    eventually(
+        "the malformed copy deleted from the stream",
+        Duration::from_secs(10),
+        || async move { held(a_ref, &[s_malformed]).await.is_empty() },
+    )
+    .await;
     for app in [&a, &b] {
         assert_eq!(email_of(app, "ann-1").await, (200, "[erased]".into()));
+        assert_eq!(email_of(app, "ann-2").await, (200, "[erased]".into()));
     }
     assert_eq!(
         a.metric("orders_messages_rejected_total{reason=\"erased\"}")
             .await,
-        1
+        2
     );
     assert_eq!(
         b.metric("orders_messages_rejected_total{reason=\"erased\"}")

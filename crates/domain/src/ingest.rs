@@ -11,7 +11,7 @@ use crate::erased::Epoch;
 use crate::order::Order;
 use crate::panics::{self, Panicked};
 use crate::ports::{
-    Acker, Message, MessageMeta, NewOrder, Rejection, RepositoryError, SaveOutcome,
+    Acker, Message, MessageMeta, NewOrder, Recorded, Rejection, RepositoryError, SaveOutcome,
 };
 use crate::service::{OrderService, error_chain};
 use crate::trace::{self, MessageTrace};
@@ -414,7 +414,13 @@ impl OrderService {
                 payload: m.payload.clone(),
             };
             match self.store.record_rejection(&rejection).await {
-                Ok(()) => IngestOutcome::Rejected(reason),
+                Ok(Recorded::Kept) => IngestOutcome::Rejected(reason),
+                Ok(Recorded::Erased) => {
+                    // It named an erased order: kept without its bytes, and
+                    // settling deletes it from the stream.
+                    tracing::warn!(seq, "the rejected message names an order erased on request; recorded as erased, its bytes not kept");
+                    IngestOutcome::Rejected(RejectReason::Erased)
+                }
                 Err(err @ RepositoryError::Unavailable(_)) => {
                     let delay = retry_delay(m.meta.delivered);
                     tracing::warn!(seq, error = %error_chain(&err), ?delay, "recording the rejection failed; will retry");
@@ -603,7 +609,7 @@ mod tests {
                     && r.payload.as_ref() == SAMPLE
             })
             .times(1)
-            .returning(|_| Ok(()));
+            .returning(|_| Ok(Recorded::Kept));
         let mut cache = MockOrderCache::new();
         cache.expect_insert().never();
 
@@ -647,7 +653,7 @@ mod tests {
                     r.reason == reason && r.detail.contains(detail) && r.payload.as_ref() == payload
                 })
                 .times(1)
-                .returning(|_| Ok(()));
+                .returning(|_| Ok(Recorded::Kept));
 
             let ingested = service(repo, MockOrderCache::new())
                 .ingest(vec![message(payload, acker_expecting("term"))])
@@ -676,7 +682,7 @@ mod tests {
                     && r.order_uid.is_none()
             })
             .times(1)
-            .returning(|_| Ok(()));
+            .returning(|_| Ok(Recorded::Kept));
         let svc = on(Arc::new(repo), MockOrderCache::new(), 100);
 
         let ingested = svc
@@ -743,7 +749,7 @@ mod tests {
                     && r.detail.contains("22001")
             })
             .times(1)
-            .returning(|_| Ok(()));
+            .returning(|_| Ok(Recorded::Kept));
         let mut cache = MockOrderCache::new();
         cache
             .expect_insert()
@@ -801,11 +807,11 @@ mod tests {
         repo.expect_record_rejection()
             .withf(|r| r.reason == RejectReason::InvalidJson)
             .times(1)
-            .returning(|_| Ok(()));
+            .returning(|_| Ok(Recorded::Kept));
         repo.expect_record_rejection()
             .withf(|r| r.reason == RejectReason::Conflict && r.order_uid.as_deref() == Some("c"))
             .times(1)
-            .returning(|_| Ok(()));
+            .returning(|_| Ok(Recorded::Kept));
         let mut cache = MockOrderCache::new();
         cache
             .expect_insert()
@@ -838,7 +844,7 @@ mod tests {
         repo.expect_save().returning(|_| Err(unavailable()));
         repo.expect_record_rejection()
             .times(1)
-            .returning(|_| Ok(()));
+            .returning(|_| Ok(Recorded::Kept));
         let mut cache = MockOrderCache::new();
         cache.expect_insert().never();
         let batch = vec![
@@ -939,9 +945,9 @@ mod tests {
             }
             Ok(vec![SaveOutcome::Stored; orders.len()])
         }
-        async fn record_rejection(&self, r: &Rejection) -> Result<(), RepositoryError> {
+        async fn record_rejection(&self, r: &Rejection) -> Result<Recorded, RepositoryError> {
             self.rejections.lock().expect("rejections").push(r.clone());
-            Ok(())
+            Ok(Recorded::Kept)
         }
     }
 
@@ -1086,7 +1092,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(25)).await;
             self.0.save(orders).await
         }
-        async fn record_rejection(&self, r: &Rejection) -> Result<(), RepositoryError> {
+        async fn record_rejection(&self, r: &Rejection) -> Result<Recorded, RepositoryError> {
             self.0.record_rejection(r).await
         }
     }
@@ -1104,7 +1110,7 @@ mod tests {
                     && r.detail.contains("gave up after 1 deliveries")
             })
             .times(1)
-            .returning(|_| Ok(()));
+            .returning(|_| Ok(Recorded::Kept));
         let mut failing = MockOrderStore::new();
         failing
             .expect_record_rejection()
@@ -1125,6 +1131,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_malformed_message_naming_an_erased_order_ends_as_erased_and_leaves_the_stream() {
+        // setup: the store recorded it as erased (its uid was erased)
+        let mut repo = MockOrderStore::new();
+        repo.expect_save().never();
+        repo.expect_record_rejection()
+            .withf(|r| {
+                r.reason == RejectReason::InvalidField && r.order_uid.as_deref() == Some("gone")
+            })
+            .times(1)
+            .returning(|_| Ok(Recorded::Erased));
+        let mut seq = mockall::Sequence::new();
+        let mut acker = MockAcker::new();
+        acker
+            .expect_term()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|| Ok(()));
+        acker
+            .expect_delete_from_stream()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|| Ok(()));
+
+        let ingested = service(repo, MockOrderCache::new())
+            .ingest(vec![message(br#"{"order_uid": "gone"}"#, acker)])
+            .await;
+
+        assert_eq!(
+            outcomes(ingested),
+            [IngestOutcome::Rejected(RejectReason::Erased)]
+        );
+    }
+
+    #[tokio::test]
     async fn a_message_for_an_erased_order_is_rejected_without_its_bytes_then_deleted_from_the_stream()
      {
         // setup: the uid was erased; the message carries headers
@@ -1140,7 +1180,7 @@ mod tests {
                     && r.stream_sequence == Some(7)
             })
             .times(1)
-            .returning(|_| Ok(()));
+            .returning(|_| Ok(Recorded::Kept));
         let mut cache = MockOrderCache::new();
         cache.expect_insert().never();
         let mut seq = mockall::Sequence::new();

@@ -51,8 +51,8 @@ pub use order::{DateCreated, Delivery, InvalidPercent, Item, Order, Payment, Per
 pub use panics::{Panicked, catch as catch_panic, catch_async as catch_panic_async};
 pub use ports::{
     AckError, Acker, DatabaseProbe, Message, MessageMeta, MessageSource, NewOrder, OrderCache,
-    OrderChunks, OrderEvents, OrderJson, OrderReads, OrderStore, RejectedReads, Rejection,
-    RepositoryError, SaveOutcome, SourceError,
+    OrderChunks, OrderEvents, OrderJson, OrderReads, OrderStore, Recorded, RejectedReads,
+    Rejection, RepositoryError, SaveOutcome, SourceError,
 };
 pub use readiness::{Readiness, ReadinessReport};
 pub use rejected::{

@@ -121,6 +121,16 @@ pub struct Rejection {
     pub payload: Bytes,
 }
 
+/// How a rejected message was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// With its reason, bytes and headers.
+    Kept,
+    /// As `erased`, without its bytes or headers: it named an order erased
+    /// on request (a producer resending a malformed copy, say).
+    Erased,
+}
+
 /// What ingest writes: a batch's orders, and the messages that were not
 /// orders.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -140,8 +150,12 @@ pub trait OrderStore: Send + Sync {
     async fn save(&self, orders: &[NewOrder]) -> Result<Vec<SaveOutcome>, RepositoryError>;
 
     /// MUST record the rejected message; recording the same stream and
-    /// sequence again MUST keep one row.
-    async fn record_rejection(&self, rejection: &Rejection) -> Result<(), RepositoryError>;
+    /// sequence again MUST keep one row. When the message names an order
+    /// that was erased on request, MUST record it as
+    /// [`RejectReason::Erased`] without its bytes or headers (keeping them
+    /// would store the erased data again) and answer
+    /// [`Recorded::Erased`].
+    async fn record_rejection(&self, rejection: &Rejection) -> Result<Recorded, RepositoryError>;
 }
 
 /// Reading stored orders: lookups that miss the cache, the list and the

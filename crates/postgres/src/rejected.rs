@@ -5,8 +5,8 @@
 
 use async_trait::async_trait;
 use orders_domain::{
-    Payload, RejectReason, RejectedId, RejectedMessage, RejectedReads, RejectedSummary, Rejection,
-    RepositoryError,
+    Payload, Recorded, RejectReason, RejectedId, RejectedMessage, RejectedReads, RejectedSummary,
+    Rejection, RepositoryError,
 };
 use tokio_postgres::Row;
 
@@ -16,15 +16,18 @@ use crate::repository::PgOrderRepository;
 use crate::sql;
 
 /// Records `r` on the primary, once per stream and sequence.
-pub(crate) async fn record(repo: &PgOrderRepository, r: &Rejection) -> Result<(), RepositoryError> {
+pub(crate) async fn record(
+    repo: &PgOrderRepository,
+    r: &Rejection,
+) -> Result<Recorded, RepositoryError> {
     let client = repo.client().await?;
     let statement = client
         .prepare_cached(sql::INSERT_REJECTION)
         .await
         .map_err(from_pg)?;
     let sequence = r.stream_sequence.and_then(|s| i64::try_from(s).ok());
-    client
-        .execute(
+    let row = client
+        .query_one(
             &statement,
             &[
                 &r.reason.as_str(),
@@ -39,7 +42,12 @@ pub(crate) async fn record(repo: &PgOrderRepository, r: &Rejection) -> Result<()
         )
         .await
         .map_err(from_pg)?;
-    Ok(())
+    let erased: bool = row.try_get(0).map_err(|e| corrupt("rejection", e))?;
+    Ok(if erased {
+        Recorded::Erased
+    } else {
+        Recorded::Kept
+    })
 }
 
 #[async_trait]

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::{GenericClient, Transaction};
-use orders_domain::{NewOrder, OrderStore, Rejection, RepositoryError, SaveOutcome};
+use orders_domain::{NewOrder, OrderStore, Recorded, Rejection, RepositoryError, SaveOutcome};
 
 use crate::columns::UnnestColumns;
 use crate::errors::{corrupt, from_pg};
@@ -226,7 +226,7 @@ impl OrderStore for PgOrderRepository {
         Ok(outcomes)
     }
 
-    async fn record_rejection(&self, rejection: &Rejection) -> Result<(), RepositoryError> {
+    async fn record_rejection(&self, rejection: &Rejection) -> Result<Recorded, RepositoryError> {
         crate::rejected::record(self, rejection).await
     }
 }

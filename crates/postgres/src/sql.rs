@@ -160,10 +160,23 @@ pub(crate) const STORED_SINCE: &str = "SELECT o.order_uid, o.date_created, \
      FROM order_info o JOIN payment p USING (order_uid) \
      WHERE o.event_id > $1 AND o.event_id <= $2 ORDER BY o.event_id LIMIT $3";
 
+/// Records a rejected message, once per stream and sequence; one that
+/// names an erased order ($3) as `erased`, without its bytes or headers
+/// (they would store the erased data again). Answers whether it named one.
 pub(crate) const INSERT_REJECTION: &str = "\
-INSERT INTO rejected_messages (reason, detail, order_uid, subject, stream, stream_sequence, headers, payload)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT ON CONSTRAINT rejected_once DO NOTHING";
+WITH erased AS (
+    SELECT EXISTS (SELECT 1 FROM order_info WHERE order_uid = $3 AND erased_at IS NOT NULL) AS yes
+), recorded AS (
+    INSERT INTO rejected_messages (reason, detail, order_uid, subject, stream, stream_sequence, headers, payload)
+    SELECT CASE WHEN e.yes THEN 'erased' ELSE $1 END,
+           CASE WHEN e.yes THEN 'order_uid ' || $3 || ' was erased on request; nothing of this message is kept' ELSE $2 END,
+           $3, $4, $5, $6,
+           CASE WHEN e.yes THEN NULL ELSE $7 END,
+           CASE WHEN e.yes THEN ''::bytea ELSE $8 END
+    FROM erased e
+    ON CONFLICT ON CONSTRAINT rejected_once DO NOTHING
+)
+SELECT yes FROM erased";
 
 /// Whether our commits are confirmed by a synchronous standby: the primary
 /// names synchronous standbys, this session's commits wait for them

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use orders_domain::{
     ERASED, ErasureRequest, ErasureTarget, Notice, Order, OrderEvents, OrderQuery, OrderReads,
-    OrderStore, OrderUid, RejectReason, Rejection, SaveOutcome, SearchKey, StreamError,
+    OrderStore, OrderUid, Recorded, RejectReason, Rejection, SaveOutcome, SearchKey, StreamError,
     StreamMessages, erase,
 };
 use orders_postgres::{
@@ -368,4 +368,64 @@ async fn replay_never_chooses_an_erased_row_which_has_nothing_to_send() {
     assert_eq!(chosen(since).await, ["invalid_field"]);
     assert!(chosen(by_reason).await.is_empty());
     assert_eq!(chosen(by_id).await, ["invalid_field"]);
+}
+
+#[tokio::test]
+async fn a_rejected_message_naming_an_erased_order_is_kept_as_erased_without_its_bytes() {
+    // setup: ann-1 stored then erased; bob-1 stored and kept
+    let (db, repo) = repository().await;
+    let ann = order("ann-1", 1, "ann@example.com", "+7 900 000-00-01");
+    let bob = order("bob-1", 2, "bob@example.com", "+7 900 000-00-02");
+    repo.save(&orders_testkit::new_orders(&[ann, bob]))
+        .await
+        .expect("save");
+    erase(
+        &PgErasures::new(repo.pool().clone()),
+        &EmptyStream,
+        &request("order_uid", "ann-1", false),
+    )
+    .await
+    .expect("erased");
+
+    // exec: a malformed copy of each, as a producer might resend them
+    let of_ann = repo
+        .record_rejection(&rejection(
+            20,
+            Some("ann-1"),
+            "{\"order_uid\":\"ann-1\",\"email\":\"ann@example.com\"",
+        ))
+        .await
+        .expect("rejection");
+    let of_bob = repo
+        .record_rejection(&rejection(21, Some("bob-1"), "{\"order_uid\":\"bob-1\""))
+        .await
+        .expect("rejection");
+
+    // check: ann's row says erased and keeps nothing of the message; bob's is as sent
+    assert_eq!((of_ann, of_bob), (Recorded::Erased, Recorded::Kept));
+    let rows = db
+        .client()
+        .await
+        .query(
+            "SELECT reason, detail, headers, payload FROM rejected_messages ORDER BY stream_sequence",
+            &[],
+        )
+        .await
+        .expect("rows");
+    let row = |i: usize| -> (String, String, Option<String>, Vec<u8>) {
+        (
+            rows[i].get(0),
+            rows[i].get(1),
+            rows[i].get(2),
+            rows[i].get(3),
+        )
+    };
+    let (reason, detail, headers, payload) = row(0);
+    assert_eq!(reason, "erased");
+    assert!(!detail.contains("ann@example.com"), "{detail}");
+    assert_eq!((headers, payload), (None, Vec::new()));
+    let (reason, _, headers, payload) = row(1);
+    assert_eq!(reason, "invalid_field");
+    assert!(headers.is_some());
+    assert_eq!(payload, b"{\"order_uid\":\"bob-1\"");
 }
