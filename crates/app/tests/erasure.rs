@@ -115,6 +115,38 @@ async fn rejected_sequences(app: &TestApp) -> Vec<i64> {
         .collect()
 }
 
+/// Publishes `body`, a message for the erased order `uid`, on `app`'s
+/// stream with a header naming the person, and checks how it ends: the
+/// `rows`-th row of `rejected_messages`, `erased`, with no payload bytes
+/// and no headers, and the message deleted from the stream.
+async fn sent_again_ends_erased(app: &TestApp, body: Vec<u8>, uid: &str, rows: i64) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("X-Customer", "ann@example.com");
+    let sequence = publish(app, body, headers).await;
+    app.wait_rows("rejected_messages", rows).await;
+    let row = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT reason, order_uid, octet_length(payload), headers \
+             FROM rejected_messages WHERE stream_sequence = $1",
+            &[&(sequence as i64)],
+        )
+        .await
+        .expect("the row of the message sent again");
+    assert_eq!(row.get::<_, &str>(0), "erased");
+    assert_eq!(row.get::<_, Option<&str>>(1), Some(uid));
+    assert_eq!(row.get::<_, i32>(2), 0, "no payload bytes");
+    assert_eq!(row.get::<_, Option<&str>>(3), None, "no headers");
+    eventually(
+        "the message deleted from the stream",
+        Duration::from_secs(10),
+        || async move { held(app, &[sequence]).await.is_empty() },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_reaches_both_replicas_caches_and_searches_the_rejected_rows_and_the_stream() {
     // setup: two replicas on one database; A takes the orders from its
@@ -280,68 +312,17 @@ async fn an_erasure_reaches_both_replicas_caches_and_searches_the_rejected_rows_
         "{text}"
     );
 
-    // exec 3: a producer sends Ann's first order again, with headers
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("X-Customer", "ann@example.com");
-    let s_again = publish(&a, bytes(&ann1), headers).await;
-
-    // check 3: rejected as erased, with no bytes and no headers, deleted
-    // from the stream; the order stays erased on both replicas
-    a.wait_rows("rejected_messages", 2).await;
-    let row =
-        a.db.client()
-            .await
-            .query_one(
-                "SELECT reason, order_uid, octet_length(payload), headers, stream_sequence \
-             FROM rejected_messages WHERE stream_sequence = $1",
-                &[&(s_again as i64)],
-            )
-            .await
-            .expect("the row of the message sent again");
-    assert_eq!(row.get::<_, &str>(0), "erased");
-    assert_eq!(row.get::<_, Option<&str>>(1), Some("ann-1"));
-    assert_eq!(row.get::<_, i32>(2), 0, "no payload bytes");
-    assert_eq!(row.get::<_, Option<&str>>(3), None, "no headers");
-    let a_ref = &a;
-    eventually(
-        "the message deleted from the stream",
-        Duration::from_secs(10),
-        || async move { held(a_ref, &[s_again]).await.is_empty() },
-    )
-    .await;
-    // exec 4: a malformed copy of Ann's second order (its city missing),
-    // which would otherwise be kept whole as invalid_field
+    // exec 3 and check 3: a producer sends Ann's first order again, with
+    // headers; then a malformed copy of her second (its city missing),
+    // which would otherwise be kept whole as invalid_field. Each ends the
+    // same way, and the orders stay erased on both replicas.
+    sent_again_ends_erased(&a, bytes(&ann1), "ann-1", 2).await;
     let mut malformed = ann2.clone();
     malformed["delivery"]
         .as_object_mut()
         .expect("delivery")
         .remove("city");
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("X-Customer", "ann@example.com");
-    let s_malformed = publish(&a, bytes(&malformed), headers).await;
-
-    // check 4: the same ending as a well-formed copy
-    a.wait_rows("rejected_messages", 3).await;
-    let row =
-        a.db.client()
-            .await
-            .query_one(
-                "SELECT reason, order_uid, octet_length(payload), headers \
-             FROM rejected_messages WHERE stream_sequence = $1",
-                &[&(s_malformed as i64)],
-            )
-            .await
-            .expect("the row of the malformed copy");
-    assert_eq!(row.get::<_, &str>(0), "erased");
-    assert_eq!(row.get::<_, Option<&str>>(1), Some("ann-2"));
-    assert_eq!(row.get::<_, i32>(2), 0, "no payload bytes");
-    assert_eq!(row.get::<_, Option<&str>>(3), None, "no headers");
-    eventually(
-        "the malformed copy deleted from the stream",
-        Duration::from_secs(10),
-        || async move { held(a_ref, &[s_malformed]).await.is_empty() },
-    )
-    .await;
+    sent_again_ends_erased(&a, bytes(&malformed), "ann-2", 3).await;
     for app in [&a, &b] {
         assert_eq!(email_of(app, "ann-1").await, (200, "[erased]".into()));
         assert_eq!(email_of(app, "ann-2").await, (200, "[erased]".into()));

@@ -1130,17 +1130,10 @@ mod tests {
         assert!(matches!(retried[0].outcome, IngestOutcome::Retry(_)));
     }
 
-    #[tokio::test]
-    async fn a_malformed_message_naming_an_erased_order_ends_as_erased_and_leaves_the_stream() {
-        // setup: the store recorded it as erased (its uid was erased)
-        let mut repo = MockOrderStore::new();
-        repo.expect_save().never();
-        repo.expect_record_rejection()
-            .withf(|r| {
-                r.reason == RejectReason::InvalidField && r.order_uid.as_deref() == Some("gone")
-            })
-            .times(1)
-            .returning(|_| Ok(Recorded::Erased));
+    /// An acker that expects the message to be terminated, then deleted
+    /// from the stream (how an erased order's message ends), and nothing
+    /// else.
+    fn acker_terminating_then_deleting() -> MockAcker {
         let mut seq = mockall::Sequence::new();
         let mut acker = MockAcker::new();
         acker
@@ -1153,11 +1146,29 @@ mod tests {
             .times(1)
             .in_sequence(&mut seq)
             .returning(|| Ok(()));
+        acker.expect_ack().never();
+        acker
+    }
 
+    #[tokio::test]
+    async fn a_malformed_message_naming_an_erased_order_ends_as_erased_and_leaves_the_stream() {
+        // setup: the store recorded it as erased (its uid was erased)
+        let mut repo = MockOrderStore::new();
+        repo.expect_save().never();
+        repo.expect_record_rejection()
+            .withf(|r| {
+                r.reason == RejectReason::InvalidField && r.order_uid.as_deref() == Some("gone")
+            })
+            .times(1)
+            .returning(|_| Ok(Recorded::Erased));
+        let acker = acker_terminating_then_deleting();
+
+        // exec
         let ingested = service(repo, MockOrderCache::new())
             .ingest(vec![message(br#"{"order_uid": "gone"}"#, acker)])
             .await;
 
+        // check
         assert_eq!(
             outcomes(ingested),
             [IngestOutcome::Rejected(RejectReason::Erased)]
@@ -1183,19 +1194,7 @@ mod tests {
             .returning(|_| Ok(Recorded::Kept));
         let mut cache = MockOrderCache::new();
         cache.expect_insert().never();
-        let mut seq = mockall::Sequence::new();
-        let mut acker = MockAcker::new();
-        acker
-            .expect_term()
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|| Ok(()));
-        acker
-            .expect_delete_from_stream()
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|| Ok(()));
-        acker.expect_ack().never();
+        let acker = acker_terminating_then_deleting();
         let mut m = message(SAMPLE, acker);
         m.meta.headers = Some("NATS/1.0\nNats-Msg-Id: b563feb7b2b84b6test".into());
 
