@@ -75,6 +75,17 @@ fn uids(list: &[&str]) -> Vec<OrderUid> {
         .collect()
 }
 
+/// Erases the order `uid` (a test's setup), the stream aside.
+async fn erase_order(repo: &PgOrderRepository, uid: &str) {
+    erase(
+        &PgErasures::new(repo.pool().clone()),
+        &EmptyStream,
+        &request("order_uid", uid, false),
+    )
+    .await
+    .expect("erased");
+}
+
 async fn found_by(repo: &PgOrderRepository, key: SearchKey) -> usize {
     repo.list_recent(&OrderQuery::by(key), 100, None)
         .await
@@ -206,13 +217,7 @@ async fn a_message_with_an_erased_uid_is_erased_whatever_it_holds_and_nothing_is
     repo.save(&orders_testkit::new_orders(std::slice::from_ref(&sample)))
         .await
         .expect("save");
-    erase(
-        &PgErasures::new(repo.pool().clone()),
-        &EmptyStream,
-        &request("order_uid", "sample-1", false),
-    )
-    .await
-    .expect("erased");
+    erase_order(&repo, "sample-1").await;
     let erased_document = repo.find_json(&sample.order_uid).await.expect("find");
 
     // exec: the original again, and another order with that uid, in one
@@ -379,13 +384,7 @@ async fn a_rejected_message_naming_an_erased_order_is_kept_as_erased_without_its
     repo.save(&orders_testkit::new_orders(&[ann, bob]))
         .await
         .expect("save");
-    erase(
-        &PgErasures::new(repo.pool().clone()),
-        &EmptyStream,
-        &request("order_uid", "ann-1", false),
-    )
-    .await
-    .expect("erased");
+    erase_order(&repo, "ann-1").await;
 
     // exec: a malformed copy of each, as a producer might resend them
     let of_ann = repo
