@@ -5,6 +5,111 @@
 //! Nothing in this crate does I/O. Adapters (PostgreSQL, NATS, the cache, HTTP)
 //! live in their own crates and are handed to [`OrderService`] as trait objects.
 
+/// The methods of a `serde::Serializer` for every shape it does not take,
+/// each failing with `$err`: the decoder's check of plain values and the
+/// order's JSON writer take only strings, integers, newtypes, lists and
+/// structs.
+macro_rules! other_shapes_fail {
+    ($err:expr) => {
+        fn serialize_bool(self, _: bool) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_i8(self, _: i8) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_i16(self, _: i16) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_i32(self, _: i32) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_u8(self, _: u8) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_u16(self, _: u16) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_u32(self, _: u32) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_u64(self, _: u64) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_f32(self, _: f32) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_f64(self, _: f64) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_char(self, _: char) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_bytes(self, _: &[u8]) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_none(self) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_some<T: ::serde::Serialize + ?Sized>(self, _: &T) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_unit(self) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_unit_struct(self, _: &'static str) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_unit_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+        ) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_newtype_variant<T: ::serde::Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: &T,
+        ) -> Result<(), Self::Error> {
+            Err($err)
+        }
+        fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Self::Error> {
+            Err($err)
+        }
+        fn serialize_tuple_struct(
+            self,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeTupleStruct, Self::Error> {
+            Err($err)
+        }
+        fn serialize_tuple_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeTupleVariant, Self::Error> {
+            Err($err)
+        }
+        fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Self::Error> {
+            Err($err)
+        }
+        fn serialize_struct_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeStructVariant, Self::Error> {
+            Err($err)
+        }
+    };
+}
+
 mod audit;
 pub mod dates;
 mod decode;
